@@ -1,0 +1,101 @@
+"""Neuron importance: the inverse of SimAM's minimal energy (paper Eq. 1–3, SPEC §1).
+
+For one channel with ``M`` neurons, Eq. 1 asks how well a linear map ``w·x + b`` can tell a target
+neuron ``t`` (mapped to +1) from the other ``M − 1`` neurons (mapped to −1). Its minimum, Eq. 3, is
+small for a neuron that stands out from its neighbours; the importance used throughout SimAM² is the
+inverse ``1 / e*_t``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+#: Floor for every denominator, so that a constant input (zero variance, λ = 0) stays finite.
+EPS = 1e-12
+
+
+def default_neuron_dims(ndim: int) -> tuple[int, ...]:
+    """SPEC §1: the dims that hold one channel's neurons, for an input of ``ndim`` dims.
+
+    (B, C, *S) with S non-empty: the dims of S (SimAM's convention). (B, C): the C dim.
+    """
+    if ndim < 2:
+        raise ValueError(f"expected an input of shape (B, C, ...), got {ndim} dim(s)")
+    return tuple(range(2, ndim)) if ndim > 2 else (1,)
+
+
+def resolve_neuron_dims(x: torch.Tensor, neuron_dims: Sequence[int] | int | None) -> tuple[int, ...]:
+    """Normalise ``neuron_dims`` for ``x`` (None: the SPEC §1 default; negatives allowed)."""
+    if neuron_dims is None:
+        return default_neuron_dims(x.dim())
+    if isinstance(neuron_dims, int):
+        neuron_dims = (neuron_dims,)
+    dims = []
+    for d in neuron_dims:
+        if not -x.dim() <= d < x.dim():
+            raise ValueError(f"neuron dim {d} is out of range for an input of shape {tuple(x.shape)}")
+        dims.append(d % x.dim())
+    if len(set(dims)) != len(dims) or not dims:
+        raise ValueError(f"neuron_dims must be distinct and non-empty, got {tuple(neuron_dims)}")
+    return tuple(sorted(dims))
+
+
+def neuron_count(x: torch.Tensor, dims: Sequence[int]) -> int:
+    """M: how many neurons one channel holds; SPEC §1 makes M < 2 an error."""
+    m = 1
+    for d in dims:
+        m *= x.shape[d]
+    if m < 2:
+        raise ValueError(
+            f"importance needs at least 2 neurons per channel, got M={m} over dims {tuple(dims)} "
+            f"of an input of shape {tuple(x.shape)}; pass neuron_dims that hold several neurons"
+        )
+    return m
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Statistics run in at least float32 (SPEC §1): bf16/fp16 variances underflow or overflow."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def importance(
+    x: torch.Tensor, lam: float = 0.0, neuron_dims: Sequence[int] | int | None = None
+) -> torch.Tensor:
+    """``1 / e*_t`` for every neuron of ``x``, SimAM's fast form (Eq. 3 with statistics over all M).
+
+    ``d = (x − μ)²``, ``var = Σ d / (M − 1)``, ``imp = d / (4 (var + λ)) + 0.5``. Returns a tensor
+    of ``x``'s shape and dtype; a neuron far from its channel's mean gets a high value.
+    """
+    dims = resolve_neuron_dims(x, neuron_dims)
+    m = neuron_count(x, dims)
+    xf = x.to(compute_dtype(x.dtype))
+    d = (xf - xf.mean(dim=dims, keepdim=True)).square()
+    var = d.sum(dim=dims, keepdim=True) / (m - 1)
+    imp = d / (4 * (var + lam).clamp_min(EPS)) + 0.5
+    return imp.to(x.dtype)
+
+
+def exact_minimal_energy(x: torch.Tensor, lam: float = 0.0, neuron_dims=None) -> torch.Tensor:
+    """Eq. 3 exactly: ``e*_t = 4 (σ̂² + λ) / ((t − μ̂)² + 2σ̂² + 2λ)``.
+
+    μ̂ and σ̂² are the mean and population variance of the *other* M − 1 neurons of t's channel. This
+    is the true minimum of Eq. 1 over (w_t, b_t) (a test checks it against numerical optimisation);
+    :func:`importance` is SimAM's cheaper form, which takes both statistics over all M neurons.
+    """
+    dims = resolve_neuron_dims(x, neuron_dims)
+    m = neuron_count(x, dims)
+    xf = x.to(compute_dtype(x.dtype))
+    total = xf.sum(dim=dims, keepdim=True)
+    total_sq = xf.square().sum(dim=dims, keepdim=True)
+    mu = (total - xf) / (m - 1)
+    var = ((total_sq - xf.square()) / (m - 1) - mu.square()).clamp_min(0)
+    return 4 * (var + lam) / ((xf - mu).square() + 2 * var + 2 * lam).clamp_min(EPS)
+
+
+def energy_eq1(w: float, b: float, t: float, others: Sequence[float], lam: float) -> float:
+    """Eq. 1 for one target neuron: ``(1/(M−1)) Σ (−1 − (w x_i + b))² + (1 − (w t + b))² + λ w²``."""
+    others = list(others)
+    inner = sum((-1.0 - (w * xi + b)) ** 2 for xi in others) / len(others)
+    return inner + (1.0 - (w * t + b)) ** 2 + lam * w * w

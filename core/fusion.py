@@ -1,0 +1,250 @@
+"""SimAM² fusion: superposition (Eq. 4), degradation factor r (Eq. 6), fused energy (Eq. 7) and the
+attention it drives (Eq. 8). SPEC §2–§3.
+
+:class:`SimAM2` is the paper's two-modality module. :class:`MultiSimAM2` is our extension to K
+modalities: the weights become a softmax over K inputs and Eq. 4 a convex sum; with K = 2 and weights
+(ζ, 1 − ζ) it computes exactly what :class:`SimAM2` computes (a test checks it).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .energy import compute_dtype, importance, resolve_neuron_dims
+
+ZETA_MODES = ("fixed", "learnable", "given")
+
+
+def superpose(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """Eq. 4, ``U = ζ ⊙ X1 + (1 − ζ) ⊙ X2``, written for K inputs: ``U = Σ_k w_k ⊙ X_k``.
+
+    ``weights`` has shape (B, C, K) and broadcasts over the neuron dims of each (B, C, *S) input.
+    """
+    return sum(_broadcast(weights[..., k], x) * x for k, x in enumerate(xs))
+
+
+def fused_energy(
+    xs: Sequence[torch.Tensor],
+    weights: torch.Tensor,
+    u: torch.Tensor,
+    r: torch.Tensor,
+    lam: float,
+    neuron_dims,
+) -> torch.Tensor:
+    """Eq. 7, ``E* = e_U − ζ² e_1 − (1 − ζ)² e_2 + (1 − r) e_U``, written for K inputs.
+
+    Each ``e`` is an importance (SPEC §1): λ = 0 for the modalities, λ on U only.
+    """
+    e_u = importance(u, lam, neuron_dims)
+    e = e_u + (1 - r) * e_u
+    for k, x in enumerate(xs):
+        e = e - _broadcast(weights[..., k], x).square() * importance(x, 0.0, neuron_dims)
+    return e
+
+
+def degradation_factor(var_b: torch.Tensor, var_max: torch.Tensor, s: float, lam: float) -> torch.Tensor:
+    """Eq. 6, ``r = tanh((s · Σ_c var_b[c] + λ) / (Σ_c var_max[c] + λ))`` (SPEC §3)."""
+    return torch.tanh((s * var_b.sum() + lam) / (var_max.sum() + lam))
+
+
+def _broadcast(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B, C) → (B, C, 1, …, 1) so that it multiplies a (B, C, *S) tensor."""
+    return w.reshape(w.shape + (1,) * (like.dim() - 2))
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, *S) → (B, C): the gate sees each channel's mean (identity for a 2-D input)."""
+    return x.flatten(2).mean(-1) if x.dim() > 2 else x
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class MultiSimAM2(nn.Module):
+    """SimAM² over K ≥ 2 modalities (our extension of Eq. 4–8; K = 2 is the paper's module).
+
+    Args:
+        channels: C, the channel dim (dim 1) of every input.
+        modalities: K.
+        zeta: ``"fixed"`` (uniform weights 1/K, plain averaging), ``"learnable"`` (an input-dependent
+            softmax gate over K, SPEC §2) or ``"given"`` (``forward`` must receive the weights).
+        lam: λ of the fused representation's importance (the paper: "usually 1e-6").
+        s: the scale of Eq. 6 (the paper: 2.5).
+        neuron_dims: which dims hold one channel's neurons (SPEC §1 default when None).
+        sync_dist: under torch.distributed, reduce ζ's batch statistics over all ranks in training
+            mode, so that every rank holds the same ``var_max`` and computes the same ``r`` (SPEC §3).
+
+    After each forward: ``.weights`` (B, C, K) and ``.r``, both detached. Buffers: ``var_max`` (C,),
+    saved in the state dict; ``weight_sums`` (K,), the batch-and-channel sums of each weight in the
+    last training forward (read by :class:`~simam2.core.GradientModulator`, Eq. 11).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        modalities: int = 2,
+        zeta: str = "fixed",
+        lam: float = 1e-6,
+        s: float = 2.5,
+        neuron_dims=None,
+        sync_dist: bool = True,
+    ):
+        super().__init__()
+        if zeta not in ZETA_MODES:
+            raise ValueError(f"zeta must be one of {ZETA_MODES}, got {zeta!r}")
+        if modalities < 2:
+            raise ValueError(f"fusion needs at least 2 modalities, got {modalities}")
+        if channels < 1:
+            raise ValueError(f"channels must be positive, got {channels}")
+        self.channels = channels
+        self.modalities = modalities
+        self.zeta_mode = zeta
+        self.lam = lam
+        self.s = s
+        self.neuron_dims = neuron_dims
+        self.sync_dist = sync_dist
+        self.gate = self._make_gate() if zeta == "learnable" else None
+        self.register_buffer("var_max", torch.zeros(channels))
+        self.register_buffer("weight_sums", torch.full((modalities,), float("nan")), persistent=False)
+        self.weights: torch.Tensor | None = None
+        self.r: torch.Tensor | None = None
+
+    # -- the weights -------------------------------------------------------------------------------
+
+    def _make_gate(self) -> nn.Module:
+        return nn.Linear(self.modalities * self.channels, self.modalities * self.channels)
+
+    def compute_weights(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(B, C, K) fusion weights that sum to one over K (SPEC §2)."""
+        b = xs[0].shape[0]
+        if self.zeta_mode == "fixed":
+            return xs[0].new_full((b, self.channels, self.modalities), 1.0 / self.modalities)
+        if self.zeta_mode == "given":
+            raise ValueError("this module was built with zeta='given': pass the weights to forward()")
+        logits = self.gate(torch.cat([_pool(x) for x in xs], dim=1).to(self.gate.weight.dtype))
+        return logits.view(b, self.modalities, self.channels).transpose(1, 2).softmax(-1)
+
+    # -- the statistics ----------------------------------------------------------------------------
+
+    def _batch_statistics(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel batch variance of the weights, mean over K (C,), and per-modality sums (K,).
+
+        Population variance over the batch (SPEC §3); with K = 2 both weights have the same
+        variance, so the mean over K is var_b(ζ) itself. Reduced over ranks under DDP in training.
+        """
+        w = weights.detach().to(torch.float64)
+        n = torch.tensor([float(w.shape[0])], dtype=torch.float64, device=w.device)
+        packed = torch.cat([n, w.sum(0).flatten(), w.square().sum(0).flatten()])
+        if self.training and self.sync_dist and _distributed():
+            dist.all_reduce(packed)
+        n, rest = packed[0], packed[1:]
+        total, total_sq = rest.view(2, self.channels, self.modalities)
+        mean = total / n
+        var_b = (total_sq / n - mean.square()).clamp_min(0).mean(-1)
+        return var_b.to(self.var_max.dtype), total.sum(0)
+
+    def _update(self, weights: torch.Tensor) -> torch.Tensor:
+        """r for this forward (Eq. 6); in training mode also grows ``var_max`` and ``weight_sums``.
+
+        Both updates are in place, so that they survive torch.nn.DataParallel: its replica on the
+        first device shares storage with the wrapped module.
+        """
+        with torch.no_grad():
+            var_b, sums = self._batch_statistics(weights)
+            if self.training:
+                torch.maximum(self.var_max, var_b, out=self.var_max)
+                self.weight_sums.copy_(sums)
+            return degradation_factor(var_b, self.var_max, self.s, self.lam)
+
+    # -- the forward -------------------------------------------------------------------------------
+
+    def _check(self, xs: Sequence[torch.Tensor], weights: torch.Tensor | None) -> None:
+        if len(xs) != self.modalities:
+            raise ValueError(f"expected {self.modalities} inputs, got {len(xs)}")
+        shape = xs[0].shape
+        for k, x in enumerate(xs):
+            if x.shape != shape:
+                raise ValueError(
+                    f"all inputs must have one shape; input 1 is {tuple(shape)}, input {k + 1} is {tuple(x.shape)}"
+                )
+        if xs[0].dim() < 2 or shape[1] != self.channels:
+            raise ValueError(f"expected inputs of shape (B, {self.channels}, ...), got {tuple(shape)}")
+        if weights is not None and tuple(weights.shape) != (shape[0], self.channels, self.modalities):
+            raise ValueError(
+                f"fusion weights must have shape (B, C, K) = {(shape[0], self.channels, self.modalities)}, "
+                f"got {tuple(weights.shape)}"
+            )
+
+    def fuse(self, xs: Sequence[torch.Tensor], weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. 4–8 for K inputs; ``weights`` (B, C, K) given, or computed per ``zeta``."""
+        self._check(xs, weights)
+        dims = resolve_neuron_dims(xs[0], self.neuron_dims)
+        if weights is None:
+            weights = self.compute_weights(xs)
+        out_dtype = xs[0].dtype
+        ct = compute_dtype(torch.promote_types(out_dtype, weights.dtype))
+        xs = [x.to(ct) for x in xs]
+        w = weights.to(ct)
+        r = self._update(w)
+        u = superpose(xs, w)  # Eq. 4
+        e = fused_energy(xs, w, u, r.to(ct), self.lam, dims)  # Eq. 7
+        self.weights, self.r = weights.detach(), r
+        return (torch.sigmoid(e) * u).to(out_dtype)  # Eq. 8
+
+    def forward(self, *xs: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fuse(xs, weights)
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, modalities={self.modalities}, zeta={self.zeta_mode!r}, "
+            f"lam={self.lam}, s={self.s}, neuron_dims={self.neuron_dims}"
+        )
+
+
+class SimAM2(MultiSimAM2):
+    """The paper's two-modality SimAM² (Eq. 4–8): ``forward(x1, x2, zeta=None)``.
+
+    ζ, the weight of ``x1``, has shape (B, C) (SPEC §2): 0.5 when ``zeta="fixed"`` (summation);
+    ``sigmoid(Linear(concat(pool(x1), pool(x2))))`` with C outputs when ``"learnable"``; passed to
+    ``forward`` when given (which overrides the module's own ζ). After each forward ``.zeta`` is that
+    forward's ζ (detached) and ``.r`` its degradation factor.
+    """
+
+    def __init__(self, channels: int, zeta: str = "fixed", lam: float = 1e-6, s: float = 2.5,
+                 neuron_dims=None, sync_dist: bool = True):
+        super().__init__(channels, 2, zeta, lam, s, neuron_dims, sync_dist)
+
+    def _make_gate(self) -> nn.Module:
+        return nn.Linear(2 * self.channels, self.channels)
+
+    def compute_zeta(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """ζ (B, C) per SPEC §2."""
+        if self.zeta_mode == "fixed":
+            return x1.new_full((x1.shape[0], self.channels), 0.5)
+        if self.zeta_mode == "given":
+            raise ValueError("this module was built with zeta='given': pass zeta to forward()")
+        return torch.sigmoid(self.gate(torch.cat([_pool(x1), _pool(x2)], dim=1).to(self.gate.weight.dtype)))
+
+    def compute_weights(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        zeta = self.compute_zeta(*xs)
+        return torch.stack([zeta, 1 - zeta], dim=-1)
+
+    @property
+    def zeta(self) -> torch.Tensor | None:
+        return None if self.weights is None else self.weights[..., 0]
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, zeta: torch.Tensor | None = None) -> torch.Tensor:
+        self._check((x1, x2), None)
+        weights = None
+        if zeta is not None:
+            if zeta.dim() != 2 or zeta.shape[0] != x1.shape[0] or zeta.shape[1] != self.channels:
+                raise ValueError(
+                    f"zeta must have shape (B, C) = ({x1.shape[0]}, {self.channels}), got {tuple(zeta.shape)}"
+                )
+            weights = torch.stack([zeta, 1 - zeta], dim=-1)
+        return self.fuse((x1, x2), weights)

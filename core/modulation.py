@@ -1,0 +1,230 @@
+"""Decoupling-free gradient modulation (Sec. 2.3, Eq. 11) with OGM-GE's coefficient rule (SPEC §5),
+and OGM-GE's own decoupled ratio kept for comparison (SPEC §6).
+
+:class:`GradientModulator` rescales the gradients of two named groups of parameters between
+``backward()`` and ``optimizer.step()``, through PyTorch's optimizer step pre-hooks, so that no
+training loop has to change. All its arithmetic stays on the parameters' device: it never reads a
+value back to the host.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+import torch
+import torch.distributed as dist
+from torch.optim.optimizer import Optimizer, register_optimizer_step_pre_hook
+
+MODES = ("ogm", "ogm_ge")
+RATIOS = ("zeta", "decoupled")
+#: OGM-GE adds this to the gradient's std before drawing its noise (its main.py).
+GE_STD_FLOOR = 1e-8
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def decoupling_free_ratio(zeta: torch.Tensor) -> torch.Tensor:
+    """Eq. 11: ``ρ1 = Σ ζ / Σ (1 − ζ)`` over batch and channels; ρ2 = 1 / ρ1."""
+    zeta = zeta.detach()
+    return zeta.sum() / (1 - zeta).sum()
+
+
+def ogm_coefficients(rho1, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """OGM-GE's rule (its Eq. 10), SPEC §5: the dominant modality's gradient is damped.
+
+    ``ρ1 > 1``: ``k1 = 1 − tanh(α ρ1)``, ``k2 = 1``; otherwise ``k2 = 1 − tanh(α / ρ1)``, ``k1 = 1``.
+    Accepts a float or a tensor; returns 0-dim tensors on ``rho1``'s device.
+    """
+    rho1 = torch.as_tensor(rho1, dtype=torch.float32 if not torch.is_tensor(rho1) else None)
+    one = torch.ones_like(rho1)
+    dominant = rho1 > 1
+    k1 = torch.where(dominant, 1 - torch.tanh(alpha * rho1), one)
+    k2 = torch.where(dominant, one, 1 - torch.tanh(alpha / rho1))
+    return k1, k2
+
+
+def decoupled_scores(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """OGM-GE's per-modality scores ``score_m = Σ_i softmax(out_m)[i, label_i]``, stacked (2,)."""
+    if logits1.shape != logits2.shape or logits1.dim() != 2:
+        raise ValueError(
+            f"per-modality logits must both be (N, classes), got {tuple(logits1.shape)} and {tuple(logits2.shape)}"
+        )
+    if labels.shape != logits1.shape[:1]:
+        raise ValueError(f"labels must have shape ({logits1.shape[0]},), got {tuple(labels.shape)}")
+    idx = labels.long().view(-1, 1)
+    return torch.stack([
+        logits1.detach().softmax(1).gather(1, idx).sum(),
+        logits2.detach().softmax(1).gather(1, idx).sum(),
+    ])
+
+
+def decoupled_ratio(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SPEC §6: OGM-GE's decoupled ratio ``score_1 / score_2`` from the split classifier's logits."""
+    s = decoupled_scores(logits1, logits2, labels)
+    return s[0] / s[1]
+
+
+class GradientModulator:
+    """OGM / OGM-GE gradient modulation of two parameter groups, driven by Eq. 11 or by OGM-GE's ratio.
+
+    Args:
+        groups: two named groups, ``{"audio": params, "visual": params}``; the first is modality 1,
+            whose fusion weight is ζ.
+        fusion: the fusion module whose ζ drives ``ratio="zeta"``: a :class:`~simam2.core.SimAM2`
+            (its ``weight_sums`` buffer is read, on device) or any object with a ``.zeta`` tensor.
+        alpha: OGM-GE's α.
+        mode: ``"ogm"`` (``grad ← k·grad``) or ``"ogm_ge"`` (plus ``N(0, std(grad)²)`` noise).
+        start_epoch, end_epoch: the modulation window, inclusive at both ends as in OGM-GE.
+        epoch_fn: returns the current epoch; without one, set :attr:`epoch` from the loop.
+        ratio: ``"zeta"`` (decoupling-free, Eq. 11) or ``"decoupled"`` (OGM-GE's own, fed each step
+            through :meth:`observe_logits`).
+        seed: seeds the GE noise generator; None draws one (shared from rank 0 under DDP, so that
+            every rank adds the same noise, SPEC §5).
+
+    ``last`` holds the latest step's detached values: ``rho_zeta``, ``rho_decoupled`` (when logits
+    were observed), ``k1``, ``k2``, ``applied``.
+    """
+
+    def __init__(
+        self,
+        groups: Mapping[str, Iterable[torch.nn.Parameter]],
+        fusion=None,
+        alpha: float = 0.1,
+        mode: str = "ogm_ge",
+        start_epoch: int = 0,
+        end_epoch: int = 50,
+        epoch_fn: Callable[[], int] | None = None,
+        ratio: str = "zeta",
+        seed: int | None = None,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if ratio not in RATIOS:
+            raise ValueError(f"ratio must be one of {RATIOS}, got {ratio!r}")
+        if len(groups) != 2:
+            raise ValueError(f"gradient modulation balances exactly two modalities, got groups {list(groups)}")
+        self.names = list(groups)
+        self.groups = [list(p) for p in groups.values()]
+        for name, params in zip(self.names, self.groups):
+            if not params:
+                raise ValueError(f"parameter group {name!r} is empty")
+        if ratio == "zeta":
+            if fusion is None:
+                raise ValueError("decoupling-free modulation (ratio='zeta') needs the fusion module whose ζ it reads")
+            if getattr(fusion, "zeta_mode", None) == "fixed":
+                raise ValueError(
+                    "decoupling-free modulation needs a learnable (or given) ζ: with the fixed ζ = 0.5 "
+                    "Eq. 11's ratio is 1 at every step; build the fusion with zeta='learnable'"
+                )
+        self.fusion = fusion
+        self.alpha = alpha
+        self.mode = mode
+        self.start_epoch, self.end_epoch = start_epoch, end_epoch
+        self.epoch_fn = epoch_fn
+        self.epoch = 0
+        self.ratio = ratio
+        self.seed = seed
+        self.last: dict[str, torch.Tensor | bool] = {}
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._param_ids = {id(p) for group in self.groups for p in group}
+        self._owns: dict[int, bool] = {}
+
+    # -- ratios ------------------------------------------------------------------------------------
+
+    def zeta_ratio(self) -> torch.Tensor:
+        """Eq. 11's ρ1 from the fusion's ζ in the last training forward (on device, no sync)."""
+        sums = getattr(self.fusion, "weight_sums", None)
+        if torch.is_tensor(sums) and sums.numel() == 2:
+            return sums[0] / sums[1]
+        zeta = getattr(self.fusion, "zeta", None)
+        if zeta is None:
+            raise RuntimeError("the fusion module has not run a forward yet: no ζ to read")
+        return decoupling_free_ratio(zeta)
+
+    def observe_logits(self, logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Record OGM-GE's decoupled ratio for this step (SPEC §6); summed over ranks under DDP."""
+        scores = decoupled_scores(logits1, logits2, labels)
+        if _distributed():
+            dist.all_reduce(scores)
+        self.last["rho_decoupled"] = rho = scores[0] / scores[1]
+        return rho
+
+    # -- the step ----------------------------------------------------------------------------------
+
+    def current_epoch(self) -> int:
+        return self.epoch_fn() if self.epoch_fn is not None else self.epoch
+
+    def in_window(self) -> bool:
+        return self.start_epoch <= self.current_epoch() <= self.end_epoch
+
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(k1, k2) for this step, from the configured ratio."""
+        if self.ratio == "zeta":
+            rho = self.last["rho_zeta"] = self.zeta_ratio()
+        else:
+            if "rho_decoupled" not in self.last:
+                raise RuntimeError("ratio='decoupled' needs observe_logits() before each optimizer step")
+            rho = self.last["rho_decoupled"]
+        if self.fusion is not None and self.ratio != "zeta":
+            self.last["rho_zeta"] = self.zeta_ratio()
+        k1, k2 = ogm_coefficients(rho, self.alpha)
+        self.last["k1"], self.last["k2"] = k1, k2
+        return k1, k2
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        gen = self._generators.get(device)
+        if gen is None:
+            if self.seed is None:
+                seed = torch.randint(0, 2**62, (1,), dtype=torch.int64)
+                if _distributed():
+                    seed = seed.to(device) if dist.get_backend() == "nccl" else seed
+                    dist.broadcast(seed, src=0)
+                self.seed = int(seed.item())  # once per run, at the first step
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self.seed)
+            self._generators[device] = gen
+        return gen
+
+    @torch.no_grad()
+    def apply(self) -> bool:
+        """Modulate the groups' gradients now, if inside the window; returns whether it did."""
+        if not self.in_window():
+            self.last["applied"] = False
+            return False
+        for k, params in zip(self.coefficients(), self.groups):
+            for p in params:
+                g = p.grad
+                if g is None:
+                    continue
+                k_dev = k.to(device=g.device, dtype=g.dtype)
+                if self.mode == "ogm_ge":
+                    std = g.std() + GE_STD_FLOOR
+                    noise = torch.randn(g.shape, generator=self._generator(g.device), device=g.device, dtype=g.dtype)
+                    g.mul_(k_dev).add_(noise.mul_(std))
+                else:
+                    g.mul_(k_dev)
+        self.last["applied"] = True
+        return True
+
+    # -- hooks -------------------------------------------------------------------------------------
+
+    def _holds_groups(self, optimizer: Optimizer) -> bool:
+        owns = self._owns.get(id(optimizer))
+        if owns is None:
+            ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            owns = self._owns[id(optimizer)] = bool(ids & self._param_ids)
+        return owns
+
+    def _hook(self, optimizer: Optimizer, args, kwargs) -> None:
+        if self._holds_groups(optimizer):
+            self.apply()
+
+    def attach(self, optimizer: Optimizer | None = None):
+        """Run :meth:`apply` before each ``step()`` of ``optimizer``; with None, before the step of
+        any optimizer that holds these parameters (a global hook, for optimizers built by code we do
+        not control). Returns a handle whose ``remove()`` detaches it."""
+        if optimizer is None:
+            return register_optimizer_step_pre_hook(self._hook)
+        return optimizer.register_step_pre_hook(self._hook)
