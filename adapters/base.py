@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 ZETA_CHOICES = ("fixed", "learnable", "given")
-MODULATION_CHOICES = ("none", "df")
+MODULATION_CHOICES = ("none", "ogm-ge", "df")
 
 
 class AdapterError(RuntimeError):
@@ -49,9 +49,11 @@ class RunConfig:
 
     simam2: SimAM² fusion on (the upstream's vanilla fusion when off).
     zeta: ``fixed`` (ζ = 0.5), ``learnable`` (SPEC §2's gate) or ``given`` (the upstream's own gate).
-    modulation: ``none`` or ``df`` — decoupling-free modulation through core's GradientModulator
-        (the upstream's own OGM-GE, where it has one, is chosen with the upstream's own flags).
-    ge: with ``df``, add OGM-GE's Gaussian noise (OGM-GE) or not (OGM).
+    modulation: ``none``; ``ogm-ge`` — OGM-GE with its own decoupled ratio (SPEC §6): the upstream's
+        own implementation where it has one (OGM-GE's main.py), else core's GradientModulator with
+        ``ratio="decoupled"``; ``df`` — decoupling-free modulation (Eq. 11) through core's
+        GradientModulator with ``ratio="zeta"``.
+    ge: add OGM-GE's Gaussian noise (OGM-GE) or not (plain OGM), for ``ogm-ge`` and ``df``.
     alpha, modulation_start, modulation_end: OGM-GE's α and epoch window (inclusive).
     lam, s: λ and s of Eq. 6–7.
     seed: seeds Python, NumPy and torch when the run starts (None: leave the upstream's seeding).
