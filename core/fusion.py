@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .energy import compute_dtype, importance, resolve_neuron_dims
+from .energy import EPS, compute_dtype, importance, resolve_neuron_dims
 
 ZETA_MODES = ("fixed", "learnable", "given")
 
@@ -47,8 +47,11 @@ def fused_energy(
 
 
 def degradation_factor(var_b: torch.Tensor, var_max: torch.Tensor, s: float, lam: float) -> torch.Tensor:
-    """Eq. 6, ``r = tanh((s · Σ_c var_b[c] + λ) / (Σ_c var_max[c] + λ))`` (SPEC §3)."""
-    return torch.tanh((s * var_b.sum() + lam) / (var_max.sum() + lam))
+    """Eq. 6, ``r = tanh((s · Σ_c var_b[c] + λ) / (Σ_c var_max[c] + λ))`` (SPEC §3).
+
+    The denominator is floored at EPS, so that λ = 0 with a constant ζ gives r = 0, not NaN.
+    """
+    return torch.tanh((s * var_b.sum() + lam) / (var_max.sum() + lam).clamp_min(EPS))
 
 
 def _broadcast(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -146,7 +149,7 @@ class MultiSimAM2(nn.Module):
         total, total_sq = rest.view(2, self.channels, self.modalities)
         mean = total / n
         var_b = (total_sq / n - mean.square()).clamp_min(0).mean(-1)
-        return var_b.to(self.var_max.dtype), total.sum(0)
+        return var_b, total.sum(0)
 
     def _update(self, weights: torch.Tensor) -> torch.Tensor:
         """r for this forward (Eq. 6); in training mode also grows ``var_max`` and ``weight_sums``.
@@ -157,9 +160,10 @@ class MultiSimAM2(nn.Module):
         with torch.no_grad():
             var_b, sums = self._batch_statistics(weights)
             if self.training:
-                torch.maximum(self.var_max, var_b, out=self.var_max)
+                torch.maximum(self.var_max, var_b.to(self.var_max.dtype), out=self.var_max)
                 self.weight_sums.copy_(sums)
-            return degradation_factor(var_b, self.var_max, self.s, self.lam)
+            # in float64: r is a ratio of sums of small variances
+            return degradation_factor(var_b, self.var_max.double(), self.s, self.lam)
 
     # -- the forward -------------------------------------------------------------------------------
 

@@ -1,0 +1,146 @@
+"""SPEC §2–§3: the fused output, r and var_max against a hand computation; gradients; bad input."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from simam2.core import MultiSimAM2, SimAM2
+
+
+def np_importance(x, lam):
+    """SPEC §1 in NumPy, neurons along the last axis."""
+    m = x.shape[-1]
+    d = (x - x.mean(-1, keepdims=True)) ** 2
+    return d / (4 * (d.sum(-1, keepdims=True) / (m - 1) + lam)) + 0.5
+
+
+def by_hand(x1, x2, zeta, var_max, lam=1e-6, s=2.5):
+    """Eq. 4–8 written out in NumPy for (B, C, S) inputs and (B, C) ζ; returns (out, r, var_max)."""
+    z = zeta[..., None]
+    u = z * x1 + (1 - z) * x2
+    var_b = zeta.var(0)  # population variance over the batch
+    var_max = np.maximum(var_max, var_b)
+    r = math.tanh((s * var_b.sum() + lam) / (var_max.sum() + lam))
+    e = np_importance(u, lam) - z**2 * np_importance(x1, 0) - (1 - z) ** 2 * np_importance(x2, 0)
+    e = e + (1 - r) * np_importance(u, lam)
+    return 1 / (1 + np.exp(-e)) * u, r, var_max
+
+
+def test_output_r_and_var_max_match_hand_computation():
+    rng = np.random.default_rng(1)
+    x1, x2 = rng.normal(size=(2, 4, 3, 5))
+    zeta = rng.uniform(0.1, 0.9, size=(4, 3))
+    m = SimAM2(3, zeta="given").double()
+    out = m(torch.tensor(x1), torch.tensor(x2), zeta=torch.tensor(zeta))
+    ref, r, var_max = by_hand(x1, x2, zeta, np.zeros(3))
+    np.testing.assert_allclose(out.detach().numpy(), ref, rtol=1e-10)
+    assert m.r.item() == pytest.approx(r, rel=1e-10)
+    np.testing.assert_allclose(m.var_max.numpy(), var_max, rtol=1e-10)
+    np.testing.assert_allclose(m.zeta.numpy(), zeta)
+    # a second batch with less spread: var_max keeps its maximum, r falls below tanh(s)
+    zeta2 = 0.5 + (zeta - 0.5) * 0.3
+    out2 = m(torch.tensor(x1), torch.tensor(x2), zeta=torch.tensor(zeta2))
+    ref2, r2, var_max2 = by_hand(x1, x2, zeta2, var_max)
+    np.testing.assert_allclose(out2.detach().numpy(), ref2, rtol=1e-10)
+    np.testing.assert_allclose(m.var_max.numpy(), var_max, rtol=1e-10)
+    assert m.r.item() == pytest.approx(r2, rel=1e-10) and r2 < r
+
+
+def test_var_max_grows_only_in_training_and_is_saved():
+    m = SimAM2(4, zeta="learnable")
+    x1, x2 = torch.randn(2, 8, 4, 6)
+    m.eval()
+    m(x1, x2)
+    assert torch.count_nonzero(m.var_max) == 0
+    m.train()
+    m(x1, x2)
+    grown = m.var_max.clone()
+    torch.testing.assert_close(grown, m.zeta.var(0, unbiased=False))
+    m(x1[:1], x2[:1])  # a batch of one has zero variance: var_max must not fall
+    torch.testing.assert_close(m.var_max, grown)
+    assert "var_max" in m.state_dict()
+    fresh = SimAM2(4, zeta="learnable")
+    fresh.load_state_dict(m.state_dict())
+    torch.testing.assert_close(fresh.var_max, grown)
+
+
+def test_fixed_zeta_is_plain_summation_with_r_from_lambda():
+    m = SimAM2(3, zeta="fixed", lam=1e-6)
+    x1, x2 = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    out = m(x1, x2)
+    ref, r, _ = by_hand(x1.numpy(), x2.numpy(), np.full((5, 3), 0.5), np.zeros(3))
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10)
+    assert m.r.item() == pytest.approx(math.tanh(1.0))  # tanh(λ / (0 + λ))
+    assert r == pytest.approx(math.tanh(1.0))
+
+
+def test_learnable_gate_is_sigmoid_of_linear_on_pooled_inputs():
+    m = SimAM2(3, zeta="learnable")
+    x1, x2 = torch.randn(2, 4, 3, 7)
+    m(x1, x2)
+    expected = torch.sigmoid(m.gate(torch.cat([x1.mean(-1), x2.mean(-1)], 1)))
+    torch.testing.assert_close(m.zeta, expected.detach())
+    assert m.zeta.shape == (4, 3) and m.zeta.std() > 0  # varies within the batch (Eq. 6 needs it)
+
+
+def test_gradients_match_finite_differences():
+    torch.manual_seed(0)
+    m = SimAM2(3, zeta="given").double()
+    x1 = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    x2 = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    zeta = torch.rand(4, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b: m(a, b, zeta=zeta), (x1, x2))
+    # r is a statistic without gradient; with a batch of one it is constant, so ζ's gradient checks too
+    z1 = torch.rand(1, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, z: m(a, b, zeta=z), (x1[:1].detach().requires_grad_(),
+                                                                      x2[:1].detach().requires_grad_(), z1))
+
+
+def test_learnable_gate_receives_gradient():
+    m = SimAM2(4, zeta="learnable")
+    m(*torch.randn(2, 6, 4, 5)).square().sum().backward()
+    assert m.gate.weight.grad is not None and m.gate.weight.grad.abs().sum() > 0
+
+
+def test_k2_multimodal_is_the_paper_form_and_k3_is_convex():
+    x1, x2, x3 = torch.randn(3, 4, 3, 6, dtype=torch.float64)
+    zeta = torch.rand(4, 3, dtype=torch.float64)
+    two = SimAM2(3, zeta="given").double()
+    multi = MultiSimAM2(3, 2, zeta="given").double()
+    torch.testing.assert_close(multi(x1, x2, weights=torch.stack([zeta, 1 - zeta], -1)), two(x1, x2, zeta=zeta))
+    torch.testing.assert_close(multi.r, two.r)
+    torch.testing.assert_close(multi.var_max, two.var_max)
+    three = MultiSimAM2(3, 3, zeta="learnable").double()
+    three(x1, x2, x3)
+    torch.testing.assert_close(three.weights.sum(-1), torch.ones(4, 3, dtype=torch.float64))
+    fixed = MultiSimAM2(3, 3, zeta="fixed").double()
+    fixed(x1, x2, x3)
+    torch.testing.assert_close(fixed.weights, torch.full((4, 3, 3), 1 / 3, dtype=torch.float64))
+
+
+def test_bad_input_is_a_clear_error():
+    m = SimAM2(3, zeta="learnable")
+    with pytest.raises(ValueError, match="one shape"):
+        m(torch.randn(2, 3, 4), torch.randn(2, 3, 5))
+    with pytest.raises(ValueError, match=r"zeta must have shape \(B, C\)"):
+        m(torch.randn(2, 3, 4), torch.randn(2, 3, 4), zeta=torch.rand(2, 4))
+    with pytest.raises(ValueError, match=r"\(B, 3, \.\.\.\)"):
+        m(torch.randn(2, 5, 4), torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match="at least 2 neurons"):
+        SimAM2(3, neuron_dims=(2,))(torch.randn(2, 3, 1), torch.randn(2, 3, 1))
+    with pytest.raises(ValueError, match="pass zeta"):
+        SimAM2(3, zeta="given")(torch.randn(2, 3, 4), torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="zeta must be one of"):
+        SimAM2(3, zeta="adaptive")
+
+
+def test_constant_and_low_precision_inputs_give_finite_output():
+    m = SimAM2(3, zeta="learnable", lam=0.0)
+    out = m(torch.ones(2, 3, 4, 4), torch.ones(2, 3, 4, 4))
+    assert torch.isfinite(out).all()
+    for dtype in (torch.bfloat16, torch.float16):
+        x1, x2 = (torch.randn(2, 4, 3, 8, 8) * 100).to(dtype)
+        out = m(x1, x2)
+        assert out.dtype == dtype and torch.isfinite(out).all()
