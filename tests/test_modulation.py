@@ -1,0 +1,176 @@
+"""SPEC §5–§6: Eq. 11, OGM-GE's coefficient rule, and the modulator between backward and step."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from simam2.core import (
+    GradientModulator,
+    SimAM2,
+    decoupled_ratio,
+    decoupling_free_ratio,
+    ogm_coefficients,
+)
+
+
+def test_decoupling_free_ratio_is_eq11():
+    zeta = torch.tensor([[0.7, 0.6], [0.8, 0.5]])
+    assert decoupling_free_ratio(zeta).item() == pytest.approx(2.6 / 1.4)
+
+
+@pytest.mark.parametrize("rho1", [1.8, 0.4])
+def test_coefficients_follow_ogm_ge(rho1):
+    alpha = 0.3
+    k1, k2 = ogm_coefficients(rho1, alpha)
+    if rho1 > 1:  # modality 1 dominates: its gradient is damped
+        assert k1.item() == pytest.approx(1 - math.tanh(alpha * rho1)) and k2.item() == 1
+    else:
+        assert k2.item() == pytest.approx(1 - math.tanh(alpha / rho1)) and k1.item() == 1
+
+
+def test_decoupled_ratio_is_ogm_ge_score_ratio():
+    torch.manual_seed(0)
+    out_a, out_v = torch.randn(2, 6, 4)
+    label = torch.tensor([0, 1, 2, 3, 0, 1])
+    softmax = nn.Softmax(dim=1)
+    score_v = sum(softmax(out_v)[i][label[i]] for i in range(6))  # OGM-GE's main.py, verbatim rule
+    score_a = sum(softmax(out_a)[i][label[i]] for i in range(6))
+    assert decoupled_ratio(out_a, out_v, label).item() == pytest.approx((score_a / score_v).item(), rel=1e-6)
+
+
+class TwoBranch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.audio = nn.Linear(6, 4)
+        self.visual = nn.Linear(6, 4)
+        self.other = nn.Linear(4, 3)
+        self.fusion = SimAM2(4, zeta="learnable")
+
+    def forward(self, a, v):
+        return self.other(self.fusion(self.audio(a), self.visual(v)))
+
+
+def _step(model, opt, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a, v = torch.randn(2, 8, 6, generator=g)
+    y = torch.randint(0, 3, (8,), generator=g)
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(a, v), y).backward()
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_ogm_scales_each_group_by_its_coefficient_and_nothing_else():
+    torch.manual_seed(0)
+    model = TwoBranch()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mod = GradientModulator({"audio": model.audio.parameters(), "visual": model.visual.parameters()},
+                            fusion=model.fusion, alpha=0.5, mode="ogm")
+    _step(model, opt)
+    before = _grads(model)
+    zeta = model.fusion.zeta
+    k1, k2 = ogm_coefficients(decoupling_free_ratio(zeta), 0.5)
+    assert mod.apply()
+    for name, p in model.named_parameters():
+        k = k1 if name.startswith("audio") else k2 if name.startswith("visual") else 1.0
+        torch.testing.assert_close(p.grad, before[name] * k)
+    assert mod.last["rho_zeta"].item() == pytest.approx(decoupling_free_ratio(zeta).item(), rel=1e-6)
+    assert min(k1.item(), k2.item()) < 1  # the test would not notice a no-op otherwise
+
+
+def test_epoch_window_and_unchanged_step_outside_it():
+    torch.manual_seed(0)
+    hooked, plain = TwoBranch(), TwoBranch()
+    plain.load_state_dict(hooked.state_dict())
+    opt_h = torch.optim.SGD(hooked.parameters(), lr=0.1, momentum=0.9)
+    opt_p = torch.optim.SGD(plain.parameters(), lr=0.1, momentum=0.9)
+    epoch = {"now": 0}
+    mod = GradientModulator({"a": hooked.audio.parameters(), "v": hooked.visual.parameters()},
+                            fusion=hooked.fusion, alpha=1.0, mode="ogm_ge", start_epoch=2, end_epoch=3,
+                            epoch_fn=lambda: epoch["now"])
+    handle = mod.attach(opt_h)
+    for e in range(2):  # outside the window: identical to no modulation
+        epoch["now"] = e
+        for model, opt in ((hooked, opt_h), (plain, opt_p)):
+            _step(model, opt, seed=e)
+            opt.step()
+        assert mod.last["applied"] is False
+    for p, q in zip(hooked.parameters(), plain.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    epoch["now"] = 2
+    _step(hooked, opt_h, seed=5)
+    _step(plain, opt_p, seed=5)
+    opt_h.step()
+    opt_p.step()
+    assert mod.last["applied"] is True
+    assert not torch.equal(hooked.audio.weight, plain.audio.weight)
+    torch.testing.assert_close(hooked.other.weight, plain.other.weight)  # not in a group
+    handle.remove()
+
+
+def test_ge_noise_has_the_gradients_std():
+    p = nn.Parameter(torch.zeros(400, 300))
+    q = nn.Parameter(torch.zeros(10))
+    p.grad = torch.randn(400, 300) * 0.2 + 0.05
+    q.grad = torch.randn(10)
+    before = p.grad.clone()
+    fusion = type("F", (), {"zeta": torch.full((4, 2), 0.8)})()  # ρ1 = 4 → k1 = 1 − tanh(4α)
+    mod = GradientModulator({"a": [p], "b": [q]}, fusion=fusion, alpha=0.2, mode="ogm_ge", seed=3)
+    mod.apply()
+    k1 = 1 - math.tanh(0.2 * 4)
+    noise = p.grad - k1 * before
+    assert noise.mean().abs() < 3 * before.std() / math.sqrt(noise.numel()) + 1e-4
+    assert noise.std().item() == pytest.approx(before.std().item(), rel=0.02)
+    assert torch.equal(mod.last["k2"], torch.tensor(1.0))
+
+
+def test_global_hook_fires_only_for_optimizers_holding_the_groups():
+    model, other = TwoBranch(), nn.Linear(3, 3)
+    mod = GradientModulator({"a": model.audio.parameters(), "v": model.visual.parameters()},
+                            fusion=model.fusion, mode="ogm")
+    handle = mod.attach()
+    try:
+        opt_other = torch.optim.SGD(other.parameters(), lr=0.1)
+        other(torch.randn(2, 3)).sum().backward()
+        opt_other.step()
+        assert "applied" not in mod.last
+        opt = torch.optim.Adam(model.parameters())
+        _step(model, opt)
+        opt.step()
+        assert mod.last["applied"] is True
+    finally:
+        handle.remove()
+
+
+def test_decoupling_free_with_fixed_zeta_is_an_error():
+    model = TwoBranch()
+    model.fusion = SimAM2(4, zeta="fixed")
+    with pytest.raises(ValueError, match="learnable"):
+        GradientModulator({"a": model.audio.parameters(), "v": model.visual.parameters()}, fusion=model.fusion)
+
+
+def test_decoupled_ratio_drives_modulation_when_asked():
+    model = TwoBranch()
+    mod = GradientModulator({"a": model.audio.parameters(), "v": model.visual.parameters()},
+                            fusion=model.fusion, ratio="decoupled", mode="ogm", alpha=1.0)
+    _step(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(RuntimeError, match="observe_logits"):
+        mod.apply()
+    logits_a = torch.tensor([[4.0, 0.0], [4.0, 0.0]])
+    logits_v = torch.zeros(2, 2)
+    rho = mod.observe_logits(logits_a, logits_v, torch.tensor([0, 0]))
+    before = model.audio.weight.grad.clone()
+    mod.apply()
+    torch.testing.assert_close(model.audio.weight.grad, before * (1 - math.tanh(rho.item())))
+    assert "rho_zeta" in mod.last  # both ratios recorded side by side
+
+
+def test_bad_groups():
+    with pytest.raises(ValueError, match="exactly two"):
+        GradientModulator({"a": [nn.Parameter(torch.zeros(1))]}, ratio="decoupled")
+    with pytest.raises(ValueError, match="empty"):
+        GradientModulator({"a": [], "b": [nn.Parameter(torch.zeros(1))]}, ratio="decoupled")
