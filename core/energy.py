@@ -61,20 +61,21 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def importance(
-    x: torch.Tensor, lam: float = 0.0, neuron_dims: Sequence[int] | int | None = None
+    x: torch.Tensor, lam=0.0, neuron_dims: Sequence[int] | int | None = None
 ) -> torch.Tensor:
     """``1 / e*_t`` for every neuron of ``x``, SimAM's fast form (Eq. 3 with statistics over all M).
 
     ``d = (x − μ)²``, ``var = Σ d / (M − 1)``, ``imp = d / (4 (var + λ)) + 0.5``. Returns a tensor
-    of ``x``'s shape and dtype; a neuron far from its channel's mean gets a high value.
+    of ``x``'s shape and dtype; a neuron far from its channel's mean gets a high value. ``lam`` is a
+    number, or a tensor that broadcasts against the per-channel statistics (one λ per slice).
     """
     dims = resolve_neuron_dims(x, neuron_dims)
     m = neuron_count(x, dims)
     xf = x.to(compute_dtype(x.dtype))
     d = (xf - xf.mean(dim=dims, keepdim=True)).square()
-    var = d.sum(dim=dims, keepdim=True) / (m - 1)
-    imp = d / (4 * (var + lam).clamp_min(EPS)) + 0.5
-    return imp.to(x.dtype)
+    # the reciprocal runs on the small per-channel tensor, so the full-size work is one multiply
+    scale = (d.sum(dim=dims, keepdim=True) / (m - 1) + lam).clamp_min(EPS).reciprocal().mul(0.25)
+    return (d * scale + 0.5).to(x.dtype)
 
 
 def exact_minimal_energy(x: torch.Tensor, lam: float = 0.0, neuron_dims=None) -> torch.Tensor:

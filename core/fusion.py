@@ -39,8 +39,7 @@ def fused_energy(
 
     Each ``e`` is an importance (SPEC §1): λ = 0 for the modalities, λ on U only.
     """
-    e_u = importance(u, lam, neuron_dims)
-    e = e_u + (1 - r) * e_u
+    e = (2 - r) * importance(u, lam, neuron_dims)  # e_U + (1 − r) e_U
     for k, x in enumerate(xs):
         e = e - _broadcast(weights[..., k], x).square() * importance(x, 0.0, neuron_dims)
     return e
@@ -140,16 +139,19 @@ class MultiSimAM2(nn.Module):
         Population variance over the batch (SPEC §3); with K = 2 both weights have the same
         variance, so the mean over K is var_b(ζ) itself. Reduced over ranks under DDP in training.
         """
-        w = weights.detach().to(torch.float64)
-        n = torch.tensor([float(w.shape[0])], dtype=torch.float64, device=w.device)
-        packed = torch.cat([n, w.sum(0).flatten(), w.square().sum(0).flatten()])
+        w = weights.detach()
         if self.training and self.sync_dist and _distributed():
+            w = w.double()
+            n = torch.tensor([float(w.shape[0])], dtype=w.dtype, device=w.device)
+            packed = torch.cat([n, w.sum(0).flatten(), w.square().sum(0).flatten()])
             dist.all_reduce(packed)
-        n, rest = packed[0], packed[1:]
-        total, total_sq = rest.view(2, self.channels, self.modalities)
-        mean = total / n
-        var_b = (total_sq / n - mean.square()).clamp_min(0).mean(-1)
-        return var_b, total.sum(0)
+            n, rest = packed[0], packed[1:]
+            total, total_sq = rest.view(2, self.channels, self.modalities)
+            var = (total_sq / n - (total / n).square()).clamp_min(0)
+        else:
+            var, mean = torch.var_mean(w, dim=0, unbiased=False)
+            total = mean * w.shape[0]
+        return var.mean(-1), total.sum(0)
 
     def _update(self, weights: torch.Tensor) -> torch.Tensor:
         """r for this forward (Eq. 6); in training mode also grows ``var_max`` and ``weight_sums``.
@@ -163,7 +165,7 @@ class MultiSimAM2(nn.Module):
                 torch.maximum(self.var_max, var_b.to(self.var_max.dtype), out=self.var_max)
                 self.weight_sums.copy_(sums)
             # in float64: r is a ratio of sums of small variances
-            return degradation_factor(var_b, self.var_max.double(), self.s, self.lam)
+            return degradation_factor(var_b.double(), self.var_max.double(), self.s, self.lam)
 
     # -- the forward -------------------------------------------------------------------------------
 
