@@ -4,6 +4,7 @@
     simam2 synth NAME DIR                    write a tiny synthetic dataset in NAME's on-disk format
     simam2 run NAME [options] -- ARGS ...    run NAME's own training script with ARGS
     simam2 table {ogm-ge,ave,fop}            reproduce a table of the paper on synthetic data
+    simam2 demo                              SimAM² and decoupling-free modulation on a toy task
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run an upstream's own training script with SimAM²", add_help=False,
                        description="Run NAME's own script unchanged; arguments after -- go to it.")
     p.add_argument("name", nargs="?", help=f"the upstream: {', '.join(ADAPTERS)}")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("demo", help="SimAM² and decoupling-free modulation on a toy task (no upstream)",
+                       add_help=False, description="See simam2 demo --help.")
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("table", help="reproduce a table of the paper on synthetic data",
@@ -132,7 +137,13 @@ def _cmd_fetch(ns) -> int:
     return vendor_fetch.main(argv)
 
 
-COMMANDS = {"fetch": _cmd_fetch, "synth": _cmd_synth, "run": _cmd_run, "table": _cmd_table}
+def _cmd_demo(ns) -> int:
+    from . import demo
+
+    return demo.main(ns.rest)
+
+
+COMMANDS = {"demo": _cmd_demo, "fetch": _cmd_fetch, "synth": _cmd_synth, "run": _cmd_run, "table": _cmd_table}
 
 
 def main(argv=None) -> int:
