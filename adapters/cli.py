@@ -147,7 +147,14 @@ COMMANDS = {"demo": _cmd_demo, "fetch": _cmd_fetch, "synth": _cmd_synth, "run": 
 
 
 def main(argv=None) -> int:
-    ns = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # run and demo hand their arguments on untouched (argparse's REMAINDER misses a leading option)
+    if argv and argv[0] in ("run", "demo"):
+        ns = argparse.Namespace(command=argv[0], name=argv[1] if len(argv) > 1 else None, rest=argv[2:])
+        if argv[0] == "demo":
+            ns.rest = argv[1:]
+    else:
+        ns = build_parser().parse_args(argv)
     try:
         return COMMANDS[ns.command](ns) or 0
     except (AdapterError, ValueError, FileNotFoundError) as e:
