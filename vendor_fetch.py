@@ -186,6 +186,14 @@ def _one_line(text: str) -> str:
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
+def _git_message(error) -> str:
+    """git's own words from a GitCommandError (gitpython wraps stderr as "stderr: '...'")."""
+    text = error.stderr.decode(errors="replace") if isinstance(error.stderr, bytes) else str(error.stderr or "")
+    m = re.fullmatch(r"\s*stderr: '(.*)'\s*", text, flags=re.S)
+    lines = (m.group(1) if m else text).splitlines()
+    return _one_line("\n".join(l for l in lines if not l.startswith("Cloning into"))) or f"exit status {error.status}"
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -216,7 +224,7 @@ def _git(repo, *args: str) -> str:
         return repo.git.execute(["git", *args], env=_git_env())
     except git.GitCommandError as e:
         raise FetchError(f"git {' '.join(args)} failed in {repo.working_tree_dir}: "
-                         f"{_one_line(e.stderr) or e.status}") from e
+                         f"{_git_message(e)}") from e
 
 
 def _has_commit(repo, sha: str) -> bool:
@@ -323,7 +331,7 @@ def _clone(name: str, up: Upstream, source: str, into: Path, say) -> object:
         # No checkout yet: a snapshot with missing blobs cannot be checked out in full.
         repo = git.Repo.clone_from(source, into, no_checkout=True, env=_git_env())
     except git.GitCommandError as e:
-        raise FetchError(f"cannot clone {name} from {source}: {_one_line(e.stderr) or e.status}") from e
+        raise FetchError(f"cannot clone {name} from {source}: {_git_message(e)}") from e
     if not _has_commit(repo, up.sha):
         # The pin may sit on no branch the clone fetched; most servers hand out a commit by its id.
         with contextlib.suppress(git.GitCommandError):
@@ -361,7 +369,7 @@ def _apply_patch(name: str, up: Upstream, repo, patch: Path, say) -> None:
         repo.git.execute(["git", "apply", "--check", "--index", str(patch)])
     except git.GitCommandError as e:
         raise FetchError(f"patch {patch} does not apply to {name}@{up.sha[:12]}: "
-                         f"{_one_line(e.stderr) or e.status}") from e
+                         f"{_git_message(e)}") from e
     _git(repo, "apply", "--index", str(patch))
 
 

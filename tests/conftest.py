@@ -1,0 +1,36 @@
+"""Shared fixtures for the test suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def upstream_checkout():
+    """Factory: ``upstream_checkout("ogm-ge")`` -> the patched checkout Path of that upstream.
+
+    Uses the cached checkout when it is up to date, else fetches it from ``$SIMAM2_SOURCE`` (or
+    GitHub) into ``$SIMAM2_HOME``; when neither works the test is skipped with one line saying why.
+    Each name is resolved once per session, so a warm cache costs one verification per upstream.
+    """
+    import vendor_fetch
+
+    resolved: dict[str, Path | str] = {}  # name -> checkout, or the reason there is none
+
+    def get(name: str) -> Path:
+        if name not in vendor_fetch.UPSTREAMS:
+            raise KeyError(f"unknown upstream {name!r}; known: {', '.join(vendor_fetch.UPSTREAMS)}")
+        if name not in resolved:
+            try:
+                resolved[name] = vendor_fetch.fetch(name)
+            except vendor_fetch.FetchError as e:
+                resolved[name] = str(e)
+        found = resolved[name]
+        if isinstance(found, str):
+            pytest.skip(f"no {name} checkout: {found}; "
+                        f"run `python vendor_fetch.py {name}` with SIMAM2_SOURCE set")
+        return found
+
+    return get
