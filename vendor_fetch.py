@@ -297,15 +297,15 @@ def _modifications(checkout: Path, up: Upstream, manifest: dict) -> list[str]:
     """
     git = _gitmodule()
     try:
-        repo = git.Repo(checkout)
-        head = repo.git.execute(["git", "rev-parse", "HEAD"])
-        changed = []
-        if head != up.sha:
-            changed.append(f"HEAD at {head[:12]} instead of the pin {up.sha[:12]}")
-        staged = repo.git.execute(["git", "diff", "--cached", "--name-only", "-z", manifest["tree"]])
-        unstaged = repo.git.execute(["git", "diff", "--name-only", "-z"])
+        with git.Repo(checkout) as repo:
+            head = repo.git.execute(["git", "rev-parse", "HEAD"])
+            staged = repo.git.execute(["git", "diff", "--cached", "--name-only", "-z", manifest["tree"]])
+            unstaged = repo.git.execute(["git", "diff", "--name-only", "-z"])
     except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError, KeyError) as e:
         return [f"not a readable git checkout ({_one_line(e)})"]
+    changed = []
+    if head != up.sha:
+        changed.append(f"HEAD at {head[:12]} instead of the pin {up.sha[:12]}")
     changed += sorted(set(filter(None, staged.split("\0"))) | set(filter(None, unstaged.split("\0"))))
     return changed
 
@@ -351,6 +351,8 @@ def _check_out(name: str, up: Upstream, repo, say) -> list[str]:
     head = _git(repo, "rev-parse", "HEAD")
     if head != up.sha:
         raise FetchError(f"{name}: HEAD is {head} after checking out the pin {up.sha}")
+    if _git(repo, "write-tree", "--missing-ok") != _git(repo, "rev-parse", f"{up.sha}^{{tree}}"):
+        raise FetchError(f"{name}: the index after checking out {up.sha[:12]} is not the pinned tree")
     left_out = _skipped_paths(repo)
     if left_out != sorted(missing):
         raise FetchError(f"{name}: the sparse checkout left out {left_out or 'nothing'}, "
@@ -375,6 +377,13 @@ def _apply_patch(name: str, up: Upstream, repo, patch: Path, say) -> None:
 
 def _build(name: str, up: Upstream, source: str, into: Path, patches: list[Path], say) -> dict:
     repo = _clone(name, up, source, into, say)
+    try:
+        return _check_out_and_patch(name, up, source, repo, patches, say)
+    finally:
+        repo.close()  # ends gitpython's long-running cat-file processes before the folder is moved
+
+
+def _check_out_and_patch(name: str, up: Upstream, source: str, repo, patches: list[Path], say) -> dict:
     left_out = _check_out(name, up, repo, say)
     for patch in patches:
         _apply_patch(name, up, repo, patch, say)
@@ -390,7 +399,7 @@ def _build(name: str, up: Upstream, source: str, into: Path, patches: list[Path]
         "tree": _git(repo, "write-tree", "--missing-ok"),
         "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    manifest_path(into).write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest_path(repo.working_tree_dir).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
