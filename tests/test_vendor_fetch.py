@@ -29,6 +29,17 @@ def _greeting_patch(purpose: str, old: str, new: str) -> str:
 GOOD_PATCH = _greeting_patch("Make the greeting say where it comes from (test patch).",
                              "hello", "hello from the patch")
 
+# Touches the folder of the file that the partial snapshot lacks.
+BESIDE_PATCH = """Change a file beside the left-out one (test patch).
+diff --git a/d/tool.py b/d/tool.py
+--- a/d/tool.py
++++ b/d/tool.py
+@@ -1,2 +1,2 @@
+-X = 1
++X = 10
+ Y = 2
+"""
+
 SECOND_PATCH = """Add a helper file (test patch).
 diff --git a/helper.py b/helper.py
 new file mode 100644
@@ -57,7 +68,8 @@ def toy_source(tmp_path_factory):
     """A bare repo at mirrors/toy-owner+toy/repo: commit 1 (the pin), then commit 2 on top."""
     root = tmp_path_factory.mktemp("toy")
     work = git.Repo.init(root / "work")
-    pin = _commit(work, {"main.py": MAIN_V1, "README.md": "toy\n", BIG: "large content\n"}, "one")
+    pin = _commit(work, {"main.py": MAIN_V1, "README.md": "toy\n", BIG: "large content\n",
+                         "d/tool.py": "X = 1\nY = 2\n"}, "one")
     head = _commit(work, {"main.py": MAIN_V2}, "two")
     bare = root / "mirrors" / "toy-owner+toy" / "repo"
     git.Repo.clone_from(str(root / "work"), bare, bare=True)
@@ -260,10 +272,12 @@ def test_a_snapshot_missing_a_blob_gives_a_sparse_checkout_without_it(toy, tmp_p
         git.Repo.clone_from(str(partial), tmp_path / "plain")
 
     (toy.patches / "001-greeting.patch").write_text(GOOD_PATCH)
+    (toy.patches / "002-beside.patch").write_text(BESIDE_PATCH)
     path = toy.fetch(source=str(partial))
-    assert not (path / BIG).exists() and not (path / "d").exists()
+    assert not (path / BIG).exists()
     assert (path / "README.md").read_text() == "toy\n"
     assert "from the patch" in (path / "main.py").read_text()
+    assert (path / "d" / "tool.py").read_text() == "X = 10\nY = 2\n"
     assert f"toy: 1 path left out, the source lacks their content: {BIG}" in toy.lines
     manifest = json.loads((path / ".git" / "simam2-manifest.json").read_text())
     assert manifest["left_out"] == [BIG]
