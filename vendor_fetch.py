@@ -324,6 +324,18 @@ def _patch_change(old: list[dict], new: list[dict]) -> str:
 
 # -- building ---------------------------------------------------------------------------------------
 
+def _rebuild_source(dest: Path, up: Upstream) -> str | None:
+    """The cached checkout itself, when it holds the pinned commit: a rebuild (patches changed,
+    --force) then needs no network, which CI on a machine without one relies on."""
+    if not (dest / ".git").is_dir():
+        return None
+    git = _gitmodule()
+    try:
+        return str(dest) if _has_commit(git.Repo(dest), up.sha) else None
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+
+
 def _clone(name: str, up: Upstream, source: str, into: Path, say) -> object:
     git = _gitmodule()
     say(f"{name}: cloning {source}")
@@ -504,7 +516,7 @@ def fetch(name: str, source: str | None = None, home: str | os.PathLike | None =
         elif dest.exists():
             say(f"{name}: --force: rebuilding {dest}")
 
-        source = resolve_source(name, source)
+        source = _rebuild_source(dest, up) or resolve_source(name, source)
         building = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=home))
         try:
             _build(name, up, source, building, patches, say)

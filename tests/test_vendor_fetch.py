@@ -313,6 +313,17 @@ def test_a_changed_patch_set_rebuilds_an_untouched_checkout(toy):
     assert (path / "README.md").read_text() == "my notes\n"
 
 
+def test_a_rebuild_needs_no_source_once_a_checkout_exists(toy, tmp_path):
+    path = toy.fetch()
+    (toy.patches / "001-greeting.patch").write_text(GOOD_PATCH)
+    unreachable = str(tmp_path / "nowhere" / "{owner}+{name}")  # as offline CI sees GitHub
+    toy.fetch(source=unreachable)
+    assert "from the patch" in (path / "main.py").read_text()
+    assert _head(path) == toy.pin
+    toy.fetch(source=unreachable, force=True)
+    assert "from the patch" in (path / "main.py").read_text()
+
+
 def test_main_fetches_and_reports_failures_in_one_line(toy, capsys):
     home = str(toy.home)
     assert vendor_fetch.main(["toy", "--source", toy.template, "--home", home]) == 0
