@@ -436,7 +436,7 @@ def _last_value(argv: Sequence[str], option: str, default: str) -> str:
 ADAPTER = OgmGeAdapter()
 
 
-def run_table(out_dir, data_dir=None, epochs: int = 3, progress=print, **kwargs) -> str:
+def run_table(out_dir, data_dir=None, epochs: int = 2, progress=print, **kwargs) -> str:
     """Table 1 on synthetic CREMA-D: see :mod:`simam2.adapters.ogm_ge_table`."""
     from .ogm_ge_table import run_table as _run_table
 

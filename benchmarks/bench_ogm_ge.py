@@ -1,0 +1,176 @@
+"""OGM-GE on its own main.py: modulation cost per step, and a whole epoch with and without the adapter.
+
+    python benchmarks/bench_ogm_ge.py [--checkout DIR] [--steps N] [--repeats R] [--batch B] [--data DIR]
+
+1. Per training step, side by side on the same model and batches (main.py's own ``train_epoch``,
+   upstream AVClassifier with SimAM² sum fusion, learnable ζ): the time main.py spends between
+   ``loss.backward()`` and ``optimizer.step()`` on its decoupled ratio and modulation
+   (``--modulation OGM_GE`` / ``OGM``), against the time of the decoupling-free modulator's step
+   pre-hook (Eq. 11, same rule, same noise), each less the same span of a ``Normal`` run. The
+   encoders are the real ResNet-18s (modulation cost grows with their parameters); the inputs are
+   small so that forward and backward do not drown the spans. Target: decoupling-free ≥ 5× cheaper.
+2. A whole epoch of main.py on the synthetic CREMA-D (36 clips, batch 6, one epoch plus its
+   evaluation), run through the same machinery with an adapter that replaces nothing, then with
+   the OGM-GE adapter (vanilla fusion, records on), then with SimAM² + decoupling-free modulation.
+   Runs alternate; medians. Target for the adapter alone: ≤ 1.05×.
+
+The decoupling-free path reads ζ's sums from a device buffer and never calls ``.item()``; main.py's
+path loops over the batch in Python and calls ``.item()`` once per modulated parameter (on a GPU,
+one host-device sync each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from simam2.adapters import Adapter, RunConfig, installed, run_script
+from simam2.adapters.ogm_ge import ADAPTER
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class Spans:
+    """Times, per optimizer step: backward's end → first step pre-hook → last step pre-hook."""
+
+    def __init__(self):
+        self.backward_end = None
+        self.first = None
+        self.inline: list[float] = []  # main.py's code between backward and step
+        self.hooks: list[float] = []  # the step pre-hooks (the modulator's, the recorder's)
+
+    def on_grad(self, _param):
+        _sync()
+        self.backward_end = time.perf_counter()
+
+    def before(self, *_):
+        _sync()
+        self.first = time.perf_counter()
+        self.inline.append(self.first - self.backward_end)
+
+    def after(self, *_):
+        _sync()
+        self.hooks.append(time.perf_counter() - self.first)
+
+
+def step_spans(checkout: Path, modulation: str, upstream_modulation: str, ge: bool, batches, batch: int):
+    """Median inline and hook spans (s) of main.py's train_epoch over ``batches``."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    config = RunConfig(simam2=True, zeta="learnable", modulation=modulation, ge=ge, seed=0)
+    spans = Spans()
+    argv = ["main.py", "--dataset", "CREMAD", "--fusion_method", "sum", "--modulation", upstream_modulation,
+            "--alpha", "0.8", "--ckpt_path", "unused", "--batch_size", str(batch), "--train"]
+    with installed(ADAPTER, config, checkout) as ctx, contextlib.ExitStack() as stack:
+        old_argv, sys.argv = sys.argv, argv
+        stack.callback(setattr, sys, "argv", old_argv)
+        import main  # the upstream's main.py as a module: its own train_epoch, argument parser
+
+        args = main.get_arguments()
+        first = register_optimizer_step_pre_hook(spans.before)  # before the modulator's hook
+        stack.callback(first.remove)
+        device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+        from models.basic_model import AVClassifier
+
+        model = AVClassifier(args)
+        model.apply(main.weight_init)
+        model = torch.nn.DataParallel(model.to(device))
+        last = register_optimizer_step_pre_hook(spans.after)  # after the modulator's and recorder's
+        stack.callback(last.remove)
+        for p in model.parameters():
+            stack.callback(p.register_post_accumulate_grad_hook(spans.on_grad).remove)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 70, 0.1)
+        with contextlib.redirect_stdout(None):
+            main.train_epoch(args, 0, model, device, batches, optimizer, scheduler)
+    warm = slice(2, None)  # first steps pay for allocation and lazy initialisation
+    return statistics.median(spans.inline[warm]), statistics.median(spans.hooks[warm])
+
+
+def bench_steps(checkout: Path, steps: int, batch: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(batch, 64, 48, generator=g), torch.randn(batch, 3, 1, 64, 64, generator=g),
+                torch.randint(0, 6, (batch,), generator=g)) for _ in range(steps + 2)]
+    print(f"1. modulation per training step (batch {batch}, ResNet-18 encoders, {steps} steps, medians)")
+    base_inline, base_hooks = step_spans(checkout, "none", "Normal", True, batches, batch)
+    print(f"   Normal: inline {base_inline * 1e3:7.2f} ms, step pre-hooks {base_hooks * 1e3:7.2f} ms (the baseline)")
+    for ge, name in ((True, "OGM_GE"), (False, "OGM")):
+        inline, _ = step_spans(checkout, "ogm-ge", name, ge, batches, batch)
+        _, hooks = step_spans(checkout, "df", "Normal", ge, batches, batch)
+        decoupled = max(inline - base_inline, 1e-9)
+        free = max(hooks - base_hooks, 1e-9)
+        print(f"   {name:<7} main.py decoupled ratio + modulation {decoupled * 1e3:8.2f} ms   "
+              f"decoupling-free {free * 1e3:8.2f} ms   decoupling-free is {decoupled / free:6.1f}x cheaper")
+
+
+class NoAdapter(Adapter):
+    """The same run machinery, nothing replaced: main.py as the patched upstream ships it."""
+
+    name = "ogm-ge (no adapter)"
+    upstream = "ogm-ge"
+    script = "main.py"
+
+
+def bench_epoch(checkout: Path, data: Path, repeats: int) -> None:
+    argv = ["--dataset", "CREMAD", "--train", "--epochs", "1", "--batch_size", "6", "--fusion_method", "sum",
+            "--alpha", "0.8", "--audio_path", str(data / "AudioWAV"), "--visual_path", str(data)]
+    sides = {
+        "without adapter": (NoAdapter(), None, "Normal"),
+        "adapter (vanilla, records)": (ADAPTER, RunConfig(), "Normal"),
+        "adapter + SimAM² + df": (ADAPTER, RunConfig(simam2=True, zeta="learnable", modulation="df"), "Normal"),
+    }
+    times = {k: [] for k in sides}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats + 1):  # the first round warms caches and is dropped
+            for name, (adapter, config, mod) in sides.items():
+                ckpt = Path(tmp) / f"{r}-{len(times[name])}-{adapter.name}"
+                start = time.perf_counter()
+                with contextlib.redirect_stdout(None):
+                    run_script(adapter, argv + ["--modulation", mod, "--ckpt_path", str(ckpt)],
+                               config, checkout, cwd=data)
+                if r:
+                    times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["without adapter"])
+    print(f"2. one epoch of main.py + its evaluation on {data} (median of {repeats})")
+    for name, ts in times.items():
+        m = statistics.median(ts)
+        print(f"   {name:<28} {m:7.2f} s   {m / base:5.3f}x")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkout", type=Path, default=None, help="patched OGM-GE checkout (default: fetch)")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps per side (default 10)")
+    p.add_argument("--batch", type=int, default=64, help="batch size of part 1 (main.py's default 64)")
+    p.add_argument("--repeats", type=int, default=2, help="epochs per side in part 2 (default 2)")
+    p.add_argument("--data", type=Path, default=None, help="a synthetic CREMA-D (default: write one)")
+    p.add_argument("--skip-epoch", action="store_true", help="part 1 only")
+    args = p.parse_args(argv)
+    if args.checkout is None:
+        import vendor_fetch
+
+        args.checkout = vendor_fetch.fetch("ogm-ge")
+    print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    bench_steps(args.checkout, args.steps, args.batch)
+    if not args.skip_epoch:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = args.data or ADAPTER.synth(Path(tmp) / "cremad", n_train=36, n_test=12)
+            bench_epoch(args.checkout, Path(data), args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
