@@ -4,6 +4,10 @@ attention it drives (Eq. 8). SPEC §2–§3.
 :class:`SimAM2` is the paper's two-modality module. :class:`MultiSimAM2` is our extension to K
 modalities: the weights become a softmax over K inputs and Eq. 4 a convex sum; with K = 2 and weights
 (ζ, 1 − ζ) it computes exactly what :class:`SimAM2` computes (a test checks it).
+
+:func:`superpose` and :func:`fused_energy` are the reference, op by op; K > 2 runs through them.
+K = 2 runs through :func:`~simam2.core.fused.fused_pair_attention`, the same equations in one
+autograd node with a derived backward (tests hold the two equal).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .energy import EPS, compute_dtype, importance, resolve_neuron_dims
+from .fused import fused_pair_attention, pair_weights
 
 ZETA_MODES = ("fixed", "learnable", "given")
 
@@ -149,8 +154,11 @@ class MultiSimAM2(nn.Module):
             total, total_sq = rest.view(2, self.channels, self.modalities)
             var = (total_sq / n - (total / n).square()).clamp_min(0)
         else:
-            var, mean = torch.var_mean(w, dim=0, unbiased=False)
-            total = mean * w.shape[0]
+            # two passes over (K, B, C), contiguous for SimAM2's weights: var_mean is far slower on CPU
+            wk = w.movedim(-1, 0).contiguous()
+            mean = wk.mean(1, keepdim=True)
+            var = (wk - mean).square_().mean(1).T
+            total = mean.squeeze(1).T * w.shape[0]
         return var.mean(-1), total.sum(0)
 
     def _update(self, weights: torch.Tensor) -> torch.Tensor:
@@ -197,10 +205,14 @@ class MultiSimAM2(nn.Module):
         xs = [x.to(ct) for x in xs]
         w = weights.to(ct)
         r = self._update(w)
-        u = superpose(xs, w)  # Eq. 4
-        e = fused_energy(xs, w, u, r.to(ct), self.lam, dims)  # Eq. 7
+        if len(xs) == 2:  # the paper's case: Eq. 4, 7, 8 in one autograd node
+            out = fused_pair_attention(xs[0], xs[1], w, r.to(ct), self.lam, dims)
+        else:
+            u = superpose(xs, w)  # Eq. 4
+            e = fused_energy(xs, w, u, r.to(ct), self.lam, dims)  # Eq. 7
+            out = torch.sigmoid(e) * u  # Eq. 8
         self.weights, self.r = weights.detach(), r
-        return (torch.sigmoid(e) * u).to(out_dtype)  # Eq. 8
+        return out.to(out_dtype)
 
     def forward(self, *xs: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         return self.fuse(xs, weights)
@@ -238,7 +250,7 @@ class SimAM2(MultiSimAM2):
 
     def compute_weights(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         zeta = self.compute_zeta(*xs)
-        return torch.stack([zeta, 1 - zeta], dim=-1)
+        return pair_weights(zeta)
 
     @property
     def zeta(self) -> torch.Tensor | None:
@@ -252,5 +264,5 @@ class SimAM2(MultiSimAM2):
                 raise ValueError(
                     f"zeta must have shape (B, C) = ({x1.shape[0]}, {self.channels}), got {tuple(zeta.shape)}"
                 )
-            weights = torch.stack([zeta, 1 - zeta], dim=-1)
+            weights = pair_weights(zeta)
         return self.fuse((x1, x2), weights)

@@ -1,0 +1,166 @@
+"""Two-modality SimAM² attention (Eq. 4, 7, 8) as a single autograd node with a derived backward.
+
+:func:`~simam2.core.fusion.superpose`, :func:`~simam2.core.fusion.fused_energy` and
+:func:`~simam2.core.energy.importance` are the reference (SPEC §1–§2): written op by op, they make
+autograd record some sixty nodes forward and a hundred backward, and each node costs a full pass
+over the tensors plus framework overhead. :func:`fused_pair_attention` computes the same K = 2 output
+in one :class:`torch.autograd.Function` whose backward is derived by hand (below), so that a forward
+and backward take a few dozen raw passes and no per-node bookkeeping. Tests hold it equal to the
+reference, forward and every gradient.
+
+The algebra, per channel of ``M`` neurons (sums and means over the neuron dims), for an input ``y``
+with ``c = y − mean(y)``, ``d = c²``, ``v = Σd / (M − 1) + λ`` and ``q = 1 / (4 max(v, EPS))``:
+
+    imp(y) = d q + 0.5                                            # SPEC §1
+    ∂/∂y of Σ H ⊙ imp(y) = c ⊙ (2 q H − β) − 2 q mean(H c),  β = 8 q² / (M − 1) · Σ(H d)
+
+(β vanishes where the clamp at EPS holds, as the clamp's own gradient does.) With
+``U = a x1 + b x2`` (a = ζ, b = 1 − ζ, each broadcast over the neuron dims),
+``E = (2 − r) imp_λ(U) − a² imp(x1) − b² imp(x2)``, ``s = sigmoid(E)`` and ``out = s ⊙ U``:
+
+    ∂E   = G ⊙ U ⊙ s (1 − s)
+    ∂U   = G ⊙ s + (2 − r)-weighted importance gradient of U with H = ∂E
+    ∂x1  = a ∂U + importance gradient of x1 with H = −a² ∂E          (x2 alike, with b)
+    ∂a   = Σ_bcast (∂U ⊙ x1 − 2 a imp(x1) ⊙ ∂E)                      (b alike, with x2)
+
+where Σ_bcast sums over the dims along which ``a`` is broadcast. ``r`` is a statistic and takes no
+gradient (SPEC §3).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .energy import EPS, neuron_count, resolve_neuron_dims
+
+
+def pair_weights(zeta: torch.Tensor) -> torch.Tensor:
+    """(B, C) ζ → (B, C, 2) weights (ζ, 1 − ζ), laid out as (2, B, C) so that each weight is a
+    contiguous slice. ``torch.stack(..., dim=-1)`` interleaves the two: slow to build, to slice and
+    to differentiate."""
+    return torch.stack([zeta, 1 - zeta]).permute(1, 2, 0)
+
+
+def _as_slots(weights: torch.Tensor, ndim: int) -> torch.Tensor:
+    """(B, C, 2) weights → (2, B, C, 1, …, 1), contiguous, broadcasting against (2, B, C, *S)."""
+    w = weights.movedim(-1, 0)
+    # a strided weight makes every full-size multiply it enters several times slower than one copy
+    return w.contiguous().view(w.shape + (1,) * (ndim - 2))
+
+
+class PairEnergyAttention(torch.autograd.Function):
+    """``sigmoid(E*) ⊙ U`` for two inputs (Eq. 4, 7, 8); see the module docstring for the backward.
+
+    The three importances (of U, x1, x2) live in one tensor of three slots, so that most steps are
+    one op, not three; temporaries are overwritten in place, since on CPU a fresh full-size
+    allocation (page faults) can cost more than the arithmetic. Inputs must already share one
+    floating dtype of at least float32 (the caller casts, as :meth:`~simam2.core.MultiSimAM2.fuse`
+    does); ``r`` is a 0-dim tensor without gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x1, x2, weights, r, lam: float, dims: tuple[int, ...]):
+        m = neuron_count(x1, dims)
+        w = _as_slots(weights, x1.dim())
+        u = x1 * w[0]
+        u.addcmul_(x2, w[1])  # Eq. 4
+        c = x1.new_empty((3,) + x1.shape)  # slots: U, x1, x2
+        for k, y in enumerate((u, x1, x2)):
+            torch.sub(y, y.mean(dims, keepdim=True), out=c[k])
+        cdims = tuple(d + 1 for d in dims)
+        imp = c * c
+        v = imp.sum(cdims, keepdim=True).div_(m - 1)
+        v[0].add_(lam)  # λ on U only (SPEC §2)
+        live = v >= EPS  # clamp_min passes gradient here; the backward mirrors that mask
+        q = v.clamp_min_(EPS).reciprocal_().mul_(0.25)
+        imp.mul_(q).add_(0.5)  # SPEC §1, all three at once
+        # Eq. 7, E = (2 − r) imp_U − a² imp_1 − b² imp_2, built in U's slot, which then holds s
+        ww = w * w
+        e = imp[0].mul_(2 - r)
+        e.addcmul_(ww[0], imp[1], value=-1)
+        e.addcmul_(ww[1], imp[2], value=-1)
+        s = e.sigmoid_()
+        ctx.save_for_backward(x1, x2, w, u, c, imp, q, live, r)
+        ctx.m, ctx.cdims = m, cdims
+        return s * u  # Eq. 8
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x1, x2, w, u, c, imp, q, live, r = ctx.saved_tensors
+        m, cdims = ctx.m, ctx.cdims
+        need_x1, need_x2, need_w = ctx.needs_input_grad[:3]
+        if not (need_x1 or need_x2 or need_w):
+            return None, None, None, None, None, None
+        s = imp[0]
+
+        gu = grad_out * s  # the direct path of out = s ⊙ U
+        ge = u * gu
+        ge.addcmul_(ge, s, value=-1)  # ∂E = G U s (1 − s)
+        wge = w * ge
+        # slot k's importance has upstream grad −f_k ∂E, f = (r − 2, a², b²); p = f ∂E c with
+        # slot 0's factor r − 2 left to the per-channel coefficients (mult)
+        p = torch.empty_like(c)
+        p[0].copy_(ge)
+        torch.mul(wge, w, out=p[1:])
+        p.mul_(c)
+        mult = q.new_ones((3,) + (1,) * (q.dim() - 1))
+        mult[0] = r - 2
+        qm = q * mult
+        scratch = torch.mul(p, c)
+        beta = scratch.sum(cdims, keepdim=True).mul_(qm * q * live).mul_(8 / (m - 1))
+        gamma = p.sum(cdims, keepdim=True).mul_(qm).mul_(2 / m)
+        g = p.mul_(qm.mul_(-2))
+        g.addcmul_(c, beta).add_(gamma)  # each slot's importance gradient
+        gu.add_(g[0])  # ∂U in full: the direct path plus U's importance
+        gx = g[1:]
+        gx.addcmul_(w, gu)  # ∂x_k = w_k ∂U + x_k's importance
+        g_weights = None
+        if need_w:
+            # ∂w_k = Σ_bcast (∂U ⊙ x_k − 2 w_k imp_k ∂E)
+            gw = scratch[1:]
+            torch.mul(x1, gu, out=gw[0])
+            torch.mul(x2, gu, out=gw[1])
+            gw.addcmul_(wge, imp[1:], value=-2)
+            if gw.dim() > 3:
+                gw = gw.sum(tuple(range(3, gw.dim())))
+            g_weights = gw.permute(1, 2, 0)  # (2, B, C) seen as (B, C, 2): pair_weights' layout
+        return gx[0] if need_x1 else None, gx[1] if need_x2 else None, g_weights, None, None, None
+
+
+def fused_pair_attention(
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    weights: torch.Tensor,
+    r: torch.Tensor,
+    lam: float,
+    neuron_dims: Sequence[int] | int | None = None,
+) -> torch.Tensor:
+    """Eq. 4, 7, 8 for two inputs, ``sigmoid(E*) ⊙ U``, in one autograd node (SPEC §2).
+
+    ``x1``, ``x2``: (B, C, *S) of one floating dtype, at least float32 (statistics need it; cast
+    first, as :meth:`~simam2.core.MultiSimAM2.fuse` does). ``weights``: (B, C, 2), the weights of
+    x1 and x2 (ζ and 1 − ζ), in the same dtype. ``r``: Eq. 6's degradation factor, a number or
+    0-dim tensor; it takes no gradient. ``lam``: λ of U's importance. Equal to
+    ``sigmoid(fused_energy(xs, w, superpose(xs, w), r, lam, dims)) * superpose(xs, w)``.
+    Differentiable once: a second derivative is an error.
+    """
+    if x1.shape != x2.shape:
+        raise ValueError(f"both inputs must have one shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+    if x1.dim() < 2 or tuple(weights.shape) != (x1.shape[0], x1.shape[1], 2):
+        raise ValueError(
+            f"weights must have shape (B, C, 2) for inputs (B, C, ...); got weights {tuple(weights.shape)} "
+            f"and inputs {tuple(x1.shape)}"
+        )
+    dtypes = {x1.dtype, x2.dtype, weights.dtype}
+    if len(dtypes) != 1 or not x1.is_floating_point() or torch.finfo(x1.dtype).bits < 32:
+        raise ValueError(
+            f"inputs and weights must share one floating dtype of at least float32, got "
+            f"{sorted(str(d) for d in dtypes)}; cast them first"
+        )
+    dims = resolve_neuron_dims(x1, neuron_dims)
+    r = torch.as_tensor(r, dtype=x1.dtype, device=x1.device).detach()
+    return PairEnergyAttention.apply(x1, x2, weights, r, float(lam), dims)

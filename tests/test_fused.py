@@ -1,0 +1,171 @@
+"""The one-node K = 2 attention (core/fused.py) against the op-by-op reference (SPEC §1–§3)."""
+
+import pytest
+import torch
+
+import simam2.core.fusion as fusion
+from simam2.core import MultiSimAM2, SimAM2, fused_energy, superpose
+from simam2.core.energy import resolve_neuron_dims
+from simam2.core.fused import fused_pair_attention, pair_weights
+
+
+def reference_pair(x1, x2, weights, r, lam, neuron_dims=None):
+    """Eq. 4, 7, 8 through the reference functions, differentiated by autograd."""
+    dims = resolve_neuron_dims(x1, neuron_dims)
+    u = superpose([x1, x2], weights)
+    return torch.sigmoid(fused_energy([x1, x2], weights, u, r, lam, dims)) * u
+
+
+def inputs(shape, seed=0, weights="pair", dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x1 = torch.randn(shape, generator=g, dtype=dtype).requires_grad_()
+    x2 = (0.5 * torch.randn(shape, generator=g, dtype=dtype) + 0.3).requires_grad_()
+    zeta = torch.rand(shape[:2], generator=g, dtype=dtype)
+    if weights == "pair":  # ζ, 1 − ζ, as SimAM2 builds them
+        w = pair_weights(zeta)
+    elif weights == "interleaved":  # any (B, C, 2) layout, e.g. MultiSimAM2's softmax
+        w = torch.stack([zeta, 1 - zeta], dim=-1)
+    else:  # given weights that need not sum to one
+        w = torch.rand(shape[:2] + (2,), generator=g, dtype=dtype)
+    return x1, x2, w.detach().requires_grad_()
+
+
+def grads(out, tensors, seed=1):
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    return torch.autograd.grad(out, tensors, upstream)
+
+
+CASES = [
+    ((6, 8), None),  # 2-D: the C features are the neurons
+    ((4, 3, 7), None),  # 3-D: a sequence per channel
+    ((3, 4, 5, 6), None),  # 4-D: a feature map per channel
+    ((3, 4, 5, 6), (1, 3)),  # custom neuron dims, not trailing
+    ((4, 3, 5), (-1,)),
+    ((5, 3, 4), (0,)),  # neurons across the batch
+]
+
+
+@pytest.mark.parametrize("shape, neuron_dims", CASES)
+@pytest.mark.parametrize("layout", ["pair", "interleaved", "free"])
+def test_equals_reference_forward_and_every_gradient(shape, neuron_dims, layout):
+    x1, x2, w = inputs(shape, weights=layout)
+    r = torch.tensor(0.37, dtype=torch.float64)
+    fast = fused_pair_attention(x1, x2, w, r, 1e-3, neuron_dims)
+    ref = reference_pair(x1, x2, w, r, 1e-3, neuron_dims)
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
+    for gf, gr in zip(grads(fast, (x1, x2, w)), grads(ref, (x1, x2, w))):
+        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+
+
+def test_fixed_weights_take_no_gradient_and_inputs_still_do():
+    x1, x2, _ = inputs((4, 6))
+    w = torch.full((4, 6, 2), 0.5, dtype=torch.float64)  # fixed ζ = 0.5, no grad
+    r = torch.tensor(0.76, dtype=torch.float64)
+    fast, ref = fused_pair_attention(x1, x2, w, r, 1e-6), reference_pair(x1, x2, w, r, 1e-6)
+    for gf, gr in zip(grads(fast, (x1, x2)), grads(ref, (x1, x2))):
+        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+    only_x2 = fused_pair_attention(x1.detach(), x2, w, r, 1e-6)
+    ref_x2 = reference_pair(x1.detach(), x2, w, r, 1e-6)
+    torch.testing.assert_close(grads(only_x2, (x2,))[0], grads(ref_x2, (x2,))[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4)])
+def test_gradcheck(shape):
+    x1, x2, w = inputs(shape, seed=3, weights="free")
+    r = torch.tensor(0.2, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b, c: fused_pair_attention(a, b, c, r, 1e-2), (x1, x2, w))
+
+
+def test_clamped_variance_matches_reference_gradient():
+    """A channel whose variance is below EPS: the clamp holds q fixed, and so must the backward."""
+    x1, x2, w = inputs((3, 8))
+    with torch.no_grad():
+        x1[0] = 1 + 1e-8 * torch.arange(8, dtype=torch.float64)  # var ≈ 6e-16 < EPS
+    r = torch.tensor(0.5, dtype=torch.float64)
+    fast, ref = fused_pair_attention(x1, x2, w, r, 0.0), reference_pair(x1, x2, w, r, 0.0)
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
+    for gf, gr in zip(grads(fast, (x1, x2, w)), grads(ref, (x1, x2, w))):
+        torch.testing.assert_close(gf, gr, rtol=1e-9, atol=1e-9)
+
+
+def test_constant_input_is_finite():
+    x = torch.full((4, 3, 5), 2.0, requires_grad=True)
+    w = pair_weights(torch.full((4, 3), 0.5)).requires_grad_()
+    out = fused_pair_attention(x, x, w, torch.tensor(0.0), 0.0)
+    assert torch.isfinite(out).all()
+    gx, gw = grads(out, (x, w))
+    assert torch.isfinite(gx).all() and torch.isfinite(gw).all()
+    torch.testing.assert_close(out, reference_pair(x, x, w, torch.tensor(0.0), 0.0))
+
+
+def test_second_derivative_is_a_clear_error():
+    x1, x2, w = inputs((3, 5))
+    out = fused_pair_attention(x1, x2, w, torch.tensor(0.1, dtype=torch.float64), 1e-6)
+    (g,) = torch.autograd.grad(out.square().sum(), x1, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()
+
+
+def test_bad_input_is_a_clear_error():
+    x = torch.randn(2, 3, 4)
+    w = torch.rand(2, 3, 2)
+    with pytest.raises(ValueError, match="one shape"):
+        fused_pair_attention(x, x[:, :2], w, 0.1, 0.0)
+    with pytest.raises(ValueError, match=r"\(B, C, 2\)"):
+        fused_pair_attention(x, x, w[..., :1], 0.1, 0.0)
+    with pytest.raises(ValueError, match="at least float32"):
+        fused_pair_attention(x.half(), x.half(), w.half(), 0.1, 0.0)
+    with pytest.raises(ValueError, match="one floating dtype"):
+        fused_pair_attention(x, x.double(), w, 0.1, 0.0)
+    with pytest.raises(ValueError, match="at least 2 neurons"):
+        fused_pair_attention(x[..., :1], x[..., :1], w, 0.1, 0.0)
+
+
+# -- through the modules: the fast path is taken for K = 2 and changes nothing ------------------
+
+
+def twin_modules(cls, *args, **kwargs):
+    torch.manual_seed(0)
+    fast = cls(*args, **kwargs).double()
+    ref = cls(*args, **kwargs).double()
+    ref.load_state_dict(fast.state_dict())
+    return fast, ref
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, shape",
+    [
+        (SimAM2, dict(channels=6, zeta="learnable"), (5, 6, 4)),
+        (SimAM2, dict(channels=6, zeta="fixed"), (5, 6)),
+        (MultiSimAM2, dict(channels=3, modalities=2, zeta="learnable"), (4, 3, 2, 3)),
+    ],
+)
+def test_modules_take_the_fast_path_and_match_the_reference(monkeypatch, cls, kwargs, shape):
+    fast, ref = twin_modules(cls, **kwargs)
+    x1, x2, _ = inputs(shape, seed=5)
+    out = fast(x1, x2)
+    assert type(out.grad_fn).__name__ == "PairEnergyAttentionBackward"
+    params = [x1, x2] + list(fast.parameters())
+    g_fast = grads(out, params)
+    monkeypatch.setattr(fusion, "fused_pair_attention", reference_pair)
+    out_ref = ref(x1, x2)
+    assert type(out_ref.grad_fn).__name__ != "PairEnergyAttentionBackward"
+    torch.testing.assert_close(out, out_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fast.var_max, ref.var_max, rtol=1e-12, atol=0)
+    assert fast.r.item() == pytest.approx(ref.r.item(), rel=1e-12)
+    for gf, gr in zip(g_fast, grads(out_ref, [x1, x2] + list(ref.parameters()))):
+        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_is_finite_and_close_to_float32(dtype):
+    torch.manual_seed(0)
+    m = SimAM2(16, zeta="learnable")
+    x1, x2 = torch.randn(2, 8, 16, 5)
+    out32 = m(x1, x2)
+    lo1, lo2 = x1.to(dtype).requires_grad_(), x2.to(dtype).requires_grad_()
+    out = m(lo1, lo2)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    out.float().sum().backward()
+    assert lo1.grad.dtype == dtype and torch.isfinite(lo1.grad).all() and torch.isfinite(lo2.grad).all()
+    torch.testing.assert_close(out.float(), out32.detach(), rtol=0.05, atol=0.05)
