@@ -65,54 +65,68 @@ class Spans:
         self.hooks.append(time.perf_counter() - self.first)
 
 
-def step_spans(checkout: Path, modulation: str, upstream_modulation: str, ge: bool, batches, batch: int):
-    """Median inline and hook spans (s) of main.py's train_epoch over ``batches``."""
-    from torch.optim.optimizer import register_optimizer_step_pre_hook
-
-    config = RunConfig(simam2=True, zeta="learnable", modulation=modulation, ge=ge, seed=0)
-    spans = Spans()
-    argv = ["main.py", "--dataset", "CREMAD", "--fusion_method", "sum", "--modulation", upstream_modulation,
-            "--alpha", "0.8", "--ckpt_path", "unused", "--batch_size", str(batch), "--train"]
-    with installed(ADAPTER, config, checkout) as ctx, contextlib.ExitStack() as stack:
-        old_argv, sys.argv = sys.argv, argv
-        stack.callback(setattr, sys, "argv", old_argv)
-        import main  # the upstream's main.py as a module: its own train_epoch, argument parser
-
-        args = main.get_arguments()
-        first = register_optimizer_step_pre_hook(spans.before)  # before the modulator's hook
-        stack.callback(first.remove)
-        device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-        from models.basic_model import AVClassifier
-
-        model = AVClassifier(args)
-        model.apply(main.weight_init)
-        model = torch.nn.DataParallel(model.to(device))
-        last = register_optimizer_step_pre_hook(spans.after)  # after the modulator's and recorder's
-        stack.callback(last.remove)
-        for p in model.parameters():
-            stack.callback(p.register_post_accumulate_grad_hook(spans.on_grad).remove)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 70, 0.1)
-        with contextlib.redirect_stdout(None):
-            main.train_epoch(args, 0, model, device, batches, optimizer, scheduler)
-    warm = slice(2, None)  # first steps pay for allocation and lazy initialisation
-    return statistics.median(spans.inline[warm]), statistics.median(spans.hooks[warm])
+SIDES = (  # name, main.py's --modulation, decoupling-free modulator on, its mode
+    ("Normal", "Normal", False, "ogm_ge"),
+    ("main.py OGM_GE", "OGM_GE", False, "ogm_ge"),
+    ("df OGM-GE", "Normal", True, "ogm_ge"),
+    ("main.py OGM", "OGM", False, "ogm"),
+    ("df OGM", "Normal", True, "ogm"),
+)
 
 
 def bench_steps(checkout: Path, steps: int, batch: int) -> None:
+    """One model, one install; the sides take turns, one training step each, so that drift in the
+    machine's load hits them alike. lr = 0 keeps the weights, and so the gradients, stationary."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(batch, 64, 48, generator=g), torch.randn(batch, 3, 1, 64, 64, generator=g),
-                torch.randint(0, 6, (batch,), generator=g)) for _ in range(steps + 2)]
-    print(f"1. modulation per training step (batch {batch}, ResNet-18 encoders, {steps} steps, medians)")
-    base_inline, base_hooks = step_spans(checkout, "none", "Normal", True, batches, batch)
-    print(f"   Normal: inline {base_inline * 1e3:7.2f} ms, step pre-hooks {base_hooks * 1e3:7.2f} ms (the baseline)")
-    for ge, name in ((True, "OGM_GE"), (False, "OGM")):
-        inline, _ = step_spans(checkout, "ogm-ge", name, ge, batches, batch)
-        _, hooks = step_spans(checkout, "df", "Normal", ge, batches, batch)
-        decoupled = max(inline - base_inline, 1e-9)
-        free = max(hooks - base_hooks, 1e-9)
-        print(f"   {name:<7} main.py decoupled ratio + modulation {decoupled * 1e3:8.2f} ms   "
-              f"decoupling-free {free * 1e3:8.2f} ms   decoupling-free is {decoupled / free:6.1f}x cheaper")
+    data = [(torch.randn(batch, 64, 48, generator=g), torch.randn(batch, 3, 1, 64, 64, generator=g),
+             torch.randint(0, 6, (batch,), generator=g))]
+    config = RunConfig(simam2=True, zeta="learnable", modulation="df", seed=0)
+    spans = {name: Spans() for name, *_ in SIDES}
+    current = {}
+    argv = ["main.py", "--dataset", "CREMAD", "--fusion_method", "sum", "--modulation", "Normal",
+            "--alpha", "0.8", "--ckpt_path", "unused", "--batch_size", str(batch), "--train"]
+    with installed(ADAPTER, config, checkout), contextlib.ExitStack() as stack:
+        old_argv, sys.argv = sys.argv, argv
+        stack.callback(setattr, sys, "argv", old_argv)
+        import main  # the upstream's main.py as a module: its own train_epoch and argument parser
+        from models.basic_model import AVClassifier
+
+        args = main.get_arguments()
+        first = register_optimizer_step_pre_hook(lambda *a: current["spans"].before())  # before the modulator
+        stack.callback(first.remove)
+        device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+        model = AVClassifier(args)
+        modulator = model._recording.modulator
+        model.apply(main.weight_init)
+        model = torch.nn.DataParallel(model.to(device))
+        last = register_optimizer_step_pre_hook(lambda *a: current["spans"].after())  # after every other hook
+        stack.callback(last.remove)
+        for p in model.parameters():
+            stack.callback(p.register_post_accumulate_grad_hook(lambda _p: current["spans"].on_grad(_p)).remove)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 70, 0.1)
+        batches = [tuple(t.to(device) for t in b) for b in data]
+        with contextlib.redirect_stdout(None):
+            for rep in range(steps + 2):  # the first two rounds warm up and are dropped
+                for name, upstream_modulation, df_on, mode in SIDES:
+                    current["spans"] = spans[name] if rep >= 2 else Spans()
+                    args.modulation = upstream_modulation
+                    modulator.mode = mode
+                    modulator.start_epoch, modulator.end_epoch = (0, 10**9) if df_on else (10**9, 10**9)
+                    main.train_epoch(args, 0, model, device, batches, optimizer, scheduler)
+    med = {name: (statistics.median(s.inline), statistics.median(s.hooks)) for name, s in spans.items()}
+    base_inline, base_hooks = med["Normal"]
+    print(f"1. modulation per training step (batch {batch}, ResNet-18 encoders, medians of {steps} "
+          f"alternating steps)")
+    print(f"   Normal: main.py's inline span {base_inline * 1e3:.2f} ms, step pre-hooks {base_hooks * 1e3:.2f} ms "
+          f"(subtracted below)")
+    for label, main_side, df_side in (("OGM-GE", "main.py OGM_GE", "df OGM-GE"), ("OGM", "main.py OGM", "df OGM")):
+        decoupled = max(med[main_side][0] - base_inline, 1e-9)
+        free = max(med[df_side][1] - base_hooks, 1e-9)
+        print(f"   {label:<7} main.py decoupled ratio + modulation {decoupled * 1e3:8.2f} ms   "
+              f"decoupling-free {free * 1e3:8.2f} ms   -> decoupling-free {decoupled / free:5.1f}x cheaper")
 
 
 class NoAdapter(Adapter):
@@ -157,13 +171,19 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="epochs per side in part 2 (default 2)")
     p.add_argument("--data", type=Path, default=None, help="a synthetic CREMA-D (default: write one)")
     p.add_argument("--skip-epoch", action="store_true", help="part 1 only")
+    p.add_argument("--keep-denormals", action="store_true",
+                   help="leave subnormal floats on (default: flush them, see below)")
     args = p.parse_args(argv)
+    # After a few steps many conv gradients hold subnormal floats, and on a CPU each arithmetic op on
+    # one is ~100x slower: both sides' spans then measure denormal arithmetic, not their own work
+    # (seen: 7 ms -> 300 ms for the same k * grad). GPUs do not slow down on them.
+    flushed = not args.keep_denormals and torch.set_flush_denormal(True)
     if args.checkout is None:
         import vendor_fetch
 
         args.checkout = vendor_fetch.fetch("ogm-ge")
     print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, subnormals {'flushed to zero' if flushed else 'kept'}")
     bench_steps(args.checkout, args.steps, args.batch)
     if not args.skip_epoch:
         with tempfile.TemporaryDirectory() as tmp:
