@@ -150,6 +150,7 @@ class RunContext:
     checkout: Path
     recorder: Recorder
     epoch: int = 0
+    script: str | None = None  # the entry script run_script is running (None inside a bare installed())
     models: list = field(default_factory=list)
     fusions: list = field(default_factory=list)
     state: dict = field(default_factory=dict)
@@ -211,7 +212,18 @@ class Adapter:
         return []
 
     def validate(self, argv: Sequence[str], cwd: Path) -> None:
-        """Check the run's inputs before the script starts; raise AdapterError naming what is wrong."""
+        """Check the run's inputs before the script starts; raise AdapterError naming what is wrong.
+
+        ``current_context().script`` says which entry script is about to run."""
+
+    def script_for(self, ns) -> str | None:
+        """The entry script for parsed ``simam2 run`` options (None: :attr:`script`)."""
+        return None
+
+    def workdir_for(self, ns) -> Path | None:
+        """The working directory for parsed ``simam2 run`` options (``--workdir`` by default); an
+        adapter may prepare it here."""
+        return ns.workdir
 
     def synth(self, out_dir: Path, **kwargs) -> Path:
         raise NotImplementedError(f"{self.name} has no synthetic data generator")
@@ -348,6 +360,7 @@ def run_script(
         path = ctx.checkout / script
         if not path.is_file():
             raise AdapterError(f"{adapter.name}: no script {script} in {ctx.checkout}")
+        ctx.script = script
         adapter.validate(list(argv), cwd)
         old_argv, old_cwd = sys.argv, os.getcwd()
         sys.argv = [str(path), *map(str, argv)]

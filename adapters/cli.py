@@ -103,7 +103,8 @@ def _cmd_run(ns) -> int:
     args = parser.parse_args(rest)
     config = adapter.config_from_args(args)
     argv = adapter.upstream_args(args) + upstream
-    ctx = run_script(adapter, argv, config, checkout=args.checkout, cwd=args.workdir)
+    ctx = run_script(adapter, argv, config, checkout=args.checkout, cwd=adapter.workdir_for(args),
+                     script=adapter.script_for(args))
     if config.record is not None:
         print(f"records: {config.record}")
     return 0 if ctx else 1
