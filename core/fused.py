@@ -77,11 +77,12 @@ class PairEnergyAttention(torch.autograd.Function):
         live = v >= EPS  # clamp_min passes gradient here; the backward mirrors that mask
         q = v.clamp_min_(EPS).reciprocal_().mul_(0.25)
         imp.mul_(q).add_(0.5)  # SPEC §1, all three at once
-        # Eq. 7, E = (2 − r) imp_U − a² imp_1 − b² imp_2, built in U's slot, which then holds s
-        ww = w * w
+        # Eq. 7, E = (2 − r) imp_U − a² imp_1 − b² imp_2, built in U's slot, which then holds s;
+        # the other two slots keep a imp_1 and b imp_2, what the weights' gradient needs
+        wimp = imp[1:].mul_(w)
         e = imp[0].mul_(2 - r)
-        e.addcmul_(ww[0], imp[1], value=-1)
-        e.addcmul_(ww[1], imp[2], value=-1)
+        e.addcmul_(w[0], wimp[0], value=-1)
+        e.addcmul_(w[1], wimp[1], value=-1)
         s = e.sigmoid_()
         ctx.save_for_backward(x1, x2, w, u, c, imp, q, live, r)
         ctx.m, ctx.cdims = m, cdims
@@ -95,26 +96,21 @@ class PairEnergyAttention(torch.autograd.Function):
         need_x1, need_x2, need_w = ctx.needs_input_grad[:3]
         if not (need_x1 or need_x2 or need_w):
             return None, None, None, None, None, None
-        s = imp[0]
+        s, wimp = imp[0], imp[1:]
 
         gu = grad_out * s  # the direct path of out = s ⊙ U
         ge = u * gu
         ge.addcmul_(ge, s, value=-1)  # ∂E = G U s (1 − s)
-        wge = w * ge
-        # slot k's importance has upstream grad −f_k ∂E, f = (r − 2, a², b²); p = f ∂E c with
-        # slot 0's factor r − 2 left to the per-channel coefficients (mult)
+        # slot k's importance has upstream grad −f_k ∂E, f = (r − 2, a², b²). With p = f ∂E c its
+        # gradient is −2q (p − mean(p)) + β c, β = 8 q² / (M − 1) Σ(p c) where the clamp is live
         p = torch.empty_like(c)
-        p[0].copy_(ge)
-        torch.mul(wge, w, out=p[1:])
+        torch.mul(ge, r - 2, out=p[0])
+        torch.mul(w, ge, out=p[1:]).mul_(w)
         p.mul_(c)
-        mult = q.new_ones((3,) + (1,) * (q.dim() - 1))
-        mult[0] = r - 2
-        qm = q * mult
         scratch = torch.mul(p, c)
-        beta = scratch.sum(cdims, keepdim=True).mul_(qm * q * live).mul_(8 / (m - 1))
-        gamma = p.sum(cdims, keepdim=True).mul_(qm).mul_(2 / m)
-        g = p.mul_(qm.mul_(-2))
-        g.addcmul_(c, beta).add_(gamma)  # each slot's importance gradient
+        beta = scratch.sum(cdims, keepdim=True).mul_(q.square().mul_(live)).mul_(8 / (m - 1))
+        g = p.sub_(p.mean(cdims, keepdim=True)).mul_(q.mul(-2))
+        g.addcmul_(c, beta)
         gu.add_(g[0])  # ∂U in full: the direct path plus U's importance
         gx = g[1:]
         gx.addcmul_(w, gu)  # ∂x_k = w_k ∂U + x_k's importance
@@ -124,7 +120,7 @@ class PairEnergyAttention(torch.autograd.Function):
             gw = scratch[1:]
             torch.mul(x1, gu, out=gw[0])
             torch.mul(x2, gu, out=gw[1])
-            gw.addcmul_(wge, imp[1:], value=-2)
+            gw.addcmul_(wimp, ge, value=-2)
             if gw.dim() > 3:
                 gw = gw.sum(tuple(range(3, gw.dim())))
             g_weights = gw.permute(1, 2, 0)  # (2, B, C) seen as (B, C, 2): pair_weights' layout

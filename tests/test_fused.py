@@ -106,6 +106,16 @@ def test_second_derivative_is_a_clear_error():
         g.sum().backward()
 
 
+def test_backward_leaves_saved_tensors_intact_for_a_retained_graph():
+    x1, x2, w = inputs((4, 3, 5), weights="free")
+    out = fused_pair_attention(x1, x2, w, torch.tensor(0.3, dtype=torch.float64), 1e-6)
+    upstream = torch.randn(out.shape, dtype=out.dtype)
+    first = torch.autograd.grad(out, (x1, x2, w), upstream, retain_graph=True)
+    second = torch.autograd.grad(out, (x1, x2, w), upstream)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_bad_input_is_a_clear_error():
     x = torch.randn(2, 3, 4)
     w = torch.rand(2, 3, 2)
