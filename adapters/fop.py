@@ -307,6 +307,22 @@ def validate_features(workdir: Path, training: bool) -> None:
         raise AdapterError(f"main.py writes its log to output/, and {Path(workdir).resolve()} has none")
 
 
+#: Third-party modules each script imports (pip names in brackets where they differ).
+SCRIPT_IMPORTS = {"main.py": ("pandas", "sklearn [scikit-learn]", "scipy", "matplotlib", "tqdm"),
+                  "test.py": ("pandas", "sklearn [scikit-learn]", "scipy")}
+
+
+def validate_imports(script: str) -> None:
+    """Name every missing module the script imports at once, rather than the first, mid-run."""
+    import importlib.util
+
+    missing = [m for m in SCRIPT_IMPORTS.get(script, ()) if importlib.util.find_spec(m.split()[0]) is None]
+    if missing:
+        names = [m.split()[-1].strip("[]") for m in missing]
+        raise AdapterError(f"FOP's {script} imports {', '.join(m.split()[0] for m in missing)}, not installed: "
+                           f"pip install {' '.join(names)} (or the project's [upstream] extra)")
+
+
 def _last_value(argv: Sequence[str], option: str, default):
     """The value argparse would keep for ``option`` (the last one given), else ``default``."""
     value = default
@@ -407,7 +423,9 @@ class FopAdapter(Adapter):
 
     def validate(self, argv: Sequence[str], cwd: Path) -> None:
         ctx = current_context()
-        training = (ctx.script if ctx is not None and ctx.script else self.script) == self.script
+        script = ctx.script if ctx is not None and ctx.script else self.script
+        training = script == self.script
+        validate_imports(script)
         validate_features(cwd, training)
         if training:
             rows, _ = _csv_shape(Path(cwd) / "features" / TRAIN_FILES[0])
