@@ -109,7 +109,7 @@ class PairEnergyAttention(torch.autograd.Function):
         p.mul_(c)
         scratch = torch.mul(p, c)
         beta = scratch.sum(cdims, keepdim=True).mul_(q.square().mul_(live)).mul_(8 / (m - 1))
-        g = p.sub_(p.mean(cdims, keepdim=True)).mul_(q.mul(-2))
+        g = p.sub_(p.sum(cdims, keepdim=True), alpha=1 / m).mul_(q.mul(-2))
         g.addcmul_(c, beta)
         gu.add_(g[0])  # ∂U in full: the direct path plus U's importance
         gx = g[1:]
