@@ -247,11 +247,17 @@ class AveAdapter(Adapter):
         """Check the h5 files the script will read and the working directory it will write to."""
         ctx = current_context()
         cwd = Path(cwd).resolve()
+        config = ctx.config if ctx is not None else RunConfig()
+        script = getattr(ctx, "script", None) or self.script
+        if script != self.script:
+            if config.simam2 or config.modulation != "none":
+                raise AdapterError(f"{self.name}: SimAM² and modulation are wired into {self.script} only, "
+                                   f"not {script}")
+            return  # another script of the checkout, run as is
         if ctx is not None and (cwd == ctx.checkout or ctx.checkout in cwd.parents):
             raise AdapterError(f"{self.name}: run in an output folder of its own, not inside the upstream "
                                f"checkout {ctx.checkout} (the script writes checkpoints to its working directory)")
         model_name = option_value(argv, "--model_name", self.model_default)
-        config = ctx.config if ctx is not None else RunConfig()
         if (config.simam2 or config.modulation != "none") and model_name not in self.model_names:
             raise AdapterError(f"{self.name}: SimAM² and modulation are placed in {', '.join(self.model_names)}; "
                                f"--model_name {model_name} has no such fusion")
