@@ -153,13 +153,11 @@ class MultiSimAM2(nn.Module):
             n, rest = packed[0], packed[1:]
             total, total_sq = rest.view(2, self.channels, self.modalities)
             var = (total_sq / n - (total / n).square()).clamp_min(0)
-        else:
-            # two passes over (K, B, C), contiguous for SimAM2's weights: var_mean is far slower on CPU
-            wk = w.movedim(-1, 0).contiguous()
-            mean = wk.mean(1, keepdim=True)
-            var = (wk - mean).square_().mean(1).T
-            total = mean.squeeze(1).T * w.shape[0]
-        return var.mean(-1), total.sum(0)
+            return var.mean(-1), total.sum(0)
+        # two passes over (K, B, C), contiguous for SimAM2's weights: var_mean is far slower on CPU
+        wk = w.movedim(-1, 0).contiguous()
+        mean = wk.mean(1, keepdim=True)
+        return (wk - mean).square_().mean((0, 1)), mean.sum((1, 2)).mul_(w.shape[0])
 
     def _update(self, weights: torch.Tensor) -> torch.Tensor:
         """r for this forward (Eq. 6); in training mode also grows ``var_max`` and ``weight_sums``.
