@@ -438,7 +438,8 @@ class FopAdapter(Adapter):
     # -- CLI -------------------------------------------------------------------------------------
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        g = parser.add_argument_group("FOP")
+        g = parser.add_argument_group("FOP", "With --simam2, ζ is FOP's own gate unless --zeta says otherwise "
+                                             "(--zeta given is FOP's default).")
         g.add_argument("--evaluate", action="store_true",
                        help="run test.py (evaluate -- --ckpt PATH --fusion F) instead of main.py")
         g.add_argument("--data", type=Path, default=None,

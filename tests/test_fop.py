@@ -22,7 +22,8 @@ from scipy import stats
 
 from simam2.adapters import AdapterError, RunConfig, installed, run_script
 from simam2.adapters.cli import main as cli_main
-from simam2.adapters.fop import ADAPTER, best_checkpoint, evaluate_checkpoint, parse_test_output, prepare_workdir
+from simam2.adapters.fop import (ADAPTER, best_checkpoint, evaluate_checkpoint, format_table3, parse_test_output,
+                                  prepare_workdir, run_table)
 from simam2.adapters.fop_synth import FACE_DIM, VOICE_DIM, list_files, write_fop
 
 B, C = 6, 16
@@ -351,3 +352,28 @@ def test_linear_fusion_with_learnable_zeta_trains_its_gate(checkout, data, tmp_p
     assert gate.weight.grad is not None and gate.weight.grad.abs().sum() > 0
     zetas = [e["rho_face"] for e in recs if e["event"] == "step"]
     assert len(zetas) == 4 and len(set(zetas)) == 4  # an input-dependent ζ, not 0.5
+
+
+# -- Table 3 ---------------------------------------------------------------------------------------
+
+def test_table3_layout_mean_and_std_over_seeds():
+    text = format_table3({"FOP": [[8, 98, 20, 88], [10, 96, 16, 90]], "FOP + SimAM²": [[9, 97, 18, 89]] * 2},
+                         epochs=6, seeds=(0, 1))
+    lines = text.splitlines()
+    assert "Seen-Heard" in lines[1] and "Unseen-Unheard" in lines[1] and lines[2].count("EER ↓") == 2
+    assert lines[3].split() == ["FOP", "9.0", "±", "1.0", "97.0", "±", "1.0", "18.0", "±", "2.0", "89.0", "±", "1.0"]
+    assert lines[4].startswith("FOP + SimAM²") and "9.0 ± 0.0" in lines[4]
+    assert lines[-2].split() == ["FOP", "19.3", "89.3", "24.9", "83.5"]  # the paper's, for reference
+
+
+@pytest.mark.slow
+def test_run_table_trains_and_evaluates_every_cell(checkout, data, tmp_path):
+    lines = []
+    text = run_table(tmp_path, data_dir=data, epochs=1, seeds=(0,), batch_size=16, checkout=checkout,
+                     progress=lines.append)
+    assert sum("main.py" in line for line in lines) == 2
+    rows = {line.split("  ")[0].strip(): line for line in text.splitlines()[3:5]}
+    assert set(rows) == {"FOP", "FOP + SimAM²"}
+    for cell in ("fop", "simam2"):
+        recs = _records(tmp_path / cell / "seed0" / "records.jsonl")
+        assert [e["event"] for e in recs].count("eval") == 1
