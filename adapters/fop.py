@@ -6,6 +6,8 @@ of a checkpoint) run unchanged, after ``patches/fop``. Installing the adapter re
 ``retrieval_model.py`` and ``online_evaluation.py`` look them up:
 
 - ``FOP`` by a subclass that registers itself with the run and counts its epochs (always);
+- with ``simam2`` off, ``GatedFusion`` by a subclass whose output is the upstream's and that keeps
+  the sums of FOP's gate, so that Eq. 11's ρ of FOP's own gate is recorded too;
 - ``online_evaluation.test`` by a wrapper that records each online evaluation's EER and AUC, as the
   upstream computes them (always; it returns what the upstream returns);
 - with ``simam2`` on, ``GatedFusion`` and ``LinearWeightedAvg`` by SimAM² subclasses (SPEC §2, §4):
@@ -131,6 +133,25 @@ def simam2_fusion_classes(retrieval_model, config: RunConfig) -> dict[str, type]
     return {"GatedFusion": SimAM2GatedFusion, "LinearWeightedAvg": SimAM2LinearWeightedAvg}
 
 
+def recording_gated_class(retrieval_model) -> type:
+    """FOP's ``GatedFusion``, output unchanged, keeping Σg and Σ(1 − g) of its last training forward:
+    Eq. 11's ρ for FOP's own gate, recorded beside the SimAM² runs' (adapter installed, SimAM² off)."""
+    upstream = retrieval_model.GatedFusion
+
+    class RecordedGatedFusion(_ModuleInitShim, upstream):
+        def __init__(self, *args):
+            upstream.__init__(self, *args)
+            self.gate_sums: torch.Tensor | None = None
+
+        def fuse(self, face_trans, voice_trans, attention_out):
+            if self.training:
+                g = attention_out.detach()
+                self.gate_sums = torch.stack([g.sum(), (1 - g).sum()])
+            return super().fuse(face_trans, voice_trans, attention_out)
+
+    return RecordedGatedFusion
+
+
 # -- the recording model ----------------------------------------------------------------------------
 
 class _Recording:
@@ -153,15 +174,18 @@ class _Recording:
     def on_step(self) -> None:
         """Before optimizer.step(): this step's ρ (Eq. 11, face over voice), r and k, kept on device."""
         fusion = self.fusion
-        if fusion is None or fusion.r is None:
-            return
-        sums = fusion.weight_sums
+        if fusion is not None and fusion.r is not None:
+            sums, r = fusion.weight_sums, fusion.r
+        else:  # FOP's own gate, SimAM² off (no r: Eq. 6 belongs to SimAM²)
+            sums, r = getattr(self.model.fusion_layer, "gate_sums", None), float("nan")
+            if sums is None:
+                return
         nan = sums.new_full((), float("nan"))
         k_face = k_voice = nan
         m = self.modulator
         if m is not None and m.last.get("applied"):
             k_face, k_voice = m.last["k1"], m.last["k2"]
-        values = (sums[0] / sums[1], fusion.r, k_face, k_voice)
+        values = (sums[0] / sums[1], r, k_face, k_voice)
         self.steps.append(torch.stack([torch.as_tensor(v, dtype=torch.float32, device=sums.device).reshape(())
                                        for v in values]))
 
@@ -379,6 +403,8 @@ class FopAdapter(Adapter):
         if config.simam2:
             reps += [Replacement("retrieval_model", attr, cls)
                      for attr, cls in simam2_fusion_classes(retrieval_model, config).items()]
+        else:
+            reps.append(Replacement("retrieval_model", "GatedFusion", recording_gated_class(retrieval_model)))
         return reps
 
     def on_start(self, ctx: RunContext) -> None:

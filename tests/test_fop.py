@@ -87,15 +87,20 @@ def test_adapter_off_fusions_equal_the_pin(checkout, pristine):
     with installed(ADAPTER, RunConfig(simam2=False), checkout):
         import retrieval_model as rm
 
-        assert rm.GatedFusion.__module__ == "retrieval_model"  # not replaced with SimAM² off
+        assert rm.GatedFusion.__name__ == "RecordedGatedFusion"  # records FOP's gate, computes FOP's
         torch.manual_seed(0)
         ours = rm.GatedFusion(FACE_DIM, VOICE_DIM, C, 8, C)
         pin = pristine.GatedFusion(FACE_DIM, VOICE_DIM, C, 8, C)
         pin.load_state_dict(ours.state_dict())
+        assert ours.state_dict().keys() == pin.state_dict().keys()
         for mode in (True, False):
             ours.train(mode), pin.train(mode)
             for a, b in zip(ours(face, voice), pin(face, voice)):
                 assert torch.equal(a, b)
+        ours.train()
+        ours(face, voice)
+        gate = torch.sigmoid(ours.attention(torch.cat((face, voice), 1))).detach()
+        torch.testing.assert_close(ours.gate_sums, torch.stack([gate.sum(), (1 - gate).sum()]))
         # the pinned LinearWeightedAvg allocates on CUDA; give it the same two weights by hand
         lin = rm.LinearWeightedAvg(C, C)
         pin_lin = pristine.LinearWeightedAvg.__new__(pristine.LinearWeightedAvg)
@@ -296,6 +301,8 @@ def test_main_and_test_py_end_to_end_with_and_without_simam2(checkout, data, tmp
     ctx = run_script(ADAPTER, TRAIN, RunConfig(seed=0), checkout, cwd=vanilla)
     evals = [e for e in ctx.recorder.read() if e["event"] == "eval"]
     assert len(evals) == 1 and 0.0 < evals[0]["eer"] < 0.45 and evals[0]["auc"] > 0.55  # off 50 %
+    steps = [e for e in ctx.recorder.read() if e["event"] == "step"]
+    assert len(steps) == 4 and all(s["rho_face"] > 0 and s["r"] is None and s["k_face"] is None for s in steps)
     assert (vanilla / "output" / "gated_ce_opl_002_1.00.txt").is_file()
     ckpt_vanilla = best_checkpoint(vanilla)
     assert "fusion_layer.simam2.var_max" not in torch.load(ckpt_vanilla)["state_dict"]
