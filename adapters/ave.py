@@ -300,6 +300,24 @@ class AveAdapter(Adapter):
                     raise AveInputError(f"{option} {p}: {n} entries; the script evaluates one batch of "
                                         f"exactly {EVAL_BATCH} videos (repeat entries to reach it)")
 
+    # -- CLI -------------------------------------------------------------------------------------
+
+    def add_arguments(self, parser) -> None:
+        g = parser.add_argument_group(self.name.upper())
+        g.add_argument("--data", type=Path, default=None,
+                       help="an AVE folder as `simam2 synth` writes it: sets the script's --dir_* options "
+                            "(arguments after -- still win)")
+
+    def upstream_args(self, ns) -> list[str]:
+        data = getattr(ns, "data", None)
+        return data_args(Path(data).absolute(), self.label_option, Path(self.label_default).name) if data else []
+
+    def workdir_for(self, ns) -> Path | None:
+        """The script writes checkpoints to its working directory: create ``--workdir`` if needed."""
+        if ns.workdir is not None:
+            Path(ns.workdir).mkdir(parents=True, exist_ok=True)
+        return ns.workdir
+
     def synth(self, out_dir, **kwargs) -> Path:
         """A tiny AVE set in the upstream's format (see :func:`.ave_synth.write_synthetic_ave`)."""
         return write_synthetic_ave(out_dir, **kwargs)
