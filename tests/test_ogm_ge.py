@@ -372,3 +372,50 @@ def test_main_py_full_grid(checkout, cremad, tmp_path, fusion, modulation, zeta)
 @pytest.mark.parametrize("fusion", ["sum", "concat", "film"])
 def test_main_py_vanilla_baseline(checkout, cremad, tmp_path, fusion):
     _one_run(checkout, cremad, tmp_path, fusion, "ogm-ge", "fixed", simam2=False)
+
+
+# -- CLI and Table 1 -------------------------------------------------------------------------------
+
+def test_cli_run_passes_fusion_and_modulation_to_main_py(checkout, tmp_path, capsys):
+    from simam2.adapters.cli import _run_parser, main
+
+    _, parser = _run_parser("ogm-ge")
+    ns = parser.parse_args(["--fusion", "film", "--simam2", "--zeta", "learnable", "--modulation", "ogm-ge",
+                            "--no-ge", "--alpha", "0.3", "--modulation-end", "7"])
+    assert ADAPTER.upstream_args(ns) == ["--fusion_method", "film", "--modulation", "OGM", "--alpha", "0.3",
+                                         "--modulation_starts", "0", "--modulation_ends", "7"]
+    config = ADAPTER.config_from_args(ns)
+    assert (config.simam2, config.zeta, config.modulation, config.ge) == (True, "learnable", "ogm-ge", False)
+    # a working directory without CREMA-D's lists stops the run before main.py starts, saying why
+    assert main(["run", "ogm-ge", "--fusion", "sum", "--checkout", str(checkout), "--workdir", str(tmp_path), "--", "--train",
+                 "--ckpt_path", str(tmp_path / "ckpt")]) == 2
+    assert "data/CREMAD/train.csv" in capsys.readouterr().err
+
+
+def test_table_layout_and_best_evaluation():
+    from simam2.adapters.ogm_ge_table import METHODS, best_evaluation, cell_name, format_table
+
+    records = [{"event": "step"}, {"event": "eval", "top1": 0.5, "mAP": 0.4, "epoch": 0},
+               {"event": "eval", "top1": 0.75, "mAP": 0.6, "epoch": 1}, {"event": "eval", "top1": 0.75, "mAP": 0.9, "epoch": 2}]
+    assert best_evaluation(records)["epoch"] == 1  # the first best, the checkpoint main.py keeps
+    assert best_evaluation([{"event": "step"}]) is None
+    names = {cell_name(m, f) for m in METHODS for f in ("concat", "sum", "film")}
+    assert len(names) == 15 and all(n.isascii() and "/" not in n for n in names)
+    table = format_table({("+SimAM²", "sum"): {"top1": 0.625, "mAP": 0.5}}, "Table 1")
+    lines = table.splitlines()
+    assert lines[0] == "Table 1" and "Concatenation" in lines[1] and lines[1].index("Concatenation") < lines[1].index("FiLM")
+    row = next(line for line in lines if line.startswith("+SimAM² "))
+    assert row.split()[1:] == ["—", "—", "62.5", "50.0", "—", "—"]
+    assert len([line for line in lines if line.startswith(("Baseline", "+"))]) == 5
+
+
+@pytest.mark.slow
+def test_run_table_runs_the_fifteen_cells(checkout, cremad, tmp_path):
+    from simam2.adapters.ogm_ge import run_table
+
+    lines = []
+    table = run_table(tmp_path, data_dir=cremad, epochs=1, progress=lines.append, checkout=checkout, batch_size=6)
+    assert len(lines) == 15 and all("Top-1 0.167" in line for line in lines)  # 1/6 by the test list's design
+    assert (tmp_path / "table.txt").read_text().strip() == table
+    assert len(json.loads((tmp_path / "table.json").read_text())) == 15
+    assert len(list(tmp_path.glob("*/records.jsonl"))) == 15
