@@ -1,8 +1,9 @@
 """Table 1 of the paper (CREMA-D, Top-1 / mAP) on a synthetic CREMA-D, through OGM-GE's own main.py.
 
 Fifteen cells: five methods × three fusions (concat, sum, FiLM). Each cell is one ``run_script``
-call of main.py in its own output folder (checkpoints, ``records.jsonl``); its Top-1 and mAP are
-those of the evaluation with the best Top-1 (the first, as main.py keeps its best checkpoint).
+call of main.py in its own output folder (checkpoints, ``records.jsonl``, main.py's printout in
+``main.log``); its Top-1 and mAP are those of the evaluation with the best Top-1 (the first, as
+main.py keeps its best checkpoint).
 
 =============================  ======  ===========  ====================
 method                         SimAM²  ζ            modulation (main.py)
@@ -20,6 +21,7 @@ on CREMA-D.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -113,7 +115,8 @@ def run_table(out_dir, data_dir=None, epochs: int = 2, progress: Callable[[str],
                     "--audio_path", str(data / "AudioWAV"), "--visual_path", str(data),
                     "--ckpt_path", str(cell / "ckpt")]
             start = time.perf_counter()
-            ctx = run_script(ADAPTER, argv, config, checkout=checkout, cwd=data)
+            with open(cell / "main.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+                ctx = run_script(ADAPTER, argv, config, checkout=checkout, cwd=data)
             best = best_evaluation(ctx.recorder.read())
             results[(method.label, fusion)] = best
             shown = "no evaluation" if best is None else f"Top-1 {best['top1']:.3f}, mAP {best['mAP']:.3f}"
