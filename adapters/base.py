@@ -283,6 +283,8 @@ def installed(adapter: Adapter, config: RunConfig | None = None, checkout: Path 
 
     names = _top_level_names(checkout)
     shadowed = {k: sys.modules.pop(k) for k in list(sys.modules) if _owned(k, names)}
+    # the checkout is a shared cache: no __pycache__ written into it
+    wrote_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     sys.path.insert(0, str(checkout))
     ctx = RunContext(adapter, config, checkout, Recorder(config.record))
     originals: list[tuple[Any, str, Any]] = []
@@ -311,6 +313,7 @@ def installed(adapter: Adapter, config: RunConfig | None = None, checkout: Path 
             ctx.recorder.close()
             with contextlib.suppress(ValueError):
                 sys.path.remove(str(checkout))
+            sys.dont_write_bytecode = wrote_bytecode
             for k in [k for k in sys.modules if _owned(k, names)]:
                 del sys.modules[k]
             sys.modules.update(shadowed)

@@ -63,6 +63,7 @@ def test_run_script_runs_the_upstream_entry_point(fake_upstream, tmp_path):
     out = tmp_path / "out.txt"
     ctx = run_script(FakeAdapter(), [out.name], RunConfig(), fake_upstream, cwd=tmp_path)
     assert out.read_text() == "6"
+    assert not list(fake_upstream.rglob("__pycache__"))  # the checkout is a shared cache: left clean
     assert ctx.recorder.read() == [{"event": "start", "simam2": False}]
     with pytest.raises(AdapterError, match="exited with status 3"):
         run_script(FakeAdapter(), ["fail"], RunConfig(), fake_upstream, cwd=tmp_path)
