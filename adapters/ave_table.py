@@ -117,14 +117,16 @@ def _evals(records: list[dict], split: str) -> list[dict]:
 def run_table(out_dir, data_dir=None, epochs: int | None = None, progress: Callable[[str], object] = print,
               checkout_avga=None, checkout_psp=None, seed: int = 0, alpha: float = 0.5,
               batch_size: int = 8, n_train: int = 48, n_val: int = 16, n_test: int = 16, n_classes: int = 4,
-              threshold: float = 0.099) -> str:
+              threshold: float = 0.099, audio_signal: float = 0.5, visual_signal: float = 0.5) -> str:
     """Run the eight cells and return Table 2 as text (also ``out_dir/table.txt``; every cell's
     numbers in ``out_dir/table.json``).
 
     ``data_dir``: an existing AVE folder in the scripts' layout (as :func:`.ave_synth.write_synthetic_ave`
     writes; its val/test orders must hold 402 entries); None writes a synthetic one of ``n_train`` /
-    ``n_val`` / ``n_test`` videos of ``n_classes`` classes to ``out_dir/data``. ``epochs`` (default 8)
-    per cell; ``batch_size`` must be at least ``n_train / batch_size`` (PSP's epoch summary).
+    ``n_val`` / ``n_test`` videos of ``n_classes`` classes to ``out_dir/data``, with class prototypes
+    scaled by ``audio_signal`` / ``visual_signal`` (at full strength, 1.0, PSP reaches 100 % within 8
+    epochs and the cells cannot differ). ``epochs`` (default 8) per cell; ``batch_size`` must be at
+    least ``n_train / batch_size`` (PSP's epoch summary).
     """
     from .avga import ADAPTER as AVGA
     from .psp import ADAPTER as PSP
@@ -138,9 +140,10 @@ def run_table(out_dir, data_dir=None, epochs: int | None = None, progress: Calla
     checkout_psp = Path(checkout_psp) if checkout_psp is not None else _fetch("psp")
     if data_dir is None:
         data = AVGA.synth(out / "data", n_train=n_train, n_val=n_val, n_test=n_test, n_classes=n_classes,
-                          seed=seed, checkout=checkout_avga)
+                          seed=seed, checkout=checkout_avga, audio_signal=audio_signal,
+                          visual_signal=visual_signal)
         progress(f"wrote a synthetic AVE to {data} ({n_train} train / {n_val} val / {n_test} test videos, "
-                 f"{n_classes} classes)")
+                 f"{n_classes} classes, signal audio {audio_signal} / visual {visual_signal})")
     else:
         data = Path(data_dir).absolute()
     results: dict[tuple[str, str], dict | None] = {}
