@@ -65,66 +65,73 @@ class PairEnergyAttention(torch.autograd.Function):
     def forward(ctx, x1, x2, weights, r, lam: float, dims: tuple[int, ...]):
         m = neuron_count(x1, dims)
         w = _as_slots(weights, x1.dim())
-        u = x1 * w[0]
-        u.addcmul_(x2, w[1])  # Eq. 4
+        w1, w2 = w.unbind(0)
+        u = x1 * w1
+        u.addcmul_(x2, w2)  # Eq. 4
         c = x1.new_empty((3,) + x1.shape)  # slots: U, x1, x2
-        for k, y in enumerate((u, x1, x2)):
-            torch.sub(y, y.mean(dims, keepdim=True), out=c[k])
+        for y, cy in zip((u, x1, x2), c.unbind(0)):
+            torch.sub(y, y.mean(dims, keepdim=True), out=cy)
         cdims = tuple(d + 1 for d in dims)
         imp = c * c
-        v = imp.sum(cdims, keepdim=True).div_(m - 1)
-        v[0].add_(lam)  # λ on U only (SPEC §2)
-        live = v >= EPS  # clamp_min passes gradient here; the backward mirrors that mask
-        q = v.clamp_min_(EPS).reciprocal_().mul_(0.25)
+        # v4 = 4 (Σd / (M − 1) + λ) and q = 1 / max(v4, 4 EPS): the reference's 1 / (4 max(v, EPS))
+        v4 = imp.sum(cdims, keepdim=True).mul_(4 / (m - 1))
+        if lam:
+            v4[0].add_(4 * lam)  # λ on U only (SPEC §2)
+        live = v4 >= 4 * EPS  # clamp_min passes gradient here; the backward mirrors that mask
+        q = v4.clamp_min_(4 * EPS).reciprocal_()
         imp.mul_(q).add_(0.5)  # SPEC §1, all three at once
         # Eq. 7, E = (2 − r) imp_U − a² imp_1 − b² imp_2, built in U's slot, which then holds s;
         # the other two slots keep a imp_1 and b imp_2, what the weights' gradient needs
-        wimp = imp[1:].mul_(w)
-        e = imp[0].mul_(2 - r)
-        e.addcmul_(w[0], wimp[0], value=-1)
-        e.addcmul_(w[1], wimp[1], value=-1)
+        e, wimp1, wimp2 = imp.unbind(0)
+        imp[1:].mul_(w)
+        k = 2 - r
+        e.mul_(k)
+        e.addcmul_(w1, wimp1, value=-1)
+        e.addcmul_(w2, wimp2, value=-1)
         s = e.sigmoid_()
-        ctx.save_for_backward(x1, x2, w, u, c, imp, q, live, r)
+        ctx.save_for_backward(x1, x2, w, u, c, imp, q, live, k)
         ctx.m, ctx.cdims = m, cdims
         return s * u  # Eq. 8
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        x1, x2, w, u, c, imp, q, live, r = ctx.saved_tensors
+        x1, x2, w, u, c, imp, q, live, k = ctx.saved_tensors
         m, cdims = ctx.m, ctx.cdims
         need_x1, need_x2, need_w = ctx.needs_input_grad[:3]
         if not (need_x1 or need_x2 or need_w):
             return None, None, None, None, None, None
-        s, wimp = imp[0], imp[1:]
+        s = imp[0]
 
         gu = grad_out * s  # the direct path of out = s ⊙ U
         ge = u * gu
         ge.addcmul_(ge, s, value=-1)  # ∂E = G U s (1 − s)
-        # slot k's importance has upstream grad −f_k ∂E, f = (r − 2, a², b²). With p = f ∂E c its
-        # gradient is −2q (p − mean(p)) + β c, β = 8 q² / (M − 1) Σ(p c) where the clamp is live
+        # slot j's importance has upstream grad −f_j ∂E, f = (−k, a², b²). With p = f ∂E c its
+        # gradient is −2q (p − mean(p)) + β c, β = 8 q² / (M − 1) Σ(p c) where the clamp is live.
+        # Slot 0 takes k ∂E c, the opposite sign, and so gives the opposite gradient (all linear).
         p = torch.empty_like(c)
-        torch.mul(ge, r - 2, out=p[0])
+        torch.mul(ge, k, out=p[0])
         torch.mul(w, ge, out=p[1:]).mul_(w)
         p.mul_(c)
         scratch = torch.mul(p, c)
         beta = scratch.sum(cdims, keepdim=True).mul_(q.square().mul_(live)).mul_(8 / (m - 1))
         g = p.sub_(p.sum(cdims, keepdim=True), alpha=1 / m).mul_(q.mul(-2))
         g.addcmul_(c, beta)
-        gu.add_(g[0])  # ∂U in full: the direct path plus U's importance
-        gx = g[1:]
-        gx.addcmul_(w, gu)  # ∂x_k = w_k ∂U + x_k's importance
+        g0, g1, g2 = g.unbind(0)
+        gu.sub_(g0)  # ∂U in full: the direct path plus U's importance
+        g[1:].addcmul_(w, gu)  # ∂x_j = w_j ∂U + x_j's importance
         g_weights = None
         if need_w:
-            # ∂w_k = Σ_bcast (∂U ⊙ x_k − 2 w_k imp_k ∂E)
+            # ∂w_j = Σ_bcast (∂U ⊙ x_j − 2 w_j imp_j ∂E)
             gw = scratch[1:]
-            torch.mul(x1, gu, out=gw[0])
-            torch.mul(x2, gu, out=gw[1])
-            gw.addcmul_(wimp, ge, value=-2)
+            gw1, gw2 = gw.unbind(0)
+            torch.mul(x1, gu, out=gw1)
+            torch.mul(x2, gu, out=gw2)
+            gw.addcmul_(imp[1:], ge, value=-2)
             if gw.dim() > 3:
                 gw = gw.sum(tuple(range(3, gw.dim())))
             g_weights = gw.permute(1, 2, 0)  # (2, B, C) seen as (B, C, 2): pair_weights' layout
-        return gx[0] if need_x1 else None, gx[1] if need_x2 else None, g_weights, None, None, None
+        return g1 if need_x1 else None, g2 if need_x2 else None, g_weights, None, None, None
 
 
 def fused_pair_attention(
@@ -158,5 +165,7 @@ def fused_pair_attention(
             f"{sorted(str(d) for d in dtypes)}; cast them first"
         )
     dims = resolve_neuron_dims(x1, neuron_dims)
-    r = torch.as_tensor(r, dtype=x1.dtype, device=x1.device).detach()
+    r = torch.as_tensor(r, dtype=x1.dtype, device=x1.device)
+    if r.requires_grad:
+        r = r.detach()
     return PairEnergyAttention.apply(x1, x2, weights, r, float(lam), dims)
