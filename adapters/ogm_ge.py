@@ -1,7 +1,9 @@
 """OGM-GE (GeWu-Lab/OGM-GE_CVPR2022): SimAM² in its fusion modules, decoupling-free modulation, records.
 
-The upstream's own ``main.py`` runs unchanged (after ``patches/ogm-ge``). Installing the adapter
-replaces, where ``models/basic_model.py`` looks them up:
+The upstream's own ``main.py`` runs unchanged (after ``patches/ogm-ge``: CPU, loader workers, the
+eval path's load, VGGSound roots, and FiLM, which crashes main.py at the pin; see
+docs/adapters-ogm-ge.md). Installing the adapter replaces, where ``models/basic_model.py`` looks
+them up:
 
 - ``AVClassifier`` by a subclass that records (always): per training step, the decoupling-free ratio
   (Eq. 11, from ζ) beside OGM-GE's decoupled ratio (SPEC §6); per evaluation pass, Top-1 and mAP
@@ -63,7 +65,7 @@ from .base import Adapter, AdapterError, Replacement, RunConfig, RunContext, cur
 from .ogm_ge_synth import write_cremad, write_vggsound
 
 FUSIONS = ("sum", "concat", "film")
-#: main.py's --modulation for each RunConfig.modulation (ge on / off).
+#: main.py's --modulation for (RunConfig.modulation, ge): only "ogm-ge" runs main.py's own.
 UPSTREAM_MODULATION = {("none", True): "Normal", ("none", False): "Normal", ("df", True): "Normal",
                        ("df", False): "Normal", ("ogm-ge", True): "OGM_GE", ("ogm-ge", False): "OGM"}
 _NAN = float("nan")
