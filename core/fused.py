@@ -15,7 +15,8 @@ with ``c = y − mean(y)``, ``d = c²``, ``v = Σd / (M − 1) + λ`` and ``q = 
     ∂/∂y of Σ H ⊙ imp(y) = c ⊙ (2 q H − β) − 2 q mean(H c),  β = 8 q² / (M − 1) · Σ(H d)
 
 (β vanishes where the clamp at EPS holds, as the clamp's own gradient does.) With
-``U = a x1 + b x2`` (a = ζ, b = 1 − ζ, each broadcast over the neuron dims),
+``U = a x1 + b x2`` (a = ζ and b = 1 − ζ in SimAM2, any two weights in general, each broadcast
+over the neuron dims),
 ``E = (2 − r) imp_λ(U) − a² imp(x1) − b² imp(x2)``, ``s = sigmoid(E)`` and ``out = s ⊙ U``:
 
     ∂E   = G ⊙ U ⊙ s (1 − s)
@@ -24,7 +25,9 @@ with ``c = y − mean(y)``, ``d = c²``, ``v = Σd / (M − 1) + λ`` and ``q = 
     ∂a   = Σ_bcast (∂U ⊙ x1 − 2 a imp(x1) ⊙ ∂E)                      (b alike, with x2)
 
 where Σ_bcast sums over the dims along which ``a`` is broadcast. ``r`` is a statistic and takes no
-gradient (SPEC §3).
+gradient (SPEC §3). Saved for the backward: U, the three centred inputs ``c``, the importances of
+x1 and x2 times their weights, s, and the per-channel ``q`` and clamp mask; nothing is recomputed.
+The backward is not itself differentiable (``once_differentiable``: a second derivative raises).
 """
 
 from __future__ import annotations
