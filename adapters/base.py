@@ -283,6 +283,7 @@ def installed(adapter: Adapter, config: RunConfig | None = None, checkout: Path 
 
     names = _top_level_names(checkout)
     shadowed = {k: sys.modules.pop(k) for k in list(sys.modules) if _owned(k, names)}
+    _forget_module_files(names)
     # the checkout is a shared cache: no __pycache__ written into it
     wrote_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     sys.path.insert(0, str(checkout))
@@ -317,6 +318,22 @@ def installed(adapter: Adapter, config: RunConfig | None = None, checkout: Path 
             for k in [k for k in sys.modules if _owned(k, names)]:
                 del sys.modules[k]
             sys.modules.update(shadowed)
+            _forget_module_files(names)
+
+
+def _forget_module_files(names: set[str]) -> None:
+    """Drop ``inspect``'s per-name file cache for the swapped module names.
+
+    ``inspect.getmodule`` remembers each module name's file. When one upstream's ``models.py`` is
+    followed by another's namespace package ``models`` (no ``__init__``, so no file), the stale entry
+    makes Python 3.11's ``inspect.stack()`` raise TypeError, as librosa's lazy loader calls it.
+    """
+    import inspect
+
+    cache = getattr(inspect, "_filesbymodname", None)
+    if isinstance(cache, dict):
+        for k in [k for k in cache if _owned(k, names)]:
+            del cache[k]
 
 
 def _import_upstream(name: str, checkout: Path):

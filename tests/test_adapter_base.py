@@ -120,3 +120,28 @@ def test_recorder_writes_json_lines(tmp_path):
     rec.write("step", rho=torch.tensor(1.5), k=[1, 2], bad=float("nan"))
     rec.close()
     assert rec.read() == [{"event": "step", "rho": 1.5, "k": [1, 2], "bad": None}]
+
+
+def test_a_namespace_package_after_a_same_named_module_keeps_inspect_working(tmp_path):
+    """One upstream's models.py seen by inspect, then another's namespace package ``models``: Python
+    3.11's inspect.getmodule raised TypeError on the stale name→file entry (librosa calls it)."""
+    import inspect
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    (first / "models.py").write_text("X = 1\n")
+    (second / "models").mkdir(parents=True)
+    (second / "models" / "sub.py").write_text("Y = 1\n")
+
+    class Plain(Adapter):
+        name = "plain"
+
+    code = compile("1", str(tmp_path / "elsewhere.py"), "exec")
+    with installed(Plain(), RunConfig(), first):
+        import models  # noqa: F401
+
+        inspect.getmodule(code, code.co_filename)  # records models -> first/models.py
+    with installed(Plain(), RunConfig(), second):
+        import models.sub  # noqa: F401
+
+        inspect.getmodule(code, code.co_filename)
