@@ -35,8 +35,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from simam2.core import GradientModulator, decoupled_scores
 
-from .ave_synth import EVAL_BATCH, AveInputError, check_inputs, option_value, write_synthetic_ave
-from .base import Adapter, AdapterError, RunConfig, RunContext, current_context
+from .ave_synth import EVAL_BATCH, AveInputError, check_inputs, write_synthetic_ave
+from .base import Adapter, AdapterError, RunConfig, RunContext, current_context, option_value
 
 STATE_KEY = "ave_run"
 

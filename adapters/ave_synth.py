@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
@@ -293,13 +292,3 @@ def check_inputs(files: dict[str, tuple[str, Path]], orders: dict[str, tuple[str
                                 f"{n_rows} videos of the feature files")
 
 
-def option_value(argv: Sequence[str], option: str, default):
-    """The value argparse would keep for ``option`` (the last one given), else ``default``."""
-    value = default
-    argv = list(argv)
-    for i, a in enumerate(argv):
-        if a == option and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif a.startswith(option + "="):
-            value = a.split("=", 1)[1]
-    return value

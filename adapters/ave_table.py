@@ -28,12 +28,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from .ave import data_args
-from .base import RunConfig, run_script
+from .base import Method, RunConfig, run_script
 
 #: the paper's Table 2 (accuracy, %), shown beside the synthetic numbers
 PAPER = {
@@ -44,12 +43,6 @@ PAPER = {
 }
 NETWORKS = (("avga", "AVGA"), ("psp", "PSP"))
 
-
-@dataclass(frozen=True)
-class Method:
-    label: str
-    simam2: bool
-    modulation: str  # RunConfig.modulation
 
 
 METHODS = (

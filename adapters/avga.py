@@ -187,7 +187,7 @@ class AvgaAdapter(AveAdapter):
         return ["train", "val"] if train else ["test"]
 
     def check_more(self, argv, cwd: Path, train: bool, batch: int, orders: dict) -> None:
-        from .ave_synth import option_value
+        from .base import option_value
 
         self.check_eval_orders(orders)
         ctx = current_context()

@@ -229,6 +229,30 @@ class Adapter:
         raise NotImplementedError(f"{self.name} has no synthetic data generator")
 
 
+def option_value(argv: Sequence[str], option: str, default):
+    """The value argparse would keep for ``option`` in ``argv`` (the last one given), else ``default``.
+
+    Adapters read the upstream's own arguments with it, before the script parses them.
+    """
+    value = default
+    argv = list(argv)
+    for i, a in enumerate(argv):
+        if a == option and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith(option + "="):
+            value = a.split("=", 1)[1]
+    return value
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of a reproduced table: its label, SimAM² on or off, and ``RunConfig.modulation``."""
+
+    label: str
+    simam2: bool
+    modulation: str
+
+
 # -- installing -----------------------------------------------------------------------------------
 
 _ACTIVE: list[RunContext] = []

@@ -63,7 +63,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from simam2.core import GradientModulator, SimAM2
 
-from .base import Adapter, AdapterError, Replacement, RunConfig, RunContext, current_context, run_script
+from .base import (Adapter, AdapterError, Replacement, RunConfig, RunContext, current_context, option_value,
+                   run_script)
 from .fop_synth import FACE_DIM, SPLITS, TRAIN_FILES, VOICE_DIM, list_files, write_fop
 
 FUSIONS = ("gated", "linear")
@@ -347,34 +348,22 @@ def validate_imports(script: str) -> None:
                            f"pip install {' '.join(names)} (or the project's [upstream] extra)")
 
 
-def _last_value(argv: Sequence[str], option: str, default):
-    """The value argparse would keep for ``option`` (the last one given), else ``default``."""
-    value = default
-    argv = list(argv)
-    for i, a in enumerate(argv):
-        if a == option and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif a.startswith(option + "="):
-            value = a.split("=", 1)[1]
-    return value
-
-
 def validate_main_args(argv: Sequence[str], train_rows: int) -> None:
     """Catch main.py's option traps before a long read: each fails late, or silently, upstream."""
     if any(a == "--alpha_list" or a.startswith("--alpha_list=") for a in argv):
         raise AdapterError("main.py's --alpha_list (type=list) splits its value into characters; leave it out "
                            "(the default trains with alpha 1, and main.py returns after the first alpha anyway)")
-    batch = int(_last_value(argv, "--batch_size", 1))
+    batch = int(option_value(argv, "--batch_size", 1))
     if batch < 2:
         raise AdapterError(f"--batch_size {batch}: FOP's BatchNorm1d layers need at least 2 samples per batch "
                            "(main.py's default is 1)")
     if train_rows // batch < 1:
         raise AdapterError(f"--batch_size {batch} exceeds the {train_rows} training rows: no batch to train on")
-    epochs = int(_last_value(argv, "--max_num_epoch", 5))
+    epochs = int(option_value(argv, "--max_num_epoch", 5))
     if epochs < 2:
         raise AdapterError(f"--max_num_epoch {epochs}: main.py trains epochs 1 .. max_num_epoch - 1, so "
                            "it needs at least 2")
-    fusion = _last_value(argv, "--fusion", "gated")
+    fusion = option_value(argv, "--fusion", "gated")
     if fusion not in FUSIONS:
         raise AdapterError(f"--fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
 
@@ -457,7 +446,7 @@ class FopAdapter(Adapter):
             rows, _ = _csv_shape(Path(cwd) / "features" / TRAIN_FILES[0])
             validate_main_args(argv, rows)
         else:
-            ckpt = Path(cwd) / _last_value(argv, "--ckpt", "checkpoint.pth.tar")
+            ckpt = Path(cwd) / option_value(argv, "--ckpt", "checkpoint.pth.tar")
             if not ckpt.is_file():
                 raise AdapterError(f"test.py loads --ckpt {ckpt}, which does not exist")
 

@@ -61,7 +61,7 @@ from simam2.core import ConcatFusion as CoreConcat
 from simam2.core import FiLMFusion as CoreFiLM
 from simam2.core import GradientModulator, Summation, decoupled_scores, ogm_coefficients
 
-from .base import Adapter, AdapterError, Replacement, RunConfig, RunContext, current_context
+from .base import Adapter, AdapterError, Replacement, RunConfig, RunContext, current_context, option_value
 from .ogm_ge_synth import write_cremad, write_vggsound
 
 FUSIONS = ("sum", "concat", "film")
@@ -406,7 +406,7 @@ class OgmGeAdapter(Adapter):
                 "--modulation_ends", str(ns.modulation_end)]
 
     def validate(self, argv: Sequence[str], cwd: Path) -> None:
-        dataset = _last_value(argv, "--dataset", "CREMAD")
+        dataset = option_value(argv, "--dataset", "CREMAD")
         needed = {"CREMAD": ["data/CREMAD/train.csv", "data/CREMAD/test.csv"],
                   "VGGSound": ["data/VGGSound/vggsound.csv"]}.get(dataset, [])
         missing = [p for p in needed if not (Path(cwd) / p).is_file()]
@@ -421,18 +421,6 @@ class OgmGeAdapter(Adapter):
         if dataset not in writers:
             raise ValueError(f"dataset must be one of {', '.join(writers)}, got {dataset!r}")
         return writers[dataset](out_dir, **kwargs)
-
-
-def _last_value(argv: Sequence[str], option: str, default: str) -> str:
-    """The value argparse would keep for ``option`` (the last one given), else ``default``."""
-    value = default
-    argv = list(argv)
-    for i, a in enumerate(argv):
-        if a == option and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif a.startswith(option + "="):
-            value = a.split("=", 1)[1]
-    return value
 
 
 ADAPTER = OgmGeAdapter()

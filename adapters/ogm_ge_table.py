@@ -24,20 +24,13 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .base import RunConfig, run_script
+from .base import Method, RunConfig, run_script
 
 FUSION_COLUMNS = (("concat", "Concatenation"), ("sum", "Summation"), ("film", "FiLM"))
 
-
-@dataclass(frozen=True)
-class Method:
-    label: str
-    simam2: bool
-    modulation: str  # RunConfig.modulation
 
 
 METHODS = (

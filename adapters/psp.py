@@ -52,7 +52,8 @@ from torch import nn
 from simam2.core import LateFusion
 
 from .ave import AveAdapter, InitShim, active_run, publish
-from .ave_synth import AveInputError, option_value
+from .ave_synth import AveInputError
+from .base import option_value
 from .base import AdapterError, Replacement, RunConfig, current_context
 
 AUDIO_PREFIXES = ("fa.", "lstm_a_v.lstm_audio.")
