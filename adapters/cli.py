@@ -102,6 +102,8 @@ def _cmd_run(ns) -> int:
     adapter, parser = _run_parser(ns.name)
     args = parser.parse_args(rest)
     config = adapter.config_from_args(args)
+    if config.record is not None:  # relative to where the user stands, not the run's workdir
+        config.record = config.record.resolve()
     argv = adapter.upstream_args(args) + upstream
     ctx = run_script(adapter, argv, config, checkout=args.checkout, cwd=adapter.workdir_for(args),
                      script=adapter.script_for(args))

@@ -414,6 +414,14 @@ class OgmGeAdapter(Adapter):
             raise AdapterError(f"main.py reads its {dataset} lists relative to the working directory, and "
                                f"{Path(cwd).resolve()} lacks {', '.join(missing)}; run in the dataset folder "
                                f"(simam2 synth ogm-ge DIR writes one)")
+        if dataset == "CREMAD":
+            # main.py skips every listed clip whose files are missing: an empty set fails deep in torch
+            audio = Path(cwd) / option_value(argv, "--audio_path", "/home/hudi/data/CREMA-D/AudioWAV")
+            visual = Path(cwd) / option_value(argv, "--visual_path", "/home/hudi/data/CREMA-D/")
+            if not audio.is_dir() or not (visual / "Image-{:02d}-FPS".format(int(option_value(argv, "--fps", 1)))).is_dir():
+                raise AdapterError(f"main.py finds no CREMA-D clips: --audio_path {audio} needs the .wav files and "
+                                   f"--visual_path {visual} the Image-NN-FPS frame folders (for simam2 synth's "
+                                   f"layout: --audio_path AudioWAV --visual_path .)")
 
     def synth(self, out_dir, dataset: str = "CREMAD", **kwargs) -> Path:
         """Write a tiny synthetic CREMA-D (default) or VGGSound to ``out_dir``."""
