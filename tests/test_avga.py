@@ -24,6 +24,8 @@ from simam2.adapters.ave_synth import EVAL_BATCH, rebuild_labels, write_syntheti
 from simam2.adapters.avga import ADAPTER
 from simam2.core import ConcatFusion
 
+from ave_runs import CONFIGS, run_each_config
+
 pytestmark = pytest.mark.upstream
 B = 3
 
@@ -238,24 +240,10 @@ def test_missing_key_and_short_eval_order_are_named(checkout, ave, tmp_path):
 
 # -- end to end: supervised_main.py, Table 2's four configurations ------------------------------------
 
-CONFIGS = {
-    "baseline": RunConfig(seed=0),
-    "simam2": RunConfig(simam2=True, zeta="learnable", seed=0),
-    "ogm-ge": RunConfig(modulation="ogm-ge", alpha=0.5, seed=0),
-    "simam2+df": RunConfig(simam2=True, zeta="learnable", modulation="df", alpha=0.5, seed=0),
-}
-
-
 @pytest.fixture(scope="module")
 def runs(checkout, ave, tmp_path_factory):
-    """supervised_main.py --train, one epoch, once per configuration: {name: (ctx, stdout, workdir)}."""
-    out = {}
-    for name, config in CONFIGS.items():
-        workdir = tmp_path_factory.mktemp(name.replace("+", "_"))
-        with contextlib.redirect_stdout(io.StringIO()) as printed:
-            ctx = run_script(ADAPTER, _argv(ave), config, checkout=checkout, cwd=workdir)
-        out[name] = (ctx, printed.getvalue(), workdir)
-    return out
+    """supervised_main.py --train, one epoch, once per configuration."""
+    return run_each_config(ADAPTER, _argv(ave), checkout, tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

@@ -27,6 +27,8 @@ from simam2.adapters.ave_synth import EVAL_BATCH, write_synthetic_ave
 from simam2.adapters.psp import ADAPTER
 from simam2.core import LateFusion
 
+from ave_runs import CONFIGS, run_each_config
+
 pytestmark = pytest.mark.upstream
 B = 3
 
@@ -190,24 +192,10 @@ def test_more_batches_than_batch_size_is_refused(checkout, ave, tmp_path):
 
 # -- end to end: fully_supervised_main.py, Table 2's four configurations ------------------------------
 
-CONFIGS = {
-    "baseline": RunConfig(seed=0),
-    "simam2": RunConfig(simam2=True, zeta="learnable", seed=0),
-    "ogm-ge": RunConfig(modulation="ogm-ge", alpha=0.5, seed=0),
-    "simam2+df": RunConfig(simam2=True, zeta="learnable", modulation="df", alpha=0.5, seed=0),
-}
-
-
 @pytest.fixture(scope="module")
 def runs(checkout, ave, tmp_path_factory):
-    """fully_supervised_main.py --train, two epochs, once per configuration: {name: (ctx, stdout, workdir)}."""
-    out = {}
-    for name, config in CONFIGS.items():
-        workdir = tmp_path_factory.mktemp(name.replace("+", "_"))
-        with contextlib.redirect_stdout(io.StringIO()) as printed:
-            ctx = run_script(ADAPTER, _argv(ave), config, checkout=checkout, cwd=workdir)
-        out[name] = (ctx, printed.getvalue(), workdir)
-    return out
+    """fully_supervised_main.py --train, two epochs, once per configuration."""
+    return run_each_config(ADAPTER, _argv(ave), checkout, tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
