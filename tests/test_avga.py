@@ -8,9 +8,7 @@ runs train supervised_main.py for one epoch on a tiny synthetic AVE through its 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
-import subprocess
 from pathlib import Path
 
 import h5py
@@ -25,6 +23,7 @@ from simam2.adapters.avga import ADAPTER
 from simam2.core import ConcatFusion
 
 from ave_runs import CONFIGS, run_each_config
+from upstream_modules import load_module, pristine_module
 
 pytestmark = pytest.mark.upstream
 B = 3
@@ -41,24 +40,10 @@ def ave(checkout, tmp_path_factory):
     return write_synthetic_ave(tmp_path_factory.mktemp("ave"), n_train=8, n_val=4, n_test=4, checkout=checkout)
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def pristine_models(checkout, tmp_path_factory):
     """models.py exactly as at the pin (unpatched), as a module."""
-    import vendor_fetch
-
-    sha = vendor_fetch.UPSTREAMS["avga"].sha
-    text = subprocess.run(["git", "-C", str(checkout), "show", f"{sha}:models.py"],
-                          check=True, capture_output=True, text=True).stdout
-    path = tmp_path_factory.mktemp("pristine") / "pristine_avga_models.py"
-    path.write_text(text)
-    return _load(path, "pristine_avga_models")
+    return pristine_module("avga", checkout, "models.py", tmp_path_factory.mktemp("pristine"))
 
 
 def _inputs(device, seed=0):
@@ -74,7 +59,7 @@ def test_patched_att_net_matches_the_pin(checkout, pristine_models, monkeypatch)
     """Same weights, same inputs: the patched att_Net (seam + device fixes) gives the pin's output."""
     if not torch.cuda.is_available():  # the pin's forward hard-codes .cuda() on its LSTM states
         monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
-    patched = _load(checkout / "models.py", "patched_avga_models")
+    patched = load_module(checkout / "models.py", "patched_avga_models")
     torch.manual_seed(0)
     new = patched.att_Net(128, 128, 512, 29)
     old = pristine_models.att_Net(128, 128, 512, 29)
@@ -86,7 +71,7 @@ def test_patched_att_net_matches_the_pin(checkout, pristine_models, monkeypatch)
 
 
 def test_adapter_off_gives_the_patched_upstream_output(checkout):
-    patched = _load(checkout / "models.py", "patched_avga_models")  # its own copy, never replaced
+    patched = load_module(checkout / "models.py", "patched_avga_models")  # its own copy, never replaced
     with installed(ADAPTER, RunConfig(), checkout):
         import models
 

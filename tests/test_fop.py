@@ -9,7 +9,6 @@ checkpoint with its test.py, with and without SimAM².
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import subprocess
@@ -26,6 +25,8 @@ from simam2.adapters.fop import (ADAPTER, best_checkpoint, evaluate_checkpoint, 
                                   prepare_workdir, run_table)
 from simam2.adapters.fop_synth import FACE_DIM, VOICE_DIM, list_files, write_fop
 
+from upstream_modules import pristine_module
+
 B, C = 6, 16
 LAM, S = 1e-6, 2.5
 TRAIN = ["--batch_size", "16", "--max_num_epoch", "2", "--lr", "1e-3", "--seed", "0"]
@@ -39,17 +40,7 @@ def checkout(upstream_checkout):
 @pytest.fixture(scope="module")
 def pristine(checkout, tmp_path_factory):
     """retrieval_model.py exactly as at the pin (unpatched), as a module."""
-    import vendor_fetch
-
-    sha = vendor_fetch.UPSTREAMS["fop"].sha
-    text = subprocess.run(["git", "-C", str(checkout), "show", f"{sha}:retrieval_model.py"],
-                          check=True, capture_output=True, text=True).stdout
-    path = tmp_path_factory.mktemp("pristine") / "pristine_retrieval_model.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("pristine_retrieval_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return pristine_module("fop", checkout, "retrieval_model.py", tmp_path_factory.mktemp("pristine"))
 
 
 @pytest.fixture(scope="module")

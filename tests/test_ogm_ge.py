@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -21,6 +19,8 @@ from simam2.adapters import AdapterError, RunConfig, installed, run_script
 from simam2.adapters.ogm_ge import ADAPTER, modality_logits, top1_and_map
 from simam2.adapters.ogm_ge_synth import CREMAD_EMOTIONS, write_cremad, write_vggsound
 from simam2.core import ogm_coefficients
+
+from upstream_modules import pristine_module
 
 B = 5
 
@@ -33,17 +33,7 @@ def checkout(upstream_checkout):
 @pytest.fixture(scope="module")
 def pristine_fusion(checkout, tmp_path_factory):
     """models/fusion_modules.py exactly as at the pin (unpatched), as a module."""
-    import vendor_fetch
-
-    sha = vendor_fetch.UPSTREAMS["ogm-ge"].sha
-    text = subprocess.run(["git", "-C", str(checkout), "show", f"{sha}:models/fusion_modules.py"],
-                          check=True, capture_output=True, text=True).stdout
-    path = tmp_path_factory.mktemp("pristine") / "pristine_fusion_modules.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("pristine_fusion_modules", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return pristine_module("ogm-ge", checkout, "models/fusion_modules.py", tmp_path_factory.mktemp("pristine"))
 
 
 def _inputs(seed=0, dim=512):

@@ -9,10 +9,8 @@ point, and test it after the second (``--check_epoch 1``).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from simam2.adapters.psp import ADAPTER
 from simam2.core import LateFusion
 
 from ave_runs import CONFIGS, run_each_config
+from upstream_modules import load_module, pristine_module
 
 pytestmark = pytest.mark.upstream
 B = 3
@@ -49,24 +48,10 @@ def ave(upstream_checkout, tmp_path_factory):
     return write_synthetic_ave(tmp_path_factory.mktemp("ave"), n_train=8, n_val=4, n_test=4, checkout=avga)
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def pristine_model(checkout, tmp_path_factory):
     """fully_model.py exactly as at the pin (unpatched), as a module."""
-    import vendor_fetch
-
-    sha = vendor_fetch.UPSTREAMS["psp"].sha
-    text = subprocess.run(["git", "-C", str(checkout), "show", f"{sha}:fully_model.py"],
-                          check=True, capture_output=True, text=True).stdout
-    path = tmp_path_factory.mktemp("pristine") / "pristine_psp_fully_model.py"
-    path.write_text(text)
-    return _load(path, "pristine_psp_fully_model")
+    return pristine_module("psp", checkout, "fully_model.py", tmp_path_factory.mktemp("pristine"))
 
 
 def _inputs(seed=0):
@@ -84,7 +69,7 @@ def _streams(seed=1):
 def test_patched_psp_net_matches_the_pin(checkout, pristine_model, monkeypatch):
     if not torch.cuda.is_available():  # the pin hard-codes .cuda() on constants and LSTM states
         monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
-    patched = _load(checkout / "fully_model.py", "patched_psp_fully_model")
+    patched = load_module(checkout / "fully_model.py", "patched_psp_fully_model")
     torch.manual_seed(0)
     new, old = patched.psp_net(128, 512, 128, 29).eval(), pristine_model.psp_net(128, 512, 128, 29).eval()
     old.load_state_dict(new.state_dict())
@@ -94,7 +79,7 @@ def test_patched_psp_net_matches_the_pin(checkout, pristine_model, monkeypatch):
 
 
 def test_adapter_off_gives_the_patched_upstream_output(checkout):
-    patched = _load(checkout / "fully_model.py", "patched_psp_fully_model")  # its own copy, never replaced
+    patched = load_module(checkout / "fully_model.py", "patched_psp_fully_model")  # its own copy, never replaced
     with installed(ADAPTER, RunConfig(), checkout):
         import fully_model
 
