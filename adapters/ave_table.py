@@ -143,17 +143,13 @@ def run_table(out_dir, data_dir=None, epochs: int | None = None, progress: Calla
     for network, _ in NETWORKS:
         for method in METHODS:
             cell = out / cell_name(method, network)
-            cell.mkdir(parents=True, exist_ok=True)
-            record = cell / "records.jsonl"
-            record.unlink(missing_ok=True)
-            config = RunConfig(simam2=method.simam2, zeta="learnable" if method.simam2 else "fixed",
-                               modulation=method.modulation, alpha=alpha, seed=seed, record=record)
+            config = method.run_config(cell, alpha=alpha, seed=seed)
             start = time.perf_counter()
             if network == "avga":
                 argv = ["--model_name", "AV_att", "--nb_epoch", str(epochs), "--batch_size", str(batch_size),
                         *data_args(data, "--dir_labels", "labels.h5")]
                 ctx = run_script(AVGA, ["--train", *argv], config, checkout=checkout_avga, cwd=cell)
-                test_config = RunConfig(simam2=method.simam2, zeta=config.zeta, seed=seed, record=record)
+                test_config = RunConfig(simam2=method.simam2, zeta=config.zeta, seed=seed, record=config.record)
                 run_script(AVGA, argv, test_config, checkout=checkout_avga, cwd=cell)
                 records = ctx.recorder.read()
                 tests = _evals(records, "test")

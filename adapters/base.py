@@ -252,6 +252,15 @@ class Method:
     simam2: bool
     modulation: str
 
+    def run_config(self, cell: Path, **kwargs) -> RunConfig:
+        """This row's RunConfig for one table cell: SimAM² rows learn ζ, records go to a fresh
+        ``cell/records.jsonl``."""
+        cell.mkdir(parents=True, exist_ok=True)
+        record = cell / "records.jsonl"
+        record.unlink(missing_ok=True)
+        return RunConfig(simam2=self.simam2, zeta="learnable" if self.simam2 else "fixed",
+                         modulation=self.modulation, record=record, **kwargs)
+
 
 # -- installing -----------------------------------------------------------------------------------
 

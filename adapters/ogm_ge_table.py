@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .base import Method, RunConfig, run_script
+from .base import Method, run_script
 
 FUSION_COLUMNS = (("concat", "Concatenation"), ("sum", "Summation"), ("film", "FiLM"))
 
@@ -96,11 +96,7 @@ def run_table(out_dir, data_dir=None, epochs: int = 2, progress: Callable[[str],
     for fusion, _ in FUSION_COLUMNS:
         for method in METHODS:
             cell = out / cell_name(method, fusion)
-            cell.mkdir(parents=True, exist_ok=True)
-            record = cell / "records.jsonl"
-            record.unlink(missing_ok=True)
-            config = RunConfig(simam2=method.simam2, zeta="learnable" if method.simam2 else "fixed",
-                               modulation=method.modulation, seed=seed, record=record)
+            config = method.run_config(cell, seed=seed)
             argv = ["--dataset", "CREMAD", "--train", "--fusion_method", fusion,
                     "--modulation", _MAIN_PY_MODULATION[method.modulation], "--alpha", str(alpha),
                     "--epochs", str(epochs), "--batch_size", str(batch_size),
