@@ -79,8 +79,10 @@ class RecordWriter:
     the names whose non-finite values mark the run ``nonfinite`` (``loss`` always counts).
     """
 
-    def __init__(self, path: Path | str | None = None, append: bool = False):
+    def __init__(self, path: Path | str | None = None, append: bool = False, sinks: Iterable = ()):
         self.path = check_path(path, append) if path is not None else None
+        #: callables that receive every row written (e.g. a TensorBoard writer); ``close()`` if they have it
+        self.sinks = list(sinks)
         self.append = append
         self.events: list[dict] = []
         self._file = None
@@ -92,6 +94,8 @@ class RecordWriter:
     # -- writing ---------------------------------------------------------------------------------
 
     def _emit(self, row: dict) -> None:
+        for sink in self.sinks:
+            sink(row)
         if self.path is None:
             self.events.append(row)
             return
@@ -140,6 +144,10 @@ class RecordWriter:
         return row
 
     def close(self) -> None:
+        for sink in self.sinks:
+            if hasattr(sink, "close"):
+                sink.close()
+        self.sinks = []
         if self._file is not None:
             self._file.close()
             self._file = None
