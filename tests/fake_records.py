@@ -55,14 +55,14 @@ def write_run(path: Path | str | None, *, epochs: int = 3, steps: int = 5, seed:
             zeta = np.clip(rng.normal(0.6 - 0.05 * epoch, 0.1, 200), 0, 1)
             w.write("zeta", epoch=epoch, edges=edges, counts=np.histogram(zeta, bins=edges)[0].tolist())
         for split in splits:
-            base = 0.3 + 0.15 * epoch + skill + 0.02 * rng.standard_normal()
+            base = min(0.95, 0.3 + 0.5 * epoch / max(1, epochs - 1) + skill + 0.02 * rng.standard_normal())
             fields = {}
             for m in metrics:
                 fields[m] = base
                 fields[f"{m}_m1"] = base - 0.05
-                fields[f"{m}_m2"] = base - 0.15
-                fields[f"{m}_head_m1"] = base - 0.04
-                fields[f"{m}_head_m2"] = base - 0.2
+                fields[f"{m}_m2"] = base - 0.15 - 0.05 * skill
+                fields[f"{m}_head_m1"] = base - 0.08
+                fields[f"{m}_head_m2"] = base - 0.25
             w.write("eval", epoch=epoch, evaluation=w.counts["eval"], split=split, n=12, **fields)
     if end is not None:
         w.end(end, None if end == "completed" else "RuntimeError: made up")
