@@ -370,6 +370,10 @@ def write_plots(paths: Sequence[Path | str], out: Path | str, labels: Sequence[s
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise PlotError(f"--out {out} is a file: name a folder")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PlotError("simam2 plot needs matplotlib: pip install matplotlib") from None
     runs_ = load(paths, labels)
     written = []
     for plot in figures(runs_):
