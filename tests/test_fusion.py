@@ -144,3 +144,66 @@ def test_constant_and_low_precision_inputs_give_finite_output():
         x1, x2 = (torch.randn(2, 4, 3, 8, 8) * 100).to(dtype)
         out = m(x1, x2)
         assert out.dtype == dtype and torch.isfinite(out).all()
+
+
+# -- faults: non-finite statistics, empty batches, values outside their range -----------------------
+
+@pytest.mark.parametrize("modalities", [2, 3])
+def test_a_nan_sample_never_enters_var_max_and_is_warned(modalities):
+    torch.manual_seed(0)
+    m = MultiSimAM2(4, modalities, zeta="learnable") if modalities > 2 else SimAM2(4, zeta="learnable")
+    xs = list(torch.randn(modalities, 8, 4, 6))
+    m(*xs)
+    grown, sums = m.var_max.clone(), m.weight_sums.clone()
+    assert torch.count_nonzero(grown) == 4
+    bad = [x.clone() for x in xs]
+    bad[0][3, 1, 2] = float("nan")  # one value of one sample: the gate's ζ of that sample is NaN
+    with pytest.warns(RuntimeWarning, match=r"not finite .* in 1 training batch\(es\)"):
+        m(*bad)
+    torch.testing.assert_close(m.var_max, grown, rtol=0, atol=0)  # was nan, nan, nan, nan
+    torch.testing.assert_close(m.weight_sums, sums, rtol=0, atol=0)
+    assert m.skipped_updates.item() == 1
+    again = m(*xs)  # the next clean batch is as if the bad one had never come
+    assert torch.isfinite(again).all() and torch.isfinite(m.state_dict()["var_max"]).all()
+    torch.testing.assert_close(m.var_max, grown, rtol=0, atol=0)
+
+
+def test_an_empty_training_batch_is_an_error_and_an_empty_eval_batch_is_not():
+    m = SimAM2(3, zeta="learnable")
+    x1, x2 = torch.randn(2, 4, 3, 5)
+    m(x1, x2)
+    grown = m.var_max.clone()
+    with pytest.raises(ValueError, match=r"empty batch \(B = 0\) in training mode"):
+        m(x1[:0], x2[:0])  # was: var_max = nan, nan, nan and every later output nan
+    torch.testing.assert_close(m.var_max, grown, rtol=0, atol=0)
+    m.eval()
+    assert m(x1[:0], x2[:0]).shape == (0, 3, 5)
+    torch.testing.assert_close(m.var_max, grown, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.2, float("nan")])
+def test_a_given_zeta_outside_the_unit_interval_is_refused(bad):
+    m = SimAM2(3, zeta="given")
+    x1, x2 = torch.randn(2, 4, 3, 5)
+    zeta = torch.full((4, 3), 0.5)
+    zeta[2, 1] = bad
+    with pytest.raises(ValueError, match=r"given zeta \(ζ\) must lie in \[0, 1\] with no NaN; got "):
+        m(x1, x2, zeta=zeta)
+    assert torch.count_nonzero(m.var_max) == 0
+    edges = torch.tensor([[0.0, 1.0, 0.5]]).expand(4, 3)  # the closed interval is allowed
+    assert torch.isfinite(m(x1, x2, zeta=edges)).all()
+    k3 = MultiSimAM2(3, 3, zeta="given")
+    weights = torch.full((4, 3, 3), 1 / 3)
+    weights[0, 0] = torch.tensor([bad, 0.5, 0.5])
+    with pytest.raises(ValueError, match=r"given fusion weights must lie in \[0, 1\]"):
+        k3(x1, x2, x1, weights=weights)
+
+
+@pytest.mark.parametrize("arg", ["lam", "s"])
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_lam_and_s_must_be_finite_and_nonnegative(arg, bad):
+    with pytest.raises(ValueError, match=rf"^{arg} .* must be a finite number >= 0, got {bad}$"):
+        SimAM2(3, **{arg: bad})
+    with pytest.raises(ValueError, match=rf"^{arg} "):
+        MultiSimAM2(3, 3, **{arg: bad})
+    assert SimAM2(3, **{arg: 0}).extra_repr()  # zero is allowed (λ = 0 is SimAM's own choice)
