@@ -35,23 +35,28 @@ def check_nonnegative(name: str, value) -> float:
 def check_unit_interval(t: torch.Tensor, what: str) -> None:
     """Refuse a tensor with an entry outside [0, 1] or NaN (a given ζ, or given fusion weights).
 
-    On the CPU the check is exact and immediate (reading a CPU tensor costs no synchronisation). On
-    an accelerator it is ``torch._assert_async``: the comparison is queued on the device and the host
-    does not wait for it, so the training loop keeps its pace; a bad ζ there stops the run at the next
-    synchronisation with a device-side assertion that carries the same message. Under
-    ``torch.compile`` the asynchronous form is used on every device (a host read would break the graph).
+    On the CPU the check is exact and immediate, a ``ValueError`` (reading a CPU tensor costs no
+    synchronisation). On an accelerator a host read would make the host wait for the device at every
+    step, so the check is ``torch._assert_async``: queued on the device, it never stalls the loop,
+    and a bad ζ stops the run with a device-side assertion that prints the same message (on CUDA the
+    process cannot go on after it, like after any device-side assert). A device without
+    ``_assert_async`` gets the host check. Under ``torch.compile`` the asynchronous form is used on
+    every device (a host read would break the graph).
     """
     t = t.detach()
     ok = ((t >= 0) & (t <= 1)).all()  # NaN fails both comparisons
-    if t.device.type == "cpu" and not torch.compiler.is_compiling():
-        if not bool(ok):
-            nan = t.isnan()
-            finite = t[~nan]
-            seen = [f"min {finite.min().item():g}, max {finite.max().item():g}"] if finite.numel() else []
-            seen += [f"{int(nan.sum())} NaN"] if nan.any() else []
-            raise ValueError(f"{what} must lie in [0, 1] with no NaN; got {' and '.join(seen)}")
-        return
-    torch._assert_async(ok, f"{what} must lie in [0, 1] with no NaN")
+    if t.device.type != "cpu" or torch.compiler.is_compiling():
+        try:
+            torch._assert_async(ok, f"{what} must lie in [0, 1] with no NaN")
+            return
+        except NotImplementedError:
+            pass
+    if not bool(ok):
+        nan = t.isnan()
+        finite = t[~nan]
+        seen = [f"min {finite.min().item():g}, max {finite.max().item():g}"] if finite.numel() else []
+        seen += [f"{int(nan.sum())} NaN"] if nan.any() else []
+        raise ValueError(f"{what} must lie in [0, 1] with no NaN; got {' and '.join(seen)}")
 
 
 class SkipReport:

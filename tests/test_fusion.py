@@ -207,3 +207,48 @@ def test_lam_and_s_must_be_finite_and_nonnegative(arg, bad):
     with pytest.raises(ValueError, match=rf"^{arg} "):
         MultiSimAM2(3, 3, **{arg: bad})
     assert SimAM2(3, **{arg: 0}).extra_repr()  # zero is allowed (λ = 0 is SimAM's own choice)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+def test_on_cuda_the_checks_and_the_skip_make_no_host_sync_and_warn_one_forward_late():
+    import warnings
+
+    m = SimAM2(4, zeta="learnable").cuda()
+    x1, x2 = torch.randn(2, 8, 4, 6, device="cuda")
+    given = SimAM2(4, zeta="given").cuda()
+    zeta = torch.rand(8, 4, device="cuda")
+    m(x1, x2), given(x1, x2, zeta=zeta)  # first calls: lazy allocations
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host-device synchronisation raises
+    try:
+        m(x1, x2)
+        given(x1, x2, zeta=zeta)
+        bad = x1.clone()
+        bad[0, 0, 0] = float("nan")
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            m(bad, x2)
+            torch.cuda.set_sync_debug_mode("default")
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            m(x1, x2)  # reads the count copied at the previous forward
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert any("not finite" in str(w.message) for w in seen)
+    assert m.skipped_updates.item() == 1 and torch.isfinite(m.var_max).all()
+
+
+@needs_cuda
+def test_on_cuda_a_given_zeta_outside_the_unit_interval_stops_the_run():
+    import subprocess
+    import sys
+
+    code = ("import torch; from simam2.core import SimAM2; m = SimAM2(2, zeta='given').cuda(); "
+            "x = torch.randn(3, 2, 4, device='cuda'); m(x, x, zeta=torch.full((3, 2), 1.5, device='cuda')); "
+            "torch.cuda.synchronize(); print('not stopped')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "not stopped" not in run.stdout
+    assert "given zeta (ζ) must lie in [0, 1]" in run.stderr or "device-side assert" in run.stderr
