@@ -12,6 +12,7 @@ autograd node with a derived backward (tests hold the two equal).
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -67,6 +68,11 @@ def _broadcast(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def _pool(x: torch.Tensor) -> torch.Tensor:
     """(B, C, *S) → (B, C): the gate sees each channel's mean (identity for a 2-D input)."""
     return x.flatten(2).mean(-1) if x.dim() > 2 else x
+
+
+def _host_readable(t: torch.Tensor) -> bool:
+    """Whether reading ``t`` on the host costs no device synchronisation and no graph break."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _distributed() -> bool:
@@ -175,11 +181,11 @@ class MultiSimAM2(nn.Module):
         Both updates are in place, so that they survive torch.nn.DataParallel: its replica on the
         first device shares storage with the wrapped module. Non-finite statistics never enter
         either buffer (``torch.maximum`` would keep a NaN for ever): such a batch leaves both as they
-        were, counts in ``skipped_updates`` and is warned about. The decision is taken on the
-        device, from the all-reduced statistics under DDP, so every rank takes the same one and no
-        rank waits for the host. An empty batch in training mode is an error, except under DDP
-        with sync_dist, where the other ranks' samples make the statistics and a rank that raised
-        would leave them waiting in the all-reduce.
+        were, counts in ``skipped_updates`` and is warned about (:meth:`_grow`). The decision is
+        taken from the all-reduced statistics under DDP, so every rank takes the same one. An empty
+        batch in training mode is an error, except under DDP with sync_dist, where the other ranks'
+        samples make the statistics and a rank that raised would leave them waiting in the
+        all-reduce.
         """
         with torch.no_grad():
             syncs = self.training and self.sync_dist and _distributed()
@@ -189,14 +195,33 @@ class MultiSimAM2(nn.Module):
                     "undefined; skip empty batches before the model (e.g. DataLoader(drop_last=True))")
             var_b, sums = self._batch_statistics(weights)
             if self.training:
-                finite = torch.isfinite(var_b).all() & torch.isfinite(sums).all()
-                grown = torch.maximum(self.var_max, var_b.to(self.var_max.dtype))
-                self.var_max.copy_(torch.where(finite, grown, self.var_max))
-                self.weight_sums.copy_(torch.where(finite, sums.to(self.weight_sums.dtype), self.weight_sums))
-                self.skipped_updates.add_(~finite)
-                self._skip_report(self.skipped_updates)
+                self._grow(var_b, sums)
             # in float64: r is a ratio of sums of small variances
             return degradation_factor(var_b.double(), self.var_max.double(), self.s, self.lam)
+
+    def _grow(self, var_b: torch.Tensor, sums: torch.Tensor) -> None:
+        """var_max ← max(var_max, var_b) and weight_sums ← sums, unless the statistics are not finite.
+
+        A NaN or inf weight makes its channel's variance NaN (and its modality's sum non-finite),
+        so var_b alone decides. Where reading it is free (a CPU tensor, outside torch.compile) the
+        decision is a plain ``if``; elsewhere it is a ``torch.where`` on the device, so that the
+        host never waits for an accelerator.
+        """
+        if _host_readable(var_b):
+            # the sum of C variances of weights in [0, 1] cannot overflow: it is finite iff each is
+            if math.isfinite(var_b.sum().item()):
+                torch.maximum(self.var_max, var_b.to(self.var_max.dtype), out=self.var_max)
+                self.weight_sums.copy_(sums)
+            else:
+                self.skipped_updates.add_(1)
+                self._skip_report(self.skipped_updates)
+        else:
+            finite = torch.isfinite(var_b).all()
+            grown = torch.maximum(self.var_max, var_b.to(self.var_max.dtype))
+            self.var_max.copy_(torch.where(finite, grown, self.var_max))
+            self.weight_sums.copy_(torch.where(finite, sums.to(self.weight_sums.dtype), self.weight_sums))
+            self.skipped_updates.add_(~finite)
+            self._skip_report(self.skipped_updates)
 
     # -- the forward -------------------------------------------------------------------------------
 

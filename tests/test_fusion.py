@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from simam2.core import MultiSimAM2, SimAM2
+from simam2.core import fusion as fusion_module
 
 
 def np_importance(x, lam):
@@ -148,8 +149,11 @@ def test_constant_and_low_precision_inputs_give_finite_output():
 
 # -- faults: non-finite statistics, empty batches, values outside their range -----------------------
 
+@pytest.mark.parametrize("decided", ["on the host", "on the device"])
 @pytest.mark.parametrize("modalities", [2, 3])
-def test_a_nan_sample_never_enters_var_max_and_is_warned(modalities):
+def test_a_nan_sample_never_enters_var_max_and_is_warned(modalities, decided, monkeypatch):
+    if decided == "on the device":  # the torch.where path an accelerator takes, run on the CPU
+        monkeypatch.setattr(fusion_module, "_host_readable", lambda t: False)
     torch.manual_seed(0)
     m = MultiSimAM2(4, modalities, zeta="learnable") if modalities > 2 else SimAM2(4, zeta="learnable")
     xs = list(torch.randn(modalities, 8, 4, 6))
