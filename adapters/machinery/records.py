@@ -76,7 +76,8 @@ class RecordWriter:
 
     ``start(...)`` writes the ``start`` record; ``write(event, **fields)`` any other;
     ``end(status, error)`` the ``end`` record (once; later calls do nothing). ``metric_fields`` are
-    the names whose non-finite values mark the run ``nonfinite`` (``loss`` always counts).
+    the names whose non-finite values mark the run ``nonfinite`` (every metric of ``start``, alone or
+    per modality); a writer's user that sees a non-finite loss sets ``nonfinite`` itself.
     """
 
     def __init__(self, path: Path | str | None = None, append: bool = False, sinks: Iterable = ()):
@@ -89,7 +90,7 @@ class RecordWriter:
         self.nonfinite = False
         self.counts = {"step": 0, "eval": 0}
         self.ended = False
-        self.metric_fields: set[str] = {"loss"}
+        self.metric_fields: set[str] = set()
 
     # -- writing ---------------------------------------------------------------------------------
 
