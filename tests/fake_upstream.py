@@ -137,13 +137,15 @@ class FakeSpec(Spec):
             def forward(self, x, y):
                 if self.training:
                     probe.on_fusion_inputs(x, y)
-                if self.simam2 is None:
-                    return super().forward(x, y)
-                return x, y, self.simam2(self.fc_x(x), self.fc_y(y))
+                out = super().forward(x, y)[2] if self.simam2 is None else self.simam2(self.fc_x(x), self.fc_y(y))
+                if not self.training:
+                    probe.on_eval_fusion_inputs(x, y)
+                return x, y, out
 
         def evaluate(model, a, b, y):
             acc = net_evaluate(model, a, b, y)
-            probe.record_eval("test", len(y), acc=acc)
+            score = lambda logits: {"acc": float((logits.argmax(1) == y).float().mean())}  # noqa: E731
+            probe.record_eval("test", len(y), acc=acc, **probe.modality_metrics(score))
             return acc
 
         net_evaluate = net.evaluate
@@ -156,6 +158,9 @@ class FakeSpec(Spec):
 
     def fusion(self, model):
         return model.fusion.simam2
+
+    def head(self, model, x1, x2):
+        return model.fusion(x1, x2)[2]
 
     def modality_logits(self, model, x1, x2):
         return model.fusion.fc_x(x1), model.fusion.fc_y(x2)

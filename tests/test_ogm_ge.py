@@ -340,8 +340,14 @@ def _check_run(saved, train, evaluation, fusion, modulation, simam2=True):
     assert len(evals) == 1 and evals[0]["n"] == 12
     assert evals[0]["top1"] == pytest.approx(saved["acc"]) == pytest.approx(1 / 6)  # upstream's own acc
     assert 0 < evals[0]["mAP"] <= 1
+    # each modality alone (mean ablation; SPEC §8) and main.py's split heads, for any fusion
+    for key in ("top1_m1", "top1_m2", "mAP_m1", "mAP_m2"):
+        assert 0 <= evals[0][key] <= 1
+    assert evals[0]["ablation_mean"] == "train"
+    assert (evals[0].get("top1_head_m1") is not None) == (fusion in ("sum", "concat", "film"))
     loaded = [r for r in evaluation if r["event"] == "eval"]
     assert len(loaded) == 1 and loaded[0]["top1"] == pytest.approx(saved["acc"])
+    assert loaded[0]["ablation_mean"] == "eval" and loaded[0]["top1_m1"] is not None  # no training: the test set's mean
     assert evaluation[0]["event"] == "start" and evaluation[0]["upstream_options"]["train"] is False
 
 

@@ -12,7 +12,7 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from simam2.adapters.machinery import tensorboard as tb  # noqa: E402
-from simam2.adapters.machinery.records import RecordWriter  # noqa: E402
+from simam2.adapters.machinery.records import RecordWriter, read_records  # noqa: E402
 
 from fake_records import write_run  # noqa: E402
 
@@ -80,3 +80,24 @@ def test_a_file_as_logdir_is_refused(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(tb.TensorBoardError, match="is a file"):
         tb.TensorBoardSink(tmp_path / "f")
+
+
+def test_a_run_with_tensorboard_writes_its_records_as_curves(tmp_path):
+    from fake_upstream import SPEC, write_fake_upstream
+
+    from simam2.adapters import RunConfig, run_script
+
+    upstream = write_fake_upstream(tmp_path / "upstream")
+    (tmp_path / "work").mkdir()
+    config = RunConfig(simam2=True, zeta="learnable", modulation="df", seed=0, record=tmp_path / "r.jsonl",
+                       tensorboard=tmp_path / "tb")
+    run_script(SPEC, ["--epochs", "2"], config, upstream, cwd=tmp_path / "work")
+    rows = read_records(tmp_path / "r.jsonl")
+    acc = _events(tmp_path / "tb")
+    steps = [r for r in rows if r["event"] == "step"]
+    np.testing.assert_allclose([e.value for e in acc.Scalars("step/rho_df")], [r["rho_df"] for r in steps], rtol=1e-6)
+    evals = [r for r in rows if r["event"] == "eval"]
+    np.testing.assert_allclose([e.value for e in acc.Scalars("test/acc_a")], [r["acc_m1"] for r in evals], rtol=1e-6)
+    np.testing.assert_allclose([e.value for e in acc.Scalars("test/acc_head_b")], [r["acc_head_m2"] for r in evals],
+                               rtol=1e-6)
+    assert len(acc.Histograms("zeta")) == 2

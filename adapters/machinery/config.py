@@ -52,6 +52,8 @@ class RunConfig:
     record: Path | None = _opt(None, "JSON-lines records of the run (docs/records.md)")
     append: bool = _opt(False, "add this run to an existing --record file instead of refusing")
     tensorboard: Path | None = _opt(None, "write TensorBoard curves of the run into this folder")
+    per_modality: bool = _opt(True, "skip the metric of each modality alone at evaluations (mean ablation at "
+                                    "the fusion input, docs/instruments.md)", flag="--no-per-modality")
 
     def __post_init__(self) -> None:
         if self.zeta not in ZETA_CHOICES:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .config import RunConfig
+from . import tensorboard
 from .records import RecordWriter, status_of
 
 if TYPE_CHECKING:
@@ -142,6 +143,8 @@ def installed(spec: "Spec", config: RunConfig | None = None, checkout: Path | st
             return
 
     recorder = RecordWriter(config.record, append=config.append, sinks=spec.record_sinks(config))
+    # after the records file was accepted: a refused run leaves no TensorBoard folder behind
+    recorder.sinks += tensorboard.sinks_for(config.tensorboard)
     names = _top_level_names(checkout)
     shadowed = {k: sys.modules.pop(k) for k in list(sys.modules) if _owned(k, names)}
     _forget_module_files(names)

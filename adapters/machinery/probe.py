@@ -9,7 +9,12 @@ The probe is what the spec's layers talk to during a run:
   with ``epoch_source = "train_calls"`` each ``train()`` starts the next epoch;
 - ``on_fusion_inputs(x1, x2)`` — the two streams entering the fusion in a training forward (kept,
   detached, for OGM-GE's decoupled ratio at the loss);
-- ``set_epoch(e)`` (specs whose epochs come from elsewhere), ``record_eval(split, n, **metrics)``.
+- ``set_epoch(e)`` (specs whose epochs come from elsewhere), ``record_eval(split, n, **metrics)``;
+- ``on_eval_fusion_inputs(x1, x2)`` — the two streams entering the fusion in an evaluation forward,
+  after its output: with ``per_modality`` on, the spec's ``head`` is run on them again with each
+  stream in turn replaced by its mean over the last training epoch (mean ablation, SPEC §8), and the
+  spec's split heads (``modality_logits``) are kept; :meth:`modality_metrics` scores both with the
+  scorer of the fused output, for the ``eval`` record's ``<metric>_m1``, ``_m2``, ``_head_m1``, ``_head_m2``.
 
 At the criterion of a training step (a global module forward hook on ``spec.criterion``) the probe
 keeps the loss and computes OGM-GE's decoupled ratio from the spec's per-modality logits; before
@@ -28,7 +33,9 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from simam2.core import GradientModulator, decoupled_scores, ogm_coefficients
 
+from .ablation import MeanAblation
 from .install import AdapterError
+from .spec import Spec
 
 if TYPE_CHECKING:
     from .install import RunContext
@@ -62,6 +69,13 @@ class RunProbe:
         self._optimizers: dict[int, bool] = {}  # id(optimizer) -> holds this model's parameters
         self._started = False
         self._ended = False
+        #: mean ablation at the fusion input (None: per-modality evaluation off, or no head declared)
+        self.ablation: MeanAblation | None = None
+        self._training = False
+        self._head_logits: tuple[list, list] = ([], [])
+        self._ablation_said: set[str] = set()
+        self._has_head = type(self.spec).head is not Spec.head
+        self._in_head = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -76,6 +90,8 @@ class RunProbe:
         self.model = model
         self._write_start(model)
         config = self.run.config
+        if config.per_modality:
+            self.ablation = MeanAblation(preserve=[model])
         runs_ours = config.modulation == "df" or (config.modulation == "ogm-ge" and not self.spec.own_ogm_ge)
         if runs_ours:
             fusion = self.spec.fusion(model)
@@ -116,6 +132,11 @@ class RunProbe:
     # -- epochs ----------------------------------------------------------------------------------
 
     def on_mode(self, training: bool) -> None:
+        if self.ablation is not None and training != self._training:
+            # the mean of the training between two evaluations: an upstream that calls train()
+            # before every batch (FOP) still starts one accumulation per epoch
+            self.ablation.start_training() if training else self.ablation.end_training()
+        self._training = training
         if not training:
             self.flush_steps()
         elif self.spec.epoch_source == "train_calls":
@@ -132,6 +153,53 @@ class RunProbe:
     def on_fusion_inputs(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
         """The two streams entering the fusion in a training forward, modality 1 first."""
         self._streams = (x1.detach(), x2.detach())
+        if self.ablation is not None:
+            self.ablation.observe_training(x1, x2)
+
+    # -- evaluation forwards: each modality alone ------------------------------------------------
+
+    def _head(self, x1: torch.Tensor, x2: torch.Tensor):
+        self._in_head = True  # the head may run the layer that reports its inputs: no re-entry
+        try:
+            return self.spec.head(self.model, x1, x2)
+        finally:
+            self._in_head = False
+
+    @torch.no_grad()
+    def on_eval_fusion_inputs(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
+        """The two streams entering the fusion in an evaluation forward, modality 1 first, called
+        after the fused output was computed (which nothing here changes)."""
+        if self.ablation is None or self.model is None or self._in_head:
+            return
+        if self._has_head:
+            self.ablation.evaluate(self._head, x1, x2)
+        split = self.spec.modality_logits(self.model, x1, x2)
+        if split is not None:
+            self._head_logits[0].append(split[0].detach())
+            self._head_logits[1].append(split[1].detach())
+
+    def modality_metrics(self, score) -> dict:
+        """The pass's per-modality metrics: ``score(outputs)`` (the scorer of the fused outputs,
+        returning ``{metric: value}``) of each modality alone (``<metric>_m1``, ``_m2``, and
+        ``ablation_mean``) and of the spec's split heads (``_head_m1``, ``_head_m2``); empty when
+        per-modality evaluation is off. Resets for the next pass."""
+        if self.ablation is None:
+            return {}
+        fields: dict = {}
+        if self._has_head:
+            alone = self.ablation.take(self._head)
+            if alone.why is None:
+                for k, out in (("_m1", alone.m1), ("_m2", alone.m2)):
+                    fields.update({f"{m}{k}": v for m, v in score(out).items()})
+                fields["ablation_mean"] = alone.source
+            elif alone.why not in self._ablation_said:
+                self._ablation_said.add(alone.why)
+                self.run.recorder.write("note", what="per_modality_skipped", why=alone.why)
+        heads, self._head_logits = self._head_logits, ([], [])
+        if heads[0]:
+            for k, outs in (("_head_m1", heads[0]), ("_head_m2", heads[1])):
+                fields.update({f"{m}{k}": v for m, v in score(torch.cat(outs)).items()})
+        return fields
 
     @torch.no_grad()
     def _loss_hook(self, module, args, output) -> None:

@@ -24,6 +24,8 @@ declaration                meaning
 ``fusion(model)``          the SimAM² module (``weight_sums``, ``weights``, ``r``), or None
 ``zeta_sums(model)``       Σζ and Σ(1 − ζ) of the last training forward (default: the fusion's)
 ``modality_logits``        per-modality logits from the fusion inputs (OGM-GE's decoupling)
+``head(model, x1, x2)``    the model's output from the two fusion inputs (the fusion and what
+                           follows it): per-modality metrics by mean ablation (SPEC §8)
 ``labels(probe, args)``    the class indices from the criterion's positional arguments
 ``upstream_argv(config)``  our options in the upstream script's own vocabulary
 =========================  ==================================================================
@@ -100,6 +102,12 @@ class Spec:
     def modality_logits(self, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor):
         """Per-modality logits ``(out_1, out_2)`` from the fusion inputs, as OGM-GE splits the fusion
         classifier (SPEC §6); None where the classifier does not split."""
+        return None
+
+    def head(self, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor):
+        """The model's output from the fusion inputs, modality 1 first (everything from the fusion to
+        the output the upstream scores); the probe calls it with one input replaced by its mean for
+        the metric of each modality alone (SPEC §8). None: this upstream has no such evaluation."""
         return None
 
     def labels(self, probe: "RunProbe", args: tuple) -> torch.Tensor | None:

@@ -31,13 +31,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .records import RecordsError
+
 #: the step fields written as curves, in this order
 STEP_FIELDS = ("rho_df", "rho_decoupled", "k1", "k2", "r", "zeta_mean", "loss")
 #: eval fields that are bookkeeping, not metrics
 _EVAL_BOOKKEEPING = {"event", "epoch", "evaluation", "split", "n"}
 
 
-class TensorBoardError(RuntimeError):
+class TensorBoardError(RecordsError):
     """TensorBoard curves were asked for and cannot be written (package missing, folder unusable)."""
 
 
@@ -148,4 +150,9 @@ class TensorBoardSink:
             self.writer.close()
 
 
-__all__ = ["TensorBoardSink", "TensorBoardError", "STEP_FIELDS"]
+def sinks_for(logdir: Path | str | None) -> list:
+    """The record sinks ``--tensorboard logdir`` asks for: none without it."""
+    return [] if logdir is None else [TensorBoardSink(logdir)]
+
+
+__all__ = ["TensorBoardSink", "TensorBoardError", "STEP_FIELDS", "sinks_for"]

@@ -109,10 +109,19 @@ class EvalScorer:
         if labels is None or len(labels) != len(probs):
             have = "no test dataset" if labels is None else f"{len(labels)} test labels"
             warnings.warn(f"ogm-ge: {len(probs)} eval outputs but {have}: Top-1 and mAP not recorded")
+            self.probe.modality_metrics(lambda logits: {})  # forget the pass's per-modality outputs
             self.probe.record_eval("test", len(probs), top1=None, mAP=None)
             return
         top1, m_ap = top1_and_map(probs, labels)
-        self.probe.record_eval("test", len(probs), top1=top1, mAP=m_ap)
+
+        def score(logits: torch.Tensor) -> dict:
+            p = logits.float().softmax(1).cpu().numpy()
+            if len(p) != len(labels):
+                return {}
+            t, m = top1_and_map(p, labels)
+            return {"top1": t, "mAP": m}
+
+        self.probe.record_eval("test", len(probs), top1=top1, mAP=m_ap, **self.probe.modality_metrics(score))
 
 
 def recording_model_class(basic_model, spec, run, datasets: dict) -> type:
@@ -155,6 +164,7 @@ def recording_model_class(basic_model, spec, run, datasets: dict) -> type:
                     probe.on_fusion_inputs(*((a, v) if spec.audio_is_x1(self) else (v, a)))
                 else:
                     self._eval.add(out)
+                    probe.on_eval_fusion_inputs(*((a, v) if spec.audio_is_x1(self) else (v, a)))
             return a, v, out
 
     return named(RecordedAVClassifier, "RecordedAVClassifier")

@@ -100,6 +100,11 @@ class OgmGeSpec(Spec):
             return None
         return split if self.audio_is_x1(model) else split[::-1]
 
+    def head(self, model, x1, x2):
+        """The fusion module's logits from the two encoders' outputs (its classifier included)."""
+        a, v = (x1, x2) if self.audio_is_x1(model) else (x2, x1)
+        return model.fusion_module(a, v)[2]
+
     def labels(self, probe, args):
         model = probe.model
         if len(args) >= 2 and model is not None and args[0] is model._last_out:
