@@ -243,6 +243,9 @@ def test_supervised_main_trains_saves_and_evaluates(runs, name):
     # the recorded accuracy is the one val() prints, on all 402 entries
     assert [(e["split"], e["n"]) for e in evals] == [("val", EVAL_BATCH)]
     assert evals[0]["acc"] == pytest.approx(float(printed.strip().splitlines()[-1]), abs=1e-12)
+    # each modality alone by mean ablation over the epoch's training inputs, and the split heads
+    assert evals[0]["ablation_mean"] == "train"
+    assert all(0 <= evals[0][k] <= 1 for k in ("acc_m1", "acc_m2", "acc_head_m1", "acc_head_m2"))
     assert (workdir / "model" / "AV_att.pt").is_file()
     model = ctx.models[0]
     if config.simam2:

@@ -195,6 +195,9 @@ def test_fully_supervised_main_trains_tests_and_saves(runs, name):
     # one test() after the second epoch, the accuracy the script prints, on all 402 entries
     assert [(e["split"], e["epoch"], e["n"]) for e in evals] == [("test", 1, EVAL_BATCH)]
     assert evals[0]["acc"] == pytest.approx(float(re.search(r"\[test\]acc:\s+(\S+)", printed).group(1)), abs=1e-12)
+    # each modality alone by mean ablation over the epoch's training inputs, and the split heads
+    assert evals[0]["ablation_mean"] == "train"
+    assert all(0 <= evals[0][k] <= 1 for k in ("acc_m1", "acc_m2", "acc_head_m1", "acc_head_m2"))
     assert (workdir / "PSP_1_fully.pt").is_file()
     fusion = ADAPTER.fusion(ctx.models[0])
     if config.simam2:

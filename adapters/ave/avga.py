@@ -80,10 +80,14 @@ def adapted_att_net(models, spec: "AvgaSpec", run, scorer: SegmentScorer) -> typ
             if self.training and probe.model is self:
                 probe.on_fusion_inputs(lstm_audio, lstm_video)
             if self.simam2 is None:
-                return super().fuse(lstm_audio, lstm_video)
-            b, t, c = lstm_audio.shape
-            fused = self.simam2(lstm_audio.reshape(b * t, c), lstm_video.reshape(b * t, lstm_video.shape[-1]))
-            return fused.view(b, t, -1)
+                fused = super().fuse(lstm_audio, lstm_video)
+            else:
+                b, t, c = lstm_audio.shape
+                fused = self.simam2(lstm_audio.reshape(b * t, c),
+                                    lstm_video.reshape(b * t, lstm_video.shape[-1])).view(b, t, -1)
+            if not self.training and probe.model is self:
+                probe.on_eval_fusion_inputs(lstm_audio, lstm_video)
+            return fused
 
         def forward(self, audio, video):
             out = super().forward(audio, video)
@@ -157,6 +161,10 @@ class AvgaSpec(AveSpec):
             Replacement("models", "att_Net", adapted_att_net(models, self, run, scorer)),
             Replacement("dataloader", "AVEDataset", recorded_dataset(dataloader, run, scorer)),
         ]
+
+    def head(self, model, audio, visual):
+        """``forward`` from the fusion on: fuse, ReLU, L1, ReLU, L2, softmax (what the scorer reads)."""
+        return F.softmax(model.L2(model.relu(model.L1(model.relu(model.fuse(audio, visual))))), dim=-1)
 
     def modality_logits(self, model, audio, visual):
         """Each modality through the head with its half of ``L1``'s weight and half of each bias."""

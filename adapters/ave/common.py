@@ -47,11 +47,16 @@ class SegmentScorer:
 
     def score(self, outputs: torch.Tensor) -> None:
         if self.pending is None:
+            self.probe.modality_metrics(lambda out: {})  # an unscored pass: forget its per-modality outputs
             return
         split, labels, n = self.pending
         self.pending = None
         acc = segment_accuracy(outputs.detach().float().cpu().numpy(), labels, n)
-        self.probe.record_eval(split, n, acc=acc)
+
+        def alone(out: torch.Tensor) -> dict:
+            return {"acc": segment_accuracy(out.float().cpu().numpy(), labels, n)}
+
+        self.probe.record_eval(split, n, acc=acc, **self.probe.modality_metrics(alone))
 
 
 class AveSpec(Spec):

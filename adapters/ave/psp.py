@@ -75,6 +75,8 @@ def adapted_psp(fully_model, run) -> type:
                 probe.on_fusion_inputs(a_psp, v_psp)
             if self.simam2 is not None:
                 a_v_fuse = self.simam2(a_psp, v_psp)
+            if not self.training:
+                probe.on_eval_fusion_inputs(a_psp, v_psp)
             return a_v_fuse, v_psp, a_psp
 
     return publish(AdaptedPSP, __name__, "AdaptedPSP")
@@ -150,6 +152,12 @@ class PspSpec(AveSpec):
 
     def fusion(self, model):
         return getattr(getattr(model, "psp", None), "simam2", None)
+
+    def head(self, model, audio, visual):
+        """``psp_net.forward`` from the fusion on: PSP's average (or SimAM²), ReLU(L1), L2."""
+        psp = model.psp
+        fused = psp.simam2(audio, visual) if psp.simam2 is not None else torch.mul(visual + audio, 0.5)
+        return model.L2(model.relu(model.L1(fused)))
 
     def modality_logits(self, model, audio, visual):
         """The head on each modality's term of the averaged sum, 0.5 · m_psp (the head has no biases)."""
