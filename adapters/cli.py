@@ -3,8 +3,9 @@
     simam2 fetch [NAME ...]                  fetch and patch upstream checkouts (vendor_fetch.py)
     simam2 synth NAME DIR                    write a tiny synthetic dataset in NAME's on-disk format
     simam2 run NAME [options] -- ARGS ...    run NAME's own training script with ARGS
-    simam2 table {ogm-ge,ave,fop}            reproduce a table of the paper on synthetic data
+    simam2 table {ogm-ge,ave,fop} [--seeds N] reproduce a table of the paper on synthetic data (resumes)
     simam2 demo                              SimAM² and decoupling-free modulation on a toy task
+    simam2 plot RECORDS... --out DIR         PNG plots of runs' records (ratios, k1/k2, metrics, ζ)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from . import ADAPTERS, TABLES, get_spec
 from .machinery import AdapterError, RecordsError, add_run_options, config_from_args, run_script
 from .machinery.install import checkout_of
+from .machinery.table import add_table_options
 
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
@@ -59,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs"), help="folder for the runs (default: ./runs)")
     p.add_argument("--data", type=Path, default=None, help="an existing synthetic dataset (default: write one)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per cell (default: the table's own)")
+    add_table_options(p)
+
+    p = sub.add_parser("plot", help="PNG plots of records files (ratios, k1/k2, metrics, ζ, loss)", add_help=False,
+                       description="See simam2 plot --help.")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -135,11 +142,21 @@ def _cmd_synth(ns) -> int:
 
 def _cmd_table(ns) -> int:
     module = importlib.import_module(TABLES[ns.table][0])
-    kwargs = {"data_dir": ns.data}
+    if ns.seeds < 1:
+        raise AdapterError(f"--seeds must be at least 1, got {ns.seeds}")
+    kwargs = {"data_dir": ns.data, "seeds": ns.seeds, "fresh": ns.fresh, "tensorboard": ns.tensorboard,
+              "bar": ns.progress}
     if ns.epochs is not None:
         kwargs["epochs"] = ns.epochs
     print(module.run_table(ns.out, **kwargs))
+    print(f"(also as Markdown, CSV and JSON: {ns.out / 'table.md'}, .csv, .json)")
     return 0
+
+
+def _cmd_plot(ns) -> int:
+    from .machinery.plots import main as plot_main
+
+    return plot_main(ns.rest)
 
 
 def _cmd_fetch(ns) -> int:
@@ -161,15 +178,16 @@ def _cmd_demo(ns) -> int:
     return demo.main(ns.rest)
 
 
-COMMANDS = {"demo": _cmd_demo, "fetch": _cmd_fetch, "synth": _cmd_synth, "run": _cmd_run, "table": _cmd_table}
+COMMANDS = {"demo": _cmd_demo, "fetch": _cmd_fetch, "synth": _cmd_synth, "run": _cmd_run, "table": _cmd_table,
+            "plot": _cmd_plot}
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # run and demo hand their arguments on untouched (argparse's REMAINDER misses a leading option)
-    if argv and argv[0] in ("run", "demo"):
+    if argv and argv[0] in ("run", "demo", "plot"):
         ns = argparse.Namespace(command=argv[0], name=argv[1] if len(argv) > 1 else None, rest=argv[2:])
-        if argv[0] == "demo":
+        if argv[0] in ("demo", "plot"):
             ns.rest = argv[1:]
     else:
         ns = build_parser().parse_args(argv)

@@ -24,7 +24,7 @@ from simam2.adapters.cli import main as cli_main
 from simam2.adapters.fop.checks import prepare_workdir
 from simam2.adapters.fop.evaluate import best_checkpoint, evaluate_checkpoint, parse_test_output
 from simam2.adapters.fop.spec import SPEC as ADAPTER
-from simam2.adapters.fop.table import format_table3, run_table
+from simam2.adapters.fop.table import run_table
 from simam2.adapters.fop.synth import FACE_DIM, VOICE_DIM, list_files, write_fop
 
 from upstream_modules import pristine_module
@@ -356,24 +356,29 @@ def test_linear_fusion_with_learnable_zeta_trains_its_gate(checkout, data, tmp_p
 
 # -- Table 3 ---------------------------------------------------------------------------------------
 
-def test_table3_layout_mean_and_std_over_seeds():
-    text = format_table3({"FOP": [[8, 98, 20, 88], [10, 96, 16, 90]], "FOP + SimAM²": [[9, 97, 18, 89]] * 2},
-                         epochs=6, seeds=(0, 1))
-    lines = text.splitlines()
-    assert "Seen-Heard" in lines[1] and "Unseen-Unheard" in lines[1] and lines[2].count("EER ↓") == 2
-    assert lines[3].split() == ["FOP", "9.0", "±", "1.0", "97.0", "±", "1.0", "18.0", "±", "2.0", "89.0", "±", "1.0"]
-    assert lines[4].startswith("FOP + SimAM²") and "9.0 ± 0.0" in lines[4]
-    assert lines[-2].split() == ["FOP", "19.3", "89.3", "24.9", "83.5"]  # the paper's, for reference
+def test_table3_rows_columns_and_papers_numbers(tmp_path):
+    from simam2.adapters.fop.table import COLUMNS, METHODS, table
+    from simam2.adapters.machinery.grid import CellSeed
+
+    t = table(tmp_path, epochs=6)
+    configs = [m.run_config(CellSeed(m, COLUMNS[0], 1, tmp_path)) for m in METHODS]
+    assert [(c.simam2, c.zeta) for c in configs] == [(False, "fixed"), (True, "given")]  # FOP's gate as ζ
+    assert t.paper[("FOP + SimAM²", "unseenunheard")] == {"eer": 24.6, "auc": 83.7}
+    assert [c.split for c in t.columns] == ["seenheard", "unseenunheard"] and t.columns[1].shares == "seenheard"
 
 
 @pytest.mark.slow
 def test_run_table_trains_and_evaluates_every_cell(checkout, data, tmp_path):
     lines = []
     text = run_table(tmp_path, data_dir=data, epochs=1, seeds=(0,), batch_size=16, checkout=checkout,
-                     progress=lines.append)
-    assert sum("main.py" in line for line in lines) == 2
-    rows = {line.split("  ")[0].strip(): line for line in text.splitlines()[3:5]}
-    assert set(rows) == {"FOP", "FOP + SimAM²"}
-    for cell in ("fop", "simam2"):
+                     progress=lines.append, bar=False)
+    assert (tmp_path / "table.txt").read_text() == text
+    cells = json.loads((tmp_path / "table.json").read_text())["cells"]
+    assert {(c["row"], c["column"]) for c in cells} == {(r, s) for r in ("FOP", "FOP + SimAM²")
+                                                       for s in ("seenheard", "unseenunheard")}
+    assert all(0 <= c["summary"]["eer"]["mean"] <= 1 and 0 <= c["summary"]["auc"]["mean"] <= 1 for c in cells)
+    for cell in ("seenheard__fop", "seenheard__fop_simam2"):
         recs = _records(tmp_path / cell / "seed0" / "records.jsonl")
-        assert [e["event"] for e in recs].count("eval") == 1
+        # main.py's online evaluation, then test.py's two lists appended as a second run
+        assert [(e["split"]) for e in recs if e["event"] == "eval"][-2:] == ["seenheard", "unseenunheard"]
+        assert [e["script"] for e in recs if e["event"] == "start"] == ["main.py", "test.py"]

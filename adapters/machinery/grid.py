@@ -67,10 +67,20 @@ class Row:
 
 @dataclass(frozen=True)
 class Column:
-    """A column of the table: a network or fusion; ``key`` names its folders."""
+    """A column of the table: a network or fusion; ``key`` names its folders.
+
+    ``split`` overrides the table's evaluation split for this column; ``shares`` names another
+    column whose runs this one reads (e.g. the same runs evaluated on a second split): it runs nothing.
+    """
 
     key: str
     label: str
+    split: str | None = None
+    shares: str | None = None
+
+    @property
+    def folder_key(self) -> str:
+        return self.shares or self.key
 
 
 def slug(text: str) -> str:
@@ -100,7 +110,7 @@ class CellSeed:
 
 
 def cell_name(row: Row, column: Column) -> str:
-    return f"{column.key}__{row.key}"
+    return f"{column.folder_key}__{row.key}"
 
 
 @dataclass
@@ -142,6 +152,10 @@ class Table:
             raise GridError(f"row labels must be distinct (also as folder names): {labels}")
         if len({c.key for c in self.columns}) != len(self.columns):
             raise GridError(f"column keys must be distinct: {[c.key for c in self.columns]}")
+        owners = {c.key for c in self.columns if c.shares is None}
+        for c in self.columns:
+            if c.shares is not None and c.shares not in owners:
+                raise GridError(f"column {c.key!r} shares the runs of {c.shares!r}, which is not a column that runs")
         if self.baseline is None:
             self.baseline = self.rows[0].label
         if self.baseline not in labels:
@@ -163,11 +177,14 @@ def seed_list(seeds: int | Sequence[int]) -> list[int]:
     return out
 
 
-def cell_seeds(table: Table, out: Path, seeds: Sequence[int], tensorboard: Path | None = None) -> list[CellSeed]:
-    """Every cell-seed, seed by seed, then column by column, then row by row."""
+def cell_seeds(table: Table, out: Path, seeds: Sequence[int], tensorboard: Path | None = None,
+               running: bool = True) -> list[CellSeed]:
+    """Every cell-seed, seed by seed, then column by column, then row by row (``running``: only the
+    columns that run, not those that read another's runs)."""
     return [CellSeed(row, col, seed, out / cell_name(row, col) / f"seed{seed}",
                      None if tensorboard is None else tensorboard / cell_name(row, col) / f"seed{seed}")
-            for seed in seeds for col in table.columns for row in table.rows]
+            for seed in seeds for col in table.columns if not (running and col.shares)
+            for row in table.rows]
 
 
 def _signature(table: Table, cs: CellSeed) -> dict:
@@ -184,6 +201,17 @@ def _last_run(path: Path) -> list[dict] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return split[-1] if split else None
+
+
+def _all_runs(path: Path) -> list[dict] | None:
+    """Every record of ``path`` (a cell may append an evaluation run to its training run), or None."""
+    if not path.is_file():
+        return None
+    try:
+        found = read_records(path)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return found or None
 
 
 def is_done(table: Table, cs: CellSeed) -> bool:
@@ -335,11 +363,12 @@ def aggregate(table: Table, out: Path | str, seeds: int | Sequence[int]) -> Resu
     seeds = seed_list(seeds)
     starts: list[dict] = []
     loaded: dict[tuple[str, str, int], list[dict] | None] = {}
-    for cs in cell_seeds(table, out, seeds):
-        records = _last_run(cs.records)
-        loaded[(cs.row.label, cs.column.key, cs.seed)] = records
-        if records and records[0].get("event") == "start":
-            starts.append(records[0])
+    for cs in cell_seeds(table, out, seeds, running=False):
+        records = _all_runs(cs.records)
+        last = _last_run(cs.records)
+        # a file whose last run did not complete counts as not run (it is run again next time)
+        loaded[(cs.row.label, cs.column.key, cs.seed)] = (records, last)
+        starts += [r for r in records or () if r.get("event") == "start"]
     primary, higher, metrics, modalities = _declared(table, starts)
     wanted = [m + s for m in metrics for s in ("", *MODALITY_SUFFIXES)]
     cells: dict[tuple[str, str], CellResult] = {}
@@ -349,20 +378,20 @@ def aggregate(table: Table, out: Path | str, seeds: int | Sequence[int]) -> Resu
             rs: dict[int, float | None] = {}
             df = False
             for seed in seeds:
-                records = loaded[(row.label, col.key, seed)]
+                records, last = loaded[(row.label, col.key, seed)]
                 if records is None:
                     per_seed[seed] = {"status": "missing"}
                     continue
-                status = records[-1].get("status") if records[-1].get("event") == "end" else "incomplete"
-                picked = (pick_evaluation(records, table.split, table.pick, primary, higher)
+                status = last[-1].get("status") if last and last[-1].get("event") == "end" else "incomplete"
+                split = col.split or table.split
+                picked = (pick_evaluation(records, split, table.pick, primary, higher)
                           if status == "completed" and primary else None)
                 per_seed[seed] = {"status": status if picked or status != "completed" else "no evaluation",
                                   **({k: picked.get(k) for k in wanted if k in picked} if picked else {})}
-                if status == "completed":
-                    start = records[0] if records[0].get("event") == "start" else {}
-                    if (start.get("config") or {}).get("modulation") == "df":
-                        df = True
-                        rs[seed] = ratio_correlation(records)[0]
+                if status == "completed" and any((r.get("config") or {}).get("modulation") == "df"
+                                                 for r in records if r.get("event") == "start"):
+                    df = True
+                    rs[seed] = ratio_correlation(records)[0]
             summary = {k: summarize([per_seed[s].get(k) for s in seeds]) for k in wanted}
             paper = table.paper.get((row.label, col.key), {})
             if not isinstance(paper, dict):

@@ -203,12 +203,12 @@ def plot_ratios(runs_: Sequence[Run]) -> Plot:
     from matplotlib.lines import Line2D
 
     m1, m2 = with_any[0].modalities
-    axes[0, 0].legend(handles=[Line2D([], [], color=colours[r.label], lw=2, label=r.label) for r in with_any],
-                      loc="best", fontsize=8)
+    fig.legend(handles=[Line2D([], [], color=colours[r.label], lw=2, label=r.label) for r in with_any],
+               loc="outside lower center", fontsize=8, ncols=min(3, len(with_any)))
     _epoch_axis(axes[0, 0], with_any, below=[axes[1, 0]])
     axes[1, 0].set_xlabel("step (counted over all epochs)")
-    fig.suptitle(f"Both ratios, {m1} over {m2} (1 = balanced, dashed)\n"
-                 "Pearson r of the two per run: " + "; ".join(rs), fontsize=10)
+    fig.suptitle(f"Both ratios, {m1} over {m2} (1 = balanced, dashed); Pearson r of the two:\n"
+                 + "\n".join(rs), fontsize=9)
     return Plot("ratios", fig, notes=notes)
 
 
@@ -232,7 +232,7 @@ def plot_coefficients(runs_: Sequence[Run]) -> Plot:
     ax.set_title("Modulation coefficients (k1 solid, k2 dashed; 1 = unmodulated)", fontsize=10)
     _epoch_axis(ax, with_any)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    fig.legend(loc="outside lower center", fontsize=8, ncols=2)
     return Plot("coefficients", fig, notes=notes)
 
 
@@ -257,7 +257,7 @@ def plot_metric(runs_: Sequence[Run], metric: str) -> Plot:
     if not splits:
         return Plot(name, None, f"no eval record has {metric}")
     colours = _colours(runs_)
-    fig, axes = _figure(1, len(splits), size=(max(6.0, 5.0 * len(splits)), 4.8))
+    fig, axes = _figure(1, len(splits), size=(5.5 * len(splits) + 3.5, 4.8))  # + the legends on the right
     notes: list[str] = []
     kinds_used: dict[str, tuple] = {}
     for split, ax in zip(splits, axes[0]):
@@ -285,11 +285,21 @@ def plot_metric(runs_: Sequence[Run], metric: str) -> Plot:
                    if any(_num(e.get(metric)) == _num(e.get(metric)) for e in r.evals)]
     kind_handles = [Line2D([], [], color="0.3", ls=ls, lw=lw, marker=marker, ms=4, label=text)
                     for ls, lw, marker, text in kinds_used.values()]
-    last = axes[0, -1]
-    first_legend = last.legend(handles=run_handles, loc="upper left", fontsize=8, title="run", title_fontsize=8)
-    last.add_artist(first_legend)
-    last.legend(handles=kind_handles, loc="lower right", fontsize=8)
+    # beside the panels, never over the curves
+    fig.legend(handles=run_handles, loc="outside right upper", fontsize=8, title="run", title_fontsize=8)
+    fig.legend(handles=kind_handles, loc="outside right lower", fontsize=8)
     return Plot(name, fig, notes=notes)
+
+
+def _zeta_means(run: Run, share: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """ζ's mean at each ``zeta`` record: the exact ``zeta_mean`` of that epoch's last step where it
+    was recorded (the histogram is of that step), else the mean of the histogram's bin centres."""
+    last: dict[int, float] = {}
+    for r in run.steps:
+        if _num(r.get("zeta_mean")) == _num(r.get("zeta_mean")):
+            last[r.get("epoch")] = float(r["zeta_mean"])
+    centres = (edges[:-1] + edges[1:]) / 2
+    return np.asarray([last.get(z["epoch"], float(sh @ centres)) for z, sh in zip(run.zetas, share)])
 
 
 def plot_zeta(runs_: Sequence[Run]) -> Plot:
@@ -313,8 +323,8 @@ def plot_zeta(runs_: Sequence[Run]) -> Plot:
         # one column per recorded epoch, ζ upwards; the colour is the share of ζ values in the bin
         image = ax.imshow(share.T, origin="lower", aspect="auto", cmap="viridis", vmin=0,
                           extent=(epochs[0] - 0.5, epochs[-1] + 0.5, edges[0], edges[-1]), gid=f"{run.label}|zeta")
-        centres = (edges[:-1] + edges[1:]) / 2
-        ax.plot(epochs, share @ centres, color="white", lw=1.5, marker="o", ms=3, gid=f"{run.label}|zeta_mean")
+        ax.plot(epochs, _zeta_means(run, share, edges), color="white", lw=1.5, marker="o", ms=3,
+                gid=f"{run.label}|zeta_mean")
         ax.axhline(0.5, color="0.8", lw=0.8, ls="--")
         ax.set_title(run.label, fontsize=9)
         ax.set_xlabel("epoch")
@@ -340,7 +350,7 @@ def plot_loss(runs_: Sequence[Run]) -> Plot:
     ax.set_title("Training loss", fontsize=10)
     _epoch_axis(ax, with_any)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    fig.legend(loc="outside lower center", fontsize=8, ncols=min(3, len(with_any)))
     return Plot("loss", fig, notes=[f"{r.label}: no loss" for r in runs_ if r not in with_any])
 
 

@@ -47,7 +47,8 @@ class Paired:
         if self.n == 0:
             return "—"
         p = "p n/a" if math.isnan(self.p) else f"p={self.p:.2g}"
-        return f"{scale * self.mean:+.{digits}f} ({p})"
+        shown = round(scale * self.mean, digits) + 0.0  # no "-0.0" for a difference that rounds to zero
+        return f"{shown:+.{digits}f} ({p})"
 
 
 def paired_difference(a: dict[int, float | None], b: dict[int, float | None]) -> Paired:

@@ -1,32 +1,47 @@
-"""What the reproduced tables share: a row (method) and the folder name of a cell."""
+"""What the reproduced tables share: a row (method) with its run configuration, and the command line.
+
+Every table is a :class:`~.grid.Table` (rows × columns × seeds, resume, statistics, outputs); a row
+is a :class:`Method`, which says how its cells are configured.
+"""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RunConfig
+from .grid import CellSeed, Row
 
 
 @dataclass(frozen=True)
-class Method:
-    """One row of a reproduced table: its label, SimAM² on or off, and ``RunConfig.modulation``."""
+class Method(Row):
+    """One row of a reproduced table: its label, SimAM² on or off, ``RunConfig.modulation`` and ζ.
 
-    label: str
-    simam2: bool
-    modulation: str
+    ζ follows the paper's tables (Table 1's footnote): learnable only where decoupling-free
+    modulation needs it (its ratio, Eq. 11, is Σζ / Σ(1 − ζ)); every other SimAM² row fuses with
+    the fixed ζ = 0.5; FOP's rows take FOP's own gate as ζ (``given``).
+    """
 
-    def run_config(self, cell: Path, **kwargs) -> RunConfig:
-        """This row's RunConfig for one table cell: SimAM² rows learn ζ, records go to a fresh
-        ``cell/records.jsonl``."""
-        cell.mkdir(parents=True, exist_ok=True)
-        record = cell / "records.jsonl"
-        record.unlink(missing_ok=True)
-        return RunConfig(simam2=self.simam2, zeta="learnable" if self.simam2 else "fixed",
-                         modulation=self.modulation, record=record, **kwargs)
+    simam2: bool = False
+    modulation: str = "none"
+    zeta: str = "fixed"
+
+    def run_config(self, cs: CellSeed, **kwargs) -> RunConfig:
+        """This row's RunConfig for one cell-seed: its seed, its records file, its TensorBoard folder."""
+        return RunConfig(simam2=self.simam2, zeta=self.zeta, modulation=self.modulation, seed=cs.seed,
+                         record=cs.records, tensorboard=cs.tensorboard, **kwargs)
 
 
-def cell_name(method: Method, column: str) -> str:
-    """``column__method`` as a folder name: ASCII, no separators."""
-    slug = method.label.lower().replace("²", "2").replace("+", "").replace(" ", "_").replace("-", "")
-    return f"{column}__{slug}"
+def add_table_options(parser: argparse.ArgumentParser) -> None:
+    """``simam2 table``'s options that every table shares (the runner's)."""
+    g = parser.add_argument_group("seeds and resume")
+    g.add_argument("--seeds", type=int, default=1, help="seeds per cell, 0 … N−1 (default 1): the table shows "
+                                                        "mean ± std and paired differences to the baseline")
+    g.add_argument("--fresh", action="store_true", help="rerun every cell, also those whose records are complete")
+    g.add_argument("--tensorboard", type=Path, default=None,
+                   help="write each run's TensorBoard curves under this folder (<cell>/seed<k>)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+__all__ = ["Method", "add_table_options"]
