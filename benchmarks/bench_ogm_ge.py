@@ -1,6 +1,7 @@
 """OGM-GE on its own main.py: modulation cost per step, and a whole epoch with and without the adapter.
 
     python benchmarks/bench_ogm_ge.py [--checkout DIR] [--steps N] [--repeats R] [--batch B] [--data DIR]
+                                      [--parts 1,2,3] [--n-train N]
 
 1. Per training step, side by side on the same model and batches (main.py's own ``train_epoch``,
    upstream AVClassifier with SimAM² sum fusion, learnable ζ): the time main.py spends between
@@ -13,6 +14,9 @@
    evaluation), run through the same machinery with an adapter that replaces nothing, then with
    the OGM-GE adapter (vanilla fusion, records on), then with SimAM² + decoupling-free modulation.
    Runs alternate; medians. Target for the adapter alone: ≤ 1.05×.
+3. The same epoch (concat, SimAM², decoupling-free) with every instrument on — per-modality
+   evaluation by mean ablation, split-head metrics, TensorBoard curves — against it with them off
+   (``--no-per-modality``, no ``--tensorboard``), alternating, medians. Target: ≤ 1.10×.
 
 The decoupling-free path reads ζ's sums from a device buffer and never calls ``.item()``; main.py's
 path loops over the batch in Python and calls ``.item()`` once per modulated parameter (on a GPU,
@@ -165,6 +169,36 @@ def bench_epoch(checkout: Path, data: Path, repeats: int) -> None:
         print(f"   {name:<28} {m:7.2f} s   {m / base:5.3f}x")
 
 
+def bench_instruments(checkout: Path, data: Path, repeats: int, out: Path) -> float:
+    """An epoch (training + evaluation) of main.py with SimAM² + decoupling-free modulation, every
+    instrument on (per-modality evaluation by mean ablation, split-head metrics, TensorBoard curves)
+    against the same epoch with them off; the sides alternate, medians. Target: ≤ 1.10×."""
+    argv = ["--dataset", "CREMAD", "--train", "--epochs", "1", "--batch_size", "6", "--fusion_method", "concat",
+            "--modulation", "Normal", "--alpha", "0.8", "--audio_path", str(data / "AudioWAV"),
+            "--visual_path", str(data)]
+    base = RunConfig(simam2=True, zeta="learnable", modulation="df", alpha=0.8, seed=0)
+    times: dict[str, list[float]] = {"instruments off": [], "instruments on": []}
+    for r in range(repeats + 1):  # the first round warms caches and is dropped
+        for name in times:
+            on = name == "instruments on"
+            run_dir = out / f"{r}-{'on' if on else 'off'}"
+            config = base.but(record=run_dir / "records.jsonl", per_modality=on,
+                              tensorboard=run_dir / "tb" if on else None)
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(None):
+                run_script(ADAPTER, argv + ["--ckpt_path", str(run_dir / "ckpt")], config, checkout, cwd=data)
+            _sync()
+            if r:
+                times[name].append(time.perf_counter() - start)
+    off, on = (statistics.median(times[k]) for k in ("instruments off", "instruments on"))
+    print(f"3. one epoch + evaluation of main.py (concat, SimAM², decoupling-free), median of {repeats}, "
+          f"alternating")
+    print(f"   instruments off                   {off:7.2f} s   {[round(t, 2) for t in times['instruments off']]}")
+    print(f"   on (per-modality eval, TensorBoard) {on:5.2f} s   {[round(t, 2) for t in times['instruments on']]}")
+    print(f"   -> {on / off:.3f}x (target <= 1.10x)")
+    return on / off
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkout", type=Path, default=None, help="patched OGM-GE checkout (default: fetch)")
@@ -173,6 +207,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="epochs per side in part 2 (default 2)")
     p.add_argument("--data", type=Path, default=None, help="a synthetic CREMA-D (default: write one)")
     p.add_argument("--skip-epoch", action="store_true", help="part 1 only")
+    p.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 3 (default 1,2,3)")
+    p.add_argument("--n-train", type=int, default=36, help="clips of the synthetic CREMA-D (default 36)")
     p.add_argument("--keep-denormals", action="store_true",
                    help="leave subnormal floats on (default: flush them, see below)")
     args = p.parse_args(argv)
@@ -186,11 +222,18 @@ def main(argv=None) -> int:
         args.checkout = vendor_fetch.fetch("ogm-ge")
     print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, subnormals {'flushed to zero' if flushed else 'kept'}")
-    bench_steps(args.checkout, args.steps, args.batch)
-    if not args.skip_epoch:
+    parts = {int(x) for x in args.parts.split(",")}
+    if 1 in parts:
+        bench_steps(args.checkout, args.steps, args.batch)
+    if args.skip_epoch:
+        parts -= {2, 3}
+    if parts & {2, 3}:
         with tempfile.TemporaryDirectory() as tmp:
-            data = args.data or ADAPTER.synth(Path(tmp) / "cremad", n_train=36, n_test=12)
-            bench_epoch(args.checkout, Path(data), args.repeats)
+            data = args.data or ADAPTER.synth(Path(tmp) / "cremad", n_train=args.n_train, n_test=12)
+            if 2 in parts:
+                bench_epoch(args.checkout, Path(data), args.repeats)
+            if 3 in parts:
+                bench_instruments(args.checkout, Path(data), args.repeats, Path(tmp) / "instruments")
     return 0
 
 

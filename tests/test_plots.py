@@ -139,3 +139,13 @@ def test_labels_default_to_a_table_cells_folders_and_runs_of_one_file_are_number
     labels = [r.label for r in plots.load([cell, both])]
     assert labels == ["concat__simam2/seed1", "both [run 1]", "both [run 2]"]
     assert not math.isnan(plots.load([both])[1].step_series("rho_df")[0])
+
+
+def test_simam2_plot_and_table_options_through_the_cli(three, tmp_path, capsys):
+    from simam2.adapters.cli import main
+
+    assert main(["plot", str(three[0]), "--out", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "loss.png").is_file()
+    assert main(["plot", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "cli")]) == 2
+    assert main(["table", "ogm-ge", "--seeds", "0", "--out", str(tmp_path / "t")]) == 2
+    assert "--seeds must be at least 1, got 0" in capsys.readouterr().err
