@@ -80,7 +80,7 @@ def table(data: Path, epochs: int, lr: float = 1e-3, batch_size: int = 32, check
                     accuracy=m["accuracy"])
         w.end()
 
-    return Table(f"Table 3: face-voice association (FOP), synthetic VoxCeleb-format features, {epochs} epochs, "
+    return Table(f"Table 3: face-voice association (FOP), synthetic VoxCeleb-format features, {epochs} epoch(s), "
                  "EER ↓ / AUC ↑", METHODS, COLUMNS, run_cell, pick="last", metric_labels={"eer": "EER", "auc": "AUC"},
                  paper=_paper(), options={"epochs": epochs, "data": str(data), "lr": lr, "batch_size": batch_size},
                  note="The paper's values are VoxCeleb1's; synthetic features say that every cell runs and records.")

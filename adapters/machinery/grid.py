@@ -478,13 +478,19 @@ def _caption(result: Result) -> str:
 
 
 def _legend(result: Result) -> list[str]:
+    """What the shown columns mean (only those shown)."""
     t = result.table
+    shown = {name for name, _ in _columns(result)}
     primary = t.label(result.primary) if result.primary else "the primary metric"
-    lines = [f"Δ: paired difference to {t.baseline} over the same seeds, two-sided paired t-test p-value.",
-             f"alone: {primary} with the other modality's fusion input replaced by its mean (SPEC §8); "
-             f"head: {primary} of the upstream's own per-modality classifier.",
-             "r(ρ): Pearson r of Eq. 11's ratio and OGM-GE's decoupled ratio over the steps, mean over "
-             "seeds (decoupling-free cells)."]
+    better = "" if result.higher_is_better else f" ({primary}: lower is better)"
+    lines = [f"Δ: paired difference to {t.baseline} over the same seeds, two-sided paired t-test p-value{better}."]
+    if any(n.endswith(" alone") for n in shown):
+        lines.append(f"alone: {primary} with the other modality's fusion input replaced by its mean (SPEC §8).")
+    if any(n.endswith(" head") for n in shown):
+        lines.append(f"head: {primary} of the upstream's own per-modality classifier.")
+    if "r(ρ)" in shown:
+        lines.append("r(ρ): Pearson r of Eq. 11's ratio and OGM-GE's decoupled ratio over the steps, mean over "
+                     "seeds (decoupling-free cells).")
     return lines + ([t.note] if t.note else [])
 
 
