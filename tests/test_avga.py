@@ -270,3 +270,5 @@ def test_test_mode_loads_the_pickled_simam2_model(checkout, ave, runs):
     evals = [r for r in ctx.recorder.read() if r["event"] == "eval"]
     assert [(e["split"], e["n"]) for e in evals] == [("test", EVAL_BATCH)]
     assert evals[0]["acc"] == pytest.approx(float(printed.getvalue().strip().splitlines()[-1]), abs=1e-12)
+    # per-modality evaluation runs on the unpickled model: each modality alone by the test set's own mean
+    assert evals[0]["ablation_mean"] == "eval" and 0 <= evals[0]["acc_m1"] <= 1 and 0 <= evals[0]["acc_m2"] <= 1

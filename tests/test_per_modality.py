@@ -88,3 +88,36 @@ def test_fake_upstream_fused_records_are_bitwise_unchanged(fake, tmp_path, simam
     # modality a carries most of the signal in the fake data (1.5 vs 0.5 class offsets)
     assert evals[-1]["acc_m1"] > evals[-1]["acc_m2"]
     assert not any("acc_m1" in r for r in off)
+
+
+def test_the_head_runs_on_the_model_that_evaluates(tmp_path):
+    """A script that tests a checkpoint it unpickles (AVGA's and PSP's test modes) evaluates a model
+    that is not the run's: the per-modality head must run on that one."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from simam2.adapters.machinery import RecordWriter, Spec
+    from simam2.adapters.machinery.probe import RunProbe
+
+    class Scale(nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+    class OneSpec(Spec):
+        name, metrics = "one", ("out",)
+
+        def head(self, model, x1, x2):
+            return model.k * (x1 + x2)
+
+    run = SimpleNamespace(spec=OneSpec(), config=RunConfig(), recorder=RecordWriter(None), script=None,
+                          add_cleanup=lambda fn: None)
+    probe = RunProbe(run)
+    built, loaded = Scale(1.0), Scale(10.0)
+    probe.on_model(built)
+    probe.set_eval_model(loaded)
+    probe.on_eval_fusion_inputs(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [2.0]]))
+    fields = probe.modality_metrics(lambda out: {"out": out[:, 0].tolist()})
+    # evaluation-set means: x1 2, x2 1; modality 1 alone = 10 · (x1 + 1), modality 2 alone = 10 · (2 + x2)
+    assert fields == {"out_m1": [20.0, 40.0], "out_m2": [20.0, 40.0], "ablation_mean": "eval"}

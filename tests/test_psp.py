@@ -225,3 +225,7 @@ def test_test_mode_loads_the_pickled_simam2_model(checkout, ave, runs):
     assert [(e["split"], e["n"]) for e in evals] == [("test", EVAL_BATCH)]
     assert evals[0]["acc"] == pytest.approx(float(re.search(r"\[test\]acc:\s+(\S+)", printed.getvalue()).group(1)))
     assert evals[0]["acc"] == trained[0]["acc"]  # the saved model is the one tested after epoch 1
+    # per-modality evaluation runs on the unpickled model (not the fresh one the script built first):
+    # its split heads score as in training; each modality alone uses the test set's own mean
+    assert (evals[0]["acc_head_m1"], evals[0]["acc_head_m2"]) == (trained[0]["acc_head_m1"], trained[0]["acc_head_m2"])
+    assert evals[0]["ablation_mean"] == "eval"

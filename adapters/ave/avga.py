@@ -85,8 +85,9 @@ def adapted_att_net(models, spec: "AvgaSpec", run, scorer: SegmentScorer) -> typ
                 b, t, c = lstm_audio.shape
                 fused = self.simam2(lstm_audio.reshape(b * t, c),
                                     lstm_video.reshape(b * t, lstm_video.shape[-1])).view(b, t, -1)
-            if not self.training and probe.model is self:
-                probe.on_eval_fusion_inputs(lstm_audio, lstm_video)
+            if not self.training:
+                # test mode evaluates the model it unpickles, not the one it built (the run's): say which
+                probe.on_eval_fusion_inputs(lstm_audio, lstm_video, model=self)
             return fused
 
         def forward(self, audio, video):

@@ -99,6 +99,8 @@ def adapted_psp_net(fully_model, run, scorer: SegmentScorer) -> type:
             return super().train(mode)
 
         def forward(self, audio, video, thr_val):
+            if not self.training:
+                probe.set_eval_model(self)  # test mode evaluates the model it unpickles, not the one it built
             fusion, out, cross_att = super().forward(audio, video, thr_val)
             if not self.training:
                 scorer.score(out)

@@ -76,6 +76,7 @@ class RunProbe:
         self._ablation_said: set[str] = set()
         self._has_head = type(self.spec).head is not Spec.head
         self._in_head = False
+        self._eval_model = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -92,6 +93,7 @@ class RunProbe:
         config = self.run.config
         if config.per_modality:
             self.ablation = MeanAblation(preserve=[model])
+            self._eval_model = model
         runs_ours = config.modulation == "df" or (config.modulation == "ogm-ge" and not self.spec.own_ogm_ge)
         if runs_ours:
             fusion = self.spec.fusion(model)
@@ -161,22 +163,35 @@ class RunProbe:
     def _head(self, x1: torch.Tensor, x2: torch.Tensor):
         self._in_head = True  # the head may run the layer that reports its inputs: no re-entry
         try:
-            return self.spec.head(self.model, x1, x2)
+            return self.spec.head(self._eval_model, x1, x2)
         finally:
             self._in_head = False
 
     @torch.no_grad()
-    def on_eval_fusion_inputs(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
+    def on_eval_fusion_inputs(self, x1: torch.Tensor, x2: torch.Tensor, model=None) -> None:
         """The two streams entering the fusion in an evaluation forward, modality 1 first, called
-        after the fused output was computed (which nothing here changes)."""
-        if self.ablation is None or self.model is None or self._in_head:
+        after the fused output was computed (which nothing here changes). ``model``: the model
+        that evaluates, where it is not the run's (a script that tests a checkpoint it unpickles)."""
+        if self.ablation is None or self._in_head:
+            return
+        if model is not None:
+            self.set_eval_model(model)
+        model = self._eval_model
+        if model is None:
             return
         if self._has_head:
             self.ablation.evaluate(self._head, x1, x2)
-        split = self.spec.modality_logits(self.model, x1, x2)
+        split = self.spec.modality_logits(model, x1, x2)
         if split is not None:
             self._head_logits[0].append(split[0].detach())
             self._head_logits[1].append(split[1].detach())
+
+    def set_eval_model(self, model) -> None:
+        """The model whose evaluation forwards follow, where it is not the run's (a script that tests
+        a checkpoint it unpickles): the per-modality head runs on it."""
+        if self.ablation is not None and model is not self._eval_model:
+            self._eval_model = model
+            self.ablation.preserve = [model]
 
     def modality_metrics(self, score) -> dict:
         """The pass's per-modality metrics: ``score(outputs)`` (the scorer of the fused outputs,
