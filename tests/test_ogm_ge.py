@@ -412,3 +412,12 @@ def test_run_table_runs_the_fifteen_cells(checkout, cremad, tmp_path):
     assert (tmp_path / "table.txt").read_text().strip() == table
     assert len(json.loads((tmp_path / "table.json").read_text())) == 15
     assert len(list(tmp_path.glob("*/records.jsonl"))) == 15
+
+
+def test_a_list_whose_clips_are_all_missing_is_named_before_main_py_starts(tmp_path):
+    data = write_cremad(tmp_path / "cremad", n_train=6, n_test=6, frame_size=32)
+    (data / "data" / "CREMAD" / "test.csv").write_text("")  # main.py would train one epoch, then divide by zero
+    with pytest.raises(AdapterError, match="test.csv lists 0 clips"):
+        check_dataset(["--audio_path", "AudioWAV", "--visual_path", "."], data)
+    write_cremad(tmp_path / "whole", n_train=6, n_test=6, frame_size=32)
+    check_dataset(["--audio_path", "AudioWAV", "--visual_path", "."], tmp_path / "whole")  # a whole set passes

@@ -47,6 +47,7 @@ modality's logits are the head with only its half of ``L1``'s input weight and h
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -56,7 +57,7 @@ from torch import nn
 from simam2.core import ConcatFusion
 
 from ..machinery import Replacement, option_value
-from ..machinery.layers import InitShim, named, publish
+from ..machinery.layers import InitShim, allow_checkpoints, named, publish
 from .common import AveSpec, SegmentScorer
 from .synth import AveInputError
 
@@ -153,8 +154,10 @@ class AvgaSpec(AveSpec):
 
         self.check_zeta(run.config, "AV_att")
         scorer = SegmentScorer(run.probe)
+        adapted = adapted_att_net(models, self, run, scorer)
+        allow_checkpoints(run, models, sys.modules[__name__])  # test mode loads the pickled model
         return [
-            Replacement("models", "att_Net", adapted_att_net(models, self, run, scorer)),
+            Replacement("models", "att_Net", adapted),
             Replacement("dataloader", "AVEDataset", recorded_dataset(dataloader, run, scorer)),
         ]
 

@@ -43,6 +43,7 @@ class (SPEC §6).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -52,7 +53,7 @@ from torch import nn
 from simam2.core import LateFusion
 
 from ..machinery import Replacement, option_value
-from ..machinery.layers import InitShim, named, publish
+from ..machinery.layers import InitShim, allow_checkpoints, named, publish
 from .common import AveSpec, SegmentScorer
 from .synth import AveInputError
 
@@ -142,11 +143,13 @@ class PspSpec(AveSpec):
 
         self.check_zeta(run.config, "PSP")
         scorer = SegmentScorer(run.probe)
-        return [
+        reps = [
             Replacement("fully_model", "PSP", adapted_psp(fully_model, run)),
             Replacement("fully_model", "psp_net", adapted_psp_net(fully_model, run, scorer)),
             Replacement("dataloader", "AVE_Fully_Dataset", recorded_dataset(dataloader, scorer)),
         ]
+        allow_checkpoints(run, fully_model, sys.modules[__name__])  # --trained_model_path loads a pickled model
+        return reps
 
     def fusion(self, model):
         return getattr(getattr(model, "psp", None), "simam2", None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
 import runpy
 import sys
@@ -267,6 +268,11 @@ def run_script(
         except SystemExit as e:
             if e.code not in (None, 0):
                 raise AdapterError(f"{spec.name}: {script} exited with status {e.code}") from e
+        except pickle.UnpicklingError as e:
+            lines = [l for l in str(e).splitlines() if "Unsupported global" in l or "Unsupported operand" in l]
+            first = lines[0].strip() if lines else (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise AdapterError(f"{spec.name}: refused to load a checkpoint that holds more than the model's "
+                               f"classes (it could run code): {first}") from None
         finally:
             sys.argv = old_argv
             os.chdir(old_cwd)
