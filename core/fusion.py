@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .checks import SkipReport, check_nonnegative, check_unit_interval
+from .distributed import is_distributed
 from .energy import EPS, compute_dtype, importance, resolve_neuron_dims
 from .fused import fused_pair_attention, pair_weights
 
@@ -73,10 +74,6 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
 def _host_readable(t: torch.Tensor) -> bool:
     """Whether reading ``t`` on the host costs no device synchronisation and no graph break."""
     return t.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class MultiSimAM2(nn.Module):
@@ -161,7 +158,7 @@ class MultiSimAM2(nn.Module):
         variance, so the mean over K is var_b(ζ) itself. Reduced over ranks under DDP in training.
         """
         w = weights.detach()
-        if self.training and self.sync_dist and _distributed():
+        if self.training and self.sync_dist and is_distributed():
             w = w.double()
             n = torch.tensor([float(w.shape[0])], dtype=w.dtype, device=w.device)
             packed = torch.cat([n, w.sum(0).flatten(), w.square().sum(0).flatten()])
@@ -188,7 +185,7 @@ class MultiSimAM2(nn.Module):
         all-reduce.
         """
         with torch.no_grad():
-            syncs = self.training and self.sync_dist and _distributed()
+            syncs = self.training and self.sync_dist and is_distributed()
             if self.training and weights.shape[0] == 0 and not syncs:
                 raise ValueError(
                     "SimAM² got an empty batch (B = 0) in training mode: ζ's batch variance (Eq. 6) is "

@@ -175,9 +175,7 @@ class AvgaSpec(AveSpec):
         labels = args[1] if len(args) >= 2 else None
         if not (torch.is_tensor(labels) and labels.dim() == 3):
             return None
-        labels = labels.argmax(-1)
-        streams = probe._streams
-        return labels if streams is None or labels.shape == streams[0].shape[:-1] else None
+        return labels.argmax(-1)
 
     def needed_orders(self, train: bool) -> list[str]:
         return ["train", "val"] if train else ["test"]

@@ -163,10 +163,7 @@ class PspSpec(AveSpec):
 
     def labels(self, probe, args):
         labels = args[1] if len(args) >= 2 else None
-        if not (torch.is_tensor(labels) and labels.dim() == 2 and not labels.is_floating_point()):
-            return None
-        streams = probe._streams
-        return labels if streams is None or labels.shape == streams[0].shape[:-1] else None
+        return labels if torch.is_tensor(labels) and labels.dim() == 2 and not labels.is_floating_point() else None
 
     def needed_orders(self, train: bool) -> list[str]:
         return ["train", "val", "test"] if train else ["test"]

@@ -144,8 +144,8 @@ class RunProbe:
             self._loss = output.detach().reshape(()).float()
             bad = ~torch.isfinite(self._loss)
             self._bad_loss = bad if self._bad_loss is None else self._bad_loss | bad
-        if self._streams is None:
-            return
+        if self._streams is None or labels.shape != self._streams[0].shape[:-1]:
+            return  # no fusion inputs this step, or a criterion call on other samples than they hold
         split = self.spec.modality_logits(self.model, *self._streams)
         if split is None:
             return

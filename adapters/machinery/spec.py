@@ -103,8 +103,9 @@ class Spec:
         return None
 
     def labels(self, probe: "RunProbe", args: tuple) -> torch.Tensor | None:
-        """Class indices (any shape; flattened with the logits) from the criterion's positional
-        arguments; None when this criterion call is not the fused loss of a training step."""
+        """Class indices from the criterion's positional arguments, one per sample of the fusion
+        inputs (their shape without the feature dim; flattened with the logits); None when this
+        criterion call is not the fused loss of a training step."""
         return None
 
     # -- a run's life ----------------------------------------------------------------------------
