@@ -138,6 +138,9 @@ class AvgaSpec(AveSpec):
     name = "avga"
     upstream = "avga"
     script = "supervised_main.py"
+    distributed = ("supervised_main.py neither wraps its model in nn.DataParallel nor batches through a DataLoader "
+                   "(AVEDataset.get_batch slices in-memory h5 arrays): there is nothing for DDP and a "
+                   "DistributedSampler to take over, and the model moves itself with .cuda()")
     epoch_source = "explicit"
     criterion = nn.MultiLabelSoftMarginLoss
     encoder_prefixes = {"audio": ("lstm_audio.",),

@@ -126,6 +126,9 @@ class PspSpec(AveSpec):
     name = "psp"
     upstream = "psp"
     script = "fully_supervised_main.py"
+    distributed = ("fully_supervised_main.py neither wraps its model in nn.DataParallel nor batches through a "
+                   "DataLoader (AVEDataset.get_batch slices in-memory h5 arrays): there is nothing for DDP and a "
+                   "DistributedSampler to take over")
     epoch_source = "train_calls"
     criterion = nn.CrossEntropyLoss
     encoder_prefixes = {"audio": ("fa.", "lstm_a_v.lstm_audio."),

@@ -70,6 +70,9 @@ class FopSpec(Spec):
     name = "fop"
     upstream = "fop"
     script = "main.py"
+    distributed = ("FOP's main.py neither wraps its model in nn.DataParallel nor batches through a DataLoader "
+                   "(its get_batch slices in-memory feature arrays): there is nothing for DDP and a "
+                   "DistributedSampler to take over")
     modalities = ("face", "voice")
     metrics = ("eer", "auc")
     primary = "eer"

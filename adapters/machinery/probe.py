@@ -28,6 +28,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from simam2.core import GradientModulator, decoupled_scores, ogm_coefficients
 
+from simam2.core.distributed import is_distributed
+
 from .install import AdapterError
 
 if TYPE_CHECKING:
@@ -37,6 +39,17 @@ if TYPE_CHECKING:
 STEP_FIELDS = ("loss", "rho_df", "rho_decoupled", "k1", "k2", "r", "zeta_mean")
 ZETA_BINS = 20
 EPOCH_SOURCES = ("train_calls", "evaluations", "explicit")
+
+
+def _mean_over_ranks(loss: torch.Tensor) -> torch.Tensor:
+    """The step's loss as the mean over ranks: under DDP each rank holds the mean over its own batch,
+    and with equal per-rank batches (DistributedSampler) their mean is the mean over the union, whose
+    gradient DDP's averaged gradients are. One all-reduce of a scalar, on the device, no host read."""
+    import torch.distributed as dist
+
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
 
 
 class RunProbe:
@@ -99,7 +112,8 @@ class RunProbe:
         self.run.recorder.start(
             upstream=spec.name, script=run.script, modalities=spec.modalities_of(model) if model is not None
             else spec.modalities, metrics=spec.metrics, primary=spec.primary, higher_is_better=spec.higher_is_better,
-            config=run.config.plain(), upstream_options=spec.upstream_options(run, model) if model is not None else {})
+            config=run.config.plain(), upstream_options=spec.upstream_options(run, model) if model is not None else {},
+            **run.start_extra)
 
     def finish(self) -> None:
         """Flush what is pending (the run is leaving its block)."""
@@ -196,7 +210,10 @@ class RunProbe:
         elif (self.spec.own_ogm_ge and config.modulation == "ogm-ge" and self._rho_decoupled is not None
               and config.modulation_start <= self.epoch <= config.modulation_end):
             k1, k2 = ogm_coefficients(self._rho_decoupled, config.alpha)  # the upstream's own rule, for the record
-        values = (self._loss if self._loss is not None else nan, rho_df,
+        loss = self._loss if self._loss is not None else nan
+        if is_distributed():
+            loss = _mean_over_ranks(loss)
+        values = (loss, rho_df,
                   self._rho_decoupled if self._rho_decoupled is not None else nan, k1, k2, r, zeta_mean)
         if not self._steps:
             self._steps_epoch = self.epoch

@@ -26,6 +26,8 @@ declaration                meaning
 ``modality_logits``        per-modality logits from the fusion inputs (OGM-GE's decoupling)
 ``labels(probe, args)``    the class indices from the criterion's positional arguments
 ``upstream_argv(config)``  our options in the upstream script's own vocabulary
+``distributed``            None where the script runs under torchrun (``--nproc-per-node``),
+                           else the one-line reason it does not (docs/distributed.md)
 =========================  ==================================================================
 """
 
@@ -61,6 +63,9 @@ class Spec:
     epoch_source: str = "train_calls"
     criterion: type | None = None
     own_ogm_ge: bool = False
+    #: None: the script runs under torchrun (it wraps its model in nn.DataParallel and trains from a
+    #: shuffling DataLoader, the two places the distributed layer takes over); else why it does not
+    distributed: str | None = "its script has no nn.DataParallel and DataLoader for DDP to take over"
 
     # -- what is replaced ------------------------------------------------------------------------
 

@@ -1,0 +1,94 @@
+"""``simam2 run NAME --nproc-per-node N ... -- ARGS``: an upstream's script under torchrun, and each rank's entry.
+
+:func:`launch` (in the ``simam2`` process) checks the command line once, chooses the backend (NCCL
+with one GPU per process where the node has enough GPUs, gloo on the CPU where it has none) and
+starts ``python -m torch.distributed.run [torchrun options] -m simam2.adapters.launch --backend=B
+NAME --checkout CHECKOUT [options] -- ARGS`` (the checkout resolved once, not fetched by every rank). Each rank (:func:`worker_main`) joins the process group, parses the same
+command line and runs the upstream's script through :func:`run_script` inside the distributed layer
+(:mod:`.machinery.distributed`). When a rank fails, torchrun stops the others (SIGTERM, which
+unwinds them: their records end ``interrupted``) and ``simam2 run`` exits with one line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from .cli import EXIT_INTERRUPTED, EXIT_USAGE, PreparedRun, prepare_run, run_prepared
+from .launch_options import torchrun_argv
+from .machinery import AdapterError, RecordsError
+from .machinery.distributed import Rank, distributed_layer, process_group, rank_config
+
+WORKER = "simam2.adapters.launch"
+
+
+def choose_backend(nproc: int) -> str:
+    """NCCL with one GPU per process where this node has at least ``nproc`` GPUs; gloo on a node with none."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus == 0:
+        return "gloo"
+    if gpus < nproc:
+        raise AdapterError(f"--nproc-per-node {nproc} needs one GPU per process; this node has {gpus}")
+    return "nccl"
+
+
+def check_distributed(run: PreparedRun) -> None:
+    """Refuse what cannot run as several ranks, before any process starts."""
+    spec = run.spec
+    if spec.distributed is not None:
+        raise AdapterError(f"{spec.name} does not run under torchrun: {spec.distributed}")
+    if spec.own_ogm_ge and run.config.modulation == "ogm-ge":
+        raise AdapterError(f"{spec.name}'s own OGM-GE computes its coefficients from each rank's batch alone, so "
+                           "the ranks' parameters would drift apart; use --modulation df (reduced over ranks) "
+                           "or none")
+
+
+def launch(run: PreparedRun, rest: list[str]) -> int:
+    """Start torchrun with every rank running :func:`worker_main` on ``rest``; its exit status."""
+    check_distributed(run)
+    backend = choose_backend(run.args.nproc_per_node)
+    cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_argv(run.args),
+           "-m", WORKER, f"--backend={backend}", run.spec.name, "--checkout", str(run.checkout), *rest]
+    proc = subprocess.Popen(cmd)
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:  # torchrun got the same Ctrl-C and stops its ranks; wait for it
+        proc.wait()
+        return EXIT_INTERRUPTED
+    if rc != 0:
+        raise AdapterError(f"the run under torchrun failed (exit status {rc}): a rank stopped; its error is above")
+    return 0
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """One rank: ``--backend=B NAME [options] -- ARGS`` (started by torchrun through :func:`launch`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prefix = "simam2 run"
+    try:
+        if len(argv) < 2 or not argv[0].startswith("--backend="):
+            raise AdapterError("usage: python -m simam2.adapters.launch --backend=gloo|nccl NAME [options] -- ARGS "
+                               "(started by simam2 run NAME --nproc-per-node N)")
+        rank = Rank.from_env(argv[0].split("=", 1)[1])
+        prefix = f"simam2 run [rank {rank.rank}]"
+        name, rest = argv[1], argv[2:]
+        with process_group(rank):
+            run = prepare_run(name, rest)
+            check_distributed(run)
+            seed = run.config.seed if run.config.seed is not None else 0
+            config = rank_config(run.config, rank.rank)
+            with distributed_layer(rank, seed, run.checkout):
+                return run_prepared(run, config, start_extra={"distributed": {"world_size": rank.world_size,
+                                                                              "backend": rank.backend}})
+    except (AdapterError, RecordsError, ValueError, FileNotFoundError) as e:
+        print(f"{prefix}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as e:
+        print(f"{prefix}: interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())
