@@ -169,6 +169,10 @@ class RunProbe:
             self._rho_decoupled = self.modulator.observe_logits(l1, l2, labels)
         else:
             scores = decoupled_scores(l1, l2, labels)
+            if is_distributed():  # over the union of the ranks' batches, as the modulator's own
+                import torch.distributed as dist
+
+                dist.all_reduce(scores)
             self._rho_decoupled = scores[0] / scores[1]
 
     def _holds_model(self, optimizer) -> bool:
