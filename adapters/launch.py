@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-from .cli import EXIT_INTERRUPTED, EXIT_USAGE, PreparedRun, prepare_run, run_prepared
+from .cli import EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_USAGE, PreparedRun, prepare_run, run_prepared
 from .launch_options import torchrun_argv
 from .machinery import AdapterError, RecordsError
 from .machinery.distributed import Rank, distributed_layer, process_group, rank_config
@@ -52,6 +52,8 @@ def launch(run: PreparedRun, rest: list[str]) -> int:
     backend = choose_backend(run.args.nproc_per_node)
     cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_argv(run.args),
            "-m", WORKER, f"--backend={backend}", run.spec.name, "--checkout", str(run.checkout), *rest]
+    record = run.config.record
+    before = record.stat().st_size if record is not None and record.is_file() else 0
     proc = subprocess.Popen(cmd)
     try:
         rc = proc.wait()
@@ -59,8 +61,22 @@ def launch(run: PreparedRun, rest: list[str]) -> int:
         proc.wait()
         return EXIT_INTERRUPTED
     if rc != 0:
+        if _ended_nonfinite(record, before):  # rank 0 finished and said so: exit status 3 is no failure
+            return EXIT_NONFINITE
         raise AdapterError(f"the run under torchrun failed (exit status {rc}): a rank stopped; its error is above")
     return 0
+
+
+def _ended_nonfinite(path, size_before: int) -> bool:
+    """Whether rank 0's records of this run (the file grew) say it completed with a NaN or infinite
+    loss or metric."""
+    if path is None or not path.is_file() or path.stat().st_size <= size_before:
+        return False
+    from .machinery.records import read_records, runs
+
+    split = runs(read_records(path))
+    last = split[-1][-1] if split else {}
+    return last.get("event") == "end" and last.get("status") == "completed" and bool(last.get("nonfinite"))
 
 
 def worker_main(argv: list[str] | None = None) -> int:

@@ -23,13 +23,14 @@ LAUNCH_OPTIONS = (
     ("--master-addr", "master_addr", str, "torchrun's --master-addr (static rendezvous)"),
     ("--master-port", "master_port", int, "torchrun's --master-port (static rendezvous)"),
 )
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+METAVARS = {"nproc_per_node": "N", "nnodes": "N[:M]", "node_rank": "RANK", "rdzv_backend": "BACKEND",
+            "rdzv_endpoint": "HOST:PORT", "rdzv_id": "ID", "master_addr": "HOST", "master_port": "PORT"}
 
 
 def add_launch_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("more than one process (torchrun)")
     for flag, dest, type_, help_ in LAUNCH_OPTIONS:
-        g.add_argument(flag, dest=dest, type=type_, default=None, help=help_, metavar=dest.split("_")[-1].upper())
+        g.add_argument(flag, dest=dest, type=type_, default=None, help=help_, metavar=METAVARS[dest])
 
 
 def launch_requested(ns: argparse.Namespace) -> bool:
@@ -65,16 +66,22 @@ def torchrun_argv(ns: argparse.Namespace) -> list[str]:
     return out
 
 
+#: torchrun's ports where none is given: the c10d endpoint's, the static rendezvous's
+DEFAULT_RDZV_PORT, DEFAULT_MASTER_PORT = 29400, 29500
+
+
 def _own_address(ns) -> tuple[str, int | None]:
     if ns.rdzv_endpoint:
         host, _, port = ns.rdzv_endpoint.rpartition(":")
         if not host:
-            return ns.rdzv_endpoint, None  # torchrun's default port
+            return ns.rdzv_endpoint, DEFAULT_RDZV_PORT
         try:
             return host, int(port)
         except ValueError:
             raise AdapterError(f"--rdzv-endpoint {ns.rdzv_endpoint}: the port must be a number (HOST:PORT)") from None
-    return ns.master_addr or "127.0.0.1", ns.master_port
+    if ns.rdzv_backend not in (None, "static"):
+        return "127.0.0.1", None  # a rendezvous backend without an endpoint: torchrun says what it needs
+    return ns.master_addr or "127.0.0.1", ns.master_port or DEFAULT_MASTER_PORT
 
 
 def check_port_free(host: str, port: int, option: str) -> None:

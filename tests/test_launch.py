@@ -114,9 +114,10 @@ def _ghost_batchnorm(model: nn.Module, chunks: int) -> None:
                 for c in x.chunk(chunks)]))(bn)
 
 
-def _union_loss(checkout, captured: list[dict]) -> torch.Tensor:
+def _union_loss(checkout, captured: list[dict], ghost: bool = True) -> torch.Tensor:
     """One process, the union of the ranks' first batches (rank 0's samples first), the ranks' shared
-    initial state: main.py's fused cross-entropy, the mean over the union."""
+    initial state: main.py's fused cross-entropy, the mean over the union (BatchNorm per rank's
+    samples with ``ghost``, else over the union)."""
     import argparse
 
     config = RunConfig(simam2=True, zeta="learnable", modulation="df", seed=0)
@@ -128,7 +129,8 @@ def _union_loss(checkout, captured: list[dict]) -> torch.Tensor:
         model = basic_model.AVClassifier(args)
         model.load_state_dict(captured[0]["initial"])
         model.train()
-        _ghost_batchnorm(model, len(captured))
+        if ghost:
+            _ghost_batchnorm(model, len(captured))
         audio, visual = (torch.cat([c["inputs"][i] for c in captured]) for i in range(2))
         labels = torch.cat([c["labels"] for c in captured])
         with torch.no_grad():
@@ -166,6 +168,8 @@ def test_two_ranks_train_as_one_process_on_the_union(checkout, cremad, tmp_path)
     union = _union_loss(checkout, [r0, r1])
     torch.testing.assert_close((r0["loss"] + r1["loss"]) / 2, union, rtol=1e-5, atol=1e-6)
     assert step0["loss"] == pytest.approx(union.item(), rel=1e-5)
+    # the comparison is sharp: BatchNorm over the union instead of per rank gives another loss
+    assert abs(_union_loss(checkout, [r0, r1], ghost=False) - union) > 1e-3
 
     # one checkpoint, whole, from rank 0; one process evaluating it gets the run's numbers
     ckpts = list((tmp_path / "ckpt").iterdir())
@@ -265,3 +269,25 @@ def test_the_shuffling_loader_is_sharded_and_reshuffled_each_epoch():
     assert [b.tolist() for b in plain][0] == [0, 1, 2, 3, 4]  # evaluation: whole and in order on every rank
     with pytest.raises(Exception, match="does not split over 3 processes"):
         _loader_class(Rank(0, 3, 0, "gloo"), seed=5)(data, batch_size=4, shuffle=True)
+
+
+def _launch_args(*argv):
+    import argparse
+
+    from simam2.adapters.launch_options import add_launch_options
+
+    p = argparse.ArgumentParser()
+    add_launch_options(p)
+    return p.parse_args(list(argv))
+
+
+def test_torchrun_options_pass_through_and_one_node_without_address_is_standalone():
+    from simam2.adapters.launch_options import torchrun_argv
+
+    assert torchrun_argv(_launch_args("--nproc-per-node", "2")) == ["--nproc-per-node", "2", "--standalone"]
+    multi = ["--nproc-per-node", "4", "--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "node0:29400",
+             "--rdzv-id", "job"]
+    assert torchrun_argv(_launch_args(*multi)) == multi  # several nodes: as given, no port check
+    port = _free_port()
+    static = ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(port)]
+    assert torchrun_argv(_launch_args(*static)) == static

@@ -220,9 +220,10 @@ def _shared_mkdir(mkdir, checkout: Path):
 
 
 def distributed_replacements(rank: Rank, seed: int, checkout: Path) -> list[Replacement]:
+    ddp = _ddp_class(rank)
     reps = [
-        Replacement("torch.nn", "DataParallel", _ddp_class(rank)),
-        Replacement("torch.nn.parallel", "DataParallel", _ddp_class(rank)),
+        Replacement("torch.nn", "DataParallel", ddp),
+        Replacement("torch.nn.parallel", "DataParallel", ddp),
         Replacement("torch.utils.data", "DataLoader", _loader_class(rank, seed)),
         Replacement("torch", "save", atomic_save(torch.save) if rank.rank == 0 else _skip_save(torch.save)),
         Replacement("os", "mkdir", _shared_mkdir(os.mkdir, checkout)),
