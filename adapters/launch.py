@@ -6,12 +6,13 @@ starts ``python -m torch.distributed.run [torchrun options] -m simam2.adapters.l
 NAME --checkout CHECKOUT [options] -- ARGS`` (the checkout resolved once, not fetched by every rank). Each rank (:func:`worker_main`) joins the process group, parses the same
 command line and runs the upstream's script through :func:`run_script` inside the distributed layer
 (:mod:`.machinery.distributed`). When a rank fails, torchrun stops the others (SIGTERM, which
-unwinds them: their records end ``interrupted``) and ``simam2 run`` exits with one line.
+unwinds them: their records end ``interrupted``) and ``simam2 run`` exits with one line. A Ctrl-C
+or SIGTERM to ``simam2 run`` is passed to torchrun once, which passes it to every rank.
 """
 
 from __future__ import annotations
 
-import os
+import signal
 import subprocess
 import sys
 
@@ -54,11 +55,24 @@ def launch(run: PreparedRun, rest: list[str]) -> int:
            "-m", WORKER, f"--backend={backend}", run.spec.name, "--checkout", str(run.checkout), *rest]
     record = run.config.record
     before = record.stat().st_size if record is not None and record.is_file() else 0
-    proc = subprocess.Popen(cmd)
+    # torchrun in a session of its own: a Ctrl-C or a kill reaches it once, through us, and never
+    # twice (a second signal during its shutdown would leave ranks behind)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    stopped: list[int] = []
+
+    def forward(signum, frame):
+        if not stopped and proc.poll() is None:
+            proc.send_signal(signum)  # torchrun passes it on to every rank, which unwinds
+        stopped.append(signum)
+
+    handlers = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         rc = proc.wait()
-    except KeyboardInterrupt:  # torchrun got the same Ctrl-C and stops its ranks; wait for it
-        proc.wait()
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    if stopped:
+        print(f"simam2 run: interrupted ({signal.Signals(stopped[0]).name}); every rank was stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
     if rc != 0:
         if _ended_nonfinite(record, before):  # rank 0 finished and said so: exit status 3 is no failure

@@ -67,9 +67,10 @@ def _main_py_args(data: Path, ckpt: Path, train: bool = True) -> list[str]:
 OPTIONS = ["--simam2", "--zeta", "learnable", "--modulation", "df", "--seed", "0"]
 
 
-def _launch(checkout, data, out: Path, env: dict | None = None):
+def _launch(checkout, data, out: Path, env: dict | None = None, interrupt: int | None = None):
     """``simam2 run ogm-ge --nproc-per-node 2`` with c10d rendezvous on loopback at a free port;
-    (exit status, stderr, seconds). The whole process group is killed if it outlives TIMEOUT."""
+    (exit status, stderr, seconds). With ``interrupt``, that signal to simam2 once rank 0 has
+    started its records. Every process is killed if the run outlives TIMEOUT."""
     capture = out / "capture"
     capture.mkdir(parents=True)
     cmd = [sys.executable, "-m", "simam2.adapters.cli", "run", "ogm-ge", "--nproc-per-node", "2",
@@ -82,27 +83,54 @@ def _launch(checkout, data, out: Path, env: dict | None = None):
     proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
+        if interrupt is not None:
+            records = out / "run.jsonl"
+            while proc.poll() is None and not (records.exists() and records.stat().st_size > 0):
+                if time.monotonic() - start > TIMEOUT:
+                    raise subprocess.TimeoutExpired(cmd, TIMEOUT)
+                time.sleep(0.2)
+            proc.send_signal(interrupt)
         _, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_groups([proc.pid, *_rank_pids(capture)])
         proc.communicate()
         pytest.fail(f"the distributed run outlived {TIMEOUT} s")
-    finally:
-        _check_group_gone(proc.pid)
+    _check_groups_gone([proc.pid, *_rank_pids(capture)])
     return proc.returncode, err, time.monotonic() - start
 
 
-def _check_group_gone(pgid: int) -> None:
-    """Every process of the job (torchrun, its ranks, their loader workers) has ended; else kill them."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+def _rank_pids(capture: Path) -> list[int]:
+    """The ranks' and torchrun's process ids (each leads a session of its own)."""
+    return sorted({int(pid) for p in capture.glob("pid*") for pid in p.read_text().split()})
+
+
+def _kill_groups(groups: list[int]) -> None:
+    for g in groups:
         try:
-            os.killpg(pgid, 0)
+            os.killpg(g, signal.SIGKILL)
         except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.killpg(pgid, signal.SIGKILL)
-    pytest.fail("processes of the distributed run outlived it")
+            pass
+
+
+def _check_groups_gone(groups: list[int]) -> None:
+    """Every process of the job has ended: the launcher's group (simam2, torchrun) and each rank's
+    (the rank and its loader workers); else they are killed and the test fails."""
+    deadline = time.monotonic() + 10
+    alive = list(groups)
+    while alive and time.monotonic() < deadline:
+        still = []
+        for g in alive:
+            try:
+                os.killpg(g, 0)
+                still.append(g)
+            except ProcessLookupError:
+                pass
+        alive = still
+        if alive:
+            time.sleep(0.1)
+    if alive:
+        _kill_groups(alive)
+        pytest.fail(f"processes of the distributed run outlived it (process groups {alive})")
 
 
 def _ghost_batchnorm(model: nn.Module, chunks: int) -> None:
@@ -197,6 +225,21 @@ def test_a_rank_that_dies_ends_every_process_and_leaves_nothing_half_written(che
     assert records[-1]["event"] == "end" and records[-1]["status"] in ("failed", "interrupted"), records[-1]
     ckpt = tmp_path / "ckpt"
     assert not ckpt.exists() or not any(ckpt.iterdir())
+
+
+@pytest.mark.slow  # a 2-rank launch: about 35 s on a loaded 2-core machine
+def test_a_killed_run_stops_every_rank_and_the_records_end_interrupted(checkout, cremad, tmp_path):
+    """SIGTERM to simam2 (a scheduler's kill; Ctrl-C goes the same way as SIGINT) reaches torchrun
+    once and every rank as SIGTERM, which unwinds each rank's run."""
+    rc, err, seconds = _launch(checkout, cremad, tmp_path, interrupt=signal.SIGTERM)
+    print(f"killed run: {seconds:.1f} s")
+    assert rc == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "simam2 run: interrupted (SIGTERM); every rank was stopped"
+    records = read_records(tmp_path / "run.jsonl")
+    assert records[0]["event"] == "start"
+    assert records[-1]["event"] == "end" and records[-1]["status"] == "interrupted", records[-1]
+    ckpt = tmp_path / "ckpt"
+    assert not ckpt.exists() or all(p.suffix == ".pth" for p in ckpt.iterdir())  # no temporary file left
 
 
 def test_a_port_in_use_is_refused_before_any_process_starts(checkout, cremad, tmp_path, capsys):

@@ -5,7 +5,8 @@ process started under it imports this module at startup. In a torchrun worker (R
 through torch's global module hooks, the run's model: its state and inputs at the first training
 forward, the fused loss of that step, and its state at exit; it writes them to
 ``$SIMAM2_TEST_CAPTURE/rank{RANK}.pt``. With SIMAM2_TEST_FAIL_RANK=R, rank R raises at its first
-training forward (a rank that dies).
+training forward (a rank that dies). Each rank also writes its process id and torchrun's to ``pid{RANK}`` there
+at startup (torchrun starts each rank in a session of its own, out of reach of the test's process group).
 """
 
 import os
@@ -18,6 +19,9 @@ if os.environ.get("SIMAM2_TEST_CAPTURE") and "RANK" in os.environ:
     from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
     _rank = int(os.environ["RANK"])
+    # torchrun starts each rank in a session of its own: the test needs the ids to see them end
+    with open(os.path.join(os.environ["SIMAM2_TEST_CAPTURE"], f"pid{_rank}"), "w") as f:
+        f.write(f"{os.getpid()} {os.getppid()}")  # the rank's, torchrun's
     _save = torch.save
     _seen: dict = {}
 
