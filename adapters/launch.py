@@ -20,6 +20,7 @@ from .cli import EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_USAGE, PreparedRun, prep
 from .launch_options import torchrun_argv
 from .machinery import AdapterError, RecordsError
 from .machinery.distributed import Rank, distributed_layer, process_group, rank_config
+from .machinery.records import check_path
 
 WORKER = "simam2.adapters.launch"
 
@@ -50,6 +51,8 @@ def check_distributed(run: PreparedRun) -> None:
 def launch(run: PreparedRun, rest: list[str]) -> int:
     """Start torchrun with every rank running :func:`worker_main` on ``rest``; its exit status."""
     check_distributed(run)
+    if run.config.record is not None:  # rank 0 would refuse it alone, after the others had started
+        check_path(run.config.record, run.config.append)
     backend = choose_backend(run.args.nproc_per_node)
     cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_argv(run.args),
            "-m", WORKER, f"--backend={backend}", run.spec.name, "--checkout", str(run.checkout), *rest]

@@ -256,6 +256,14 @@ def test_a_port_in_use_is_refused_before_any_process_starts(checkout, cremad, tm
     assert not any(tmp_path.iterdir())
 
 
+def test_a_records_file_that_holds_records_is_refused_before_any_process_starts(checkout, tmp_path, capsys):
+    (tmp_path / "r.jsonl").write_text('{"event": "start"}\n')
+    rc = cli.main(["run", "ogm-ge", "--nproc-per-node", "2", "--checkout", str(checkout),
+                   "--record", str(tmp_path / "r.jsonl")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "already holds records" in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("name", ["avga", "psp", "fop"])
 def test_upstreams_without_dataparallel_and_dataloader_are_refused(name, capsys):
     rc = cli.main(["run", name, "--nproc-per-node", "2", "--checkout", str(Path.cwd())])
