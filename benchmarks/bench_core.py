@@ -1,21 +1,35 @@
-"""Forward+backward time of SimAM² fusion against vanilla summation with the same gate, side by side.
+"""Forward+backward time of SimAM² fusion against vanilla gated summation with the same gate.
 
-    python benchmarks/bench_core.py [--repeats N] [--threads T]
+    python benchmarks/bench_core.py [--repeats N] [--threads T] [--modes eager,compiled] [--device D]
+                                    [--shapes NAME,...] [--json FILE]
 
 Both sides use the same learnable gate ζ = sigmoid(Linear(concat(pool(x1), pool(x2)))); the vanilla
-side returns ζ x1 + (1 − ζ) x2, SimAM² adds Eq. 6–8 on top. Timings alternate between the two sides
-so that drift in machine load hits both; the report is the ratio of medians (target ≤ 1.3×).
+side returns ζ x1 + (1 − ζ) x2, SimAM² adds Eq. 6–8 on top. For each shape and each mode (eager, and
+``torch.compile`` of each whole module) the two sides are timed in alternation, one call each in turn,
+so that drift in machine load hits both alike; the report is the ratio of the two medians (target
+≤ 1.3×). A ratio is the only figure to compare across machines: bare times are printed for context.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import time
 
 import torch
 
 from simam2.core import LateFusion, SimAM2
+
+#: (name, shape, which module pair): the shapes of issue 12.
+SHAPES = {
+    "sum-2d": ((64, 512), "sum"),
+    "late-3d": ((64, 10, 512), "late"),
+    "sum-2d-small": ((64, 128), "sum"),
+    "map-16": ((16, 512, 7, 7), "sum"),
+    "map-64": ((64, 512, 7, 7), "sum"),
+}
 
 
 class GatedSum(SimAM2):
@@ -33,43 +47,82 @@ class GatedLateSum(LateFusion):
         return z * a + (1 - z) * v
 
 
-def time_once(module, x1, x2) -> float:
+def pair(kind: str, channels: int, device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    vanilla, simam2 = (GatedSum, SimAM2) if kind == "sum" else (GatedLateSum, LateFusion)
+    v, s = vanilla(channels, zeta="learnable").to(device), simam2(channels, zeta="learnable").to(device)
+    s.load_state_dict(v.state_dict(), strict=False)
+    return v, s
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_once(fn, x1, x2, device) -> float:
+    _sync(device)
     t0 = time.perf_counter()
-    module(x1, x2).sum().backward()
+    fn(x1, x2).sum().backward()
+    _sync(device)
     return time.perf_counter() - t0
 
 
-def compare(name, vanilla, simam2, shape, repeats):
-    torch.manual_seed(0)
-    simam2.load_state_dict(vanilla.state_dict(), strict=False)
-    x1 = torch.randn(shape, requires_grad=True)
-    x2 = torch.randn(shape, requires_grad=True)
-    for m in (vanilla, simam2):  # warm-up
-        for _ in range(5):
-            time_once(m, x1, x2)
+def compare(shape, kind, mode, repeats, device, warmup=5):
+    """Median forward+backward times (vanilla, SimAM²) in seconds, timed in alternation."""
+    vanilla, simam2 = pair(kind, shape[-1] if kind == "late" else shape[1], device)
+    fns = [vanilla, simam2]
+    if mode == "compiled":
+        torch._dynamo.reset()
+        fns = [torch.compile(m, fullgraph=True) for m in fns]
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(shape, generator=g).to(device).requires_grad_()
+    x2 = torch.randn(shape, generator=g).to(device).requires_grad_()
+    for fn in fns:
+        for _ in range(warmup):
+            time_once(fn, x1, x2, device)
     tv, ts = [], []
     for _ in range(repeats):
-        tv.append(time_once(vanilla, x1, x2))
-        ts.append(time_once(simam2, x1, x2))
-    mv, ms = statistics.median(tv), statistics.median(ts)
-    print(f"{name:<28} {str(tuple(shape)):<16} vanilla {mv * 1e6:8.1f} us   SimAM² {ms * 1e6:8.1f} us   "
-          f"ratio {ms / mv:5.2f}x")
-    return ms / mv
+        tv.append(time_once(fns[0], x1, x2, device))
+        ts.append(time_once(fns[1], x1, x2, device))
+    return statistics.median(tv), statistics.median(ts)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=200)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--repeats", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument("--modes", default="eager,compiled", help="comma-separated: eager, compiled")
+    p.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated of {', '.join(SHAPES)}")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, forward+backward, median of {args.repeats}")
-    compare("summation (B, C)", GatedSum(512, zeta="learnable"), SimAM2(512, zeta="learnable"), (64, 512),
-            args.repeats)
-    compare("late fusion (B, T, C)", GatedLateSum(512, zeta="learnable"), LateFusion(512, zeta="learnable"),
-            (64, 10, 512), args.repeats)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    modes = [m for m in args.modes.split(",") if m]
+    for m in modes:
+        if m not in ("eager", "compiled"):
+            p.error(f"--modes: unknown mode {m!r}; use eager, compiled")
+    names = [n for n in args.shapes.split(",") if n]
+    for n in names:
+        if n not in SHAPES:
+            p.error(f"--shapes: unknown shape {n!r}; known: {', '.join(SHAPES)}")
+    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, forward+backward, "
+          f"median of {args.repeats}, alternating")
+    print(f"{'shape':<18} {'mode':<9} {'vanilla':>10} {'SimAM²':>10} {'ratio':>7}")
+    rows = []
+    for name in names:
+        shape, kind = SHAPES[name]
+        for mode in modes:
+            tv, ts = compare(shape, kind, mode, args.repeats, device)
+            rows.append(dict(name=name, shape=list(shape), mode=mode, vanilla_s=tv, simam2_s=ts, ratio=ts / tv))
+            print(f"{str(shape):<18} {mode:<9} {tv * 1e3:8.3f}ms {ts * 1e3:8.3f}ms {ts / tv:6.2f}x", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(torch=torch.__version__, device=args.device, threads=torch.get_num_threads(),
+                           repeats=args.repeats, rows=rows), f, indent=1)
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main() else 1)
