@@ -144,12 +144,14 @@ class PairEnergyAttention(torch.autograd.Function):
         # slot j's importance takes H_j = h_j ∂E, h = (k, −a², −b²). With p = ∂E z (and h folded in
         # when the weights vary along the row) the gradient is (h/s) [2q (p − mean p) − β z].
         h = torch.stack([k.expand(a.shape), -a.square(), -b.square()])
-        p = torch.mul(z, ge)
+        work = z.new_empty((2, 3, n, m))  # p, then the gradients; p z, then the weights' terms
+        p, scratch = work.unbind(0)
+        torch.mul(z, ge, out=p)
         if a.shape[1] != 1:
             p.mul_(h)
             h = torch.ones_like(q)
-        scratch = torch.mul(p, z)
-        sums = torch.mv(torch.cat([p, scratch]).view(6 * n, m), ones).view(2, 3, n, 1)
+        torch.mul(p, z, out=scratch)
+        sums = torch.mv(work.view(6 * n, m), ones).view(2, 3, n, 1)
         alpha = q.mul(h).mul_(inv).mul_(2)  # 2 q h / s
         beta = sums[1].mul_(q.square()).mul_(live).mul_(h).mul_(inv).mul_(8 / (m - 1))
         g = torch.addcmul(sums[0].mul_(alpha).div_(-m), p, alpha, out=p)
