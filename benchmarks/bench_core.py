@@ -1,7 +1,7 @@
 """Forward+backward time of SimAM² fusion against vanilla gated summation with the same gate.
 
     python benchmarks/bench_core.py [--repeats N] [--threads T] [--modes eager,compiled] [--device D]
-                                    [--shapes NAME,...] [--json FILE]
+                                    [--shapes NAME,...] [--clock wall|cpu] [--json FILE]
 
 Both sides use the same learnable gate ζ = sigmoid(Linear(concat(pool(x1), pool(x2)))); the vanilla
 side returns ζ x1 + (1 − ζ) x2, SimAM² adds Eq. 6–8 on top. For each shape and each mode (eager, and
@@ -60,12 +60,18 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+#: wall: elapsed time (what a user waits for); cpu: this process's CPU time, which other people's
+#: load on a shared machine inflates far less (use it with --threads 1, where no thread spins idle)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
 def time_once(fn, x1, x2, device) -> float:
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     fn(x1, x2).sum().backward()
     _sync(device)
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def compare(shape, kind, mode, repeats, device, warmup=5):
@@ -95,9 +101,13 @@ def main(argv=None):
     p.add_argument("--modes", default="eager,compiled", help="comma-separated: eager, compiled")
     p.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated of {', '.join(SHAPES)}")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall time, or process CPU time (robust to a loaded machine; use with --threads 1)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global clock
+    clock = CLOCKS["wall"] if args.device != "cpu" else CLOCKS[args.clock]
     device = torch.device(args.device)
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
@@ -108,7 +118,7 @@ def main(argv=None):
         if n not in SHAPES:
             p.error(f"--shapes: unknown shape {n!r}; known: {', '.join(SHAPES)}")
     print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, forward+backward, "
-          f"median of {args.repeats}, alternating")
+          f"median of {args.repeats}, alternating, {clock.__name__}")
     print(f"{'shape':<18} {'mode':<9} {'vanilla':>10} {'SimAM²':>10} {'ratio':>7}")
     rows = []
     for name in names:
@@ -120,6 +130,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(torch=torch.__version__, device=args.device, threads=torch.get_num_threads(),
+                           clock=clock.__name__,
                            repeats=args.repeats, rows=rows), f, indent=1)
     return rows
 

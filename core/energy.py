@@ -77,6 +77,9 @@ def power_of_two_scale(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def channel_scale(x: torch.Tensor, dims: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(1/s, 1/s²)`` per channel, ``s`` a power of two near ``mean |x|`` over the neuron dims.
 
+    (:class:`~simam2.core.fused.PairEnergyAttention` takes ``s`` from the centred input instead;
+    either is exact, the choice only moves rounding.)
+
     The statistics then run on ``x / s``, whose squares neither overflow (float32 ``(x − μ)²`` is
     inf from ``|x − μ|`` ≈ 2e19 on) nor underflow. ``s`` is a constant of the computation (the
     function does not depend on it), hence without gradient. See :func:`power_of_two_scale`.
@@ -100,8 +103,9 @@ def importance(
     m = neuron_count(x, dims)
     xf = x.to(compute_dtype(x.dtype))
     inv, inv2 = channel_scale(xf, dims)
-    xs = xf * inv
-    d = (xs - xs.mean(dim=dims, keepdim=True)).square()
+    # (x − μ) / s with μ taken before scaling: the same numbers (s is a power of two), and both
+    # statistics come from one pass over x (inductor fuses the two reductions under torch.compile)
+    d = ((xf - xf.mean(dim=dims, keepdim=True)) * inv).square()
     v = d.sum(dim=dims, keepdim=True) / (m - 1)
     if not (isinstance(lam, (int, float)) and lam == 0):
         v = v + lam * inv2

@@ -3,6 +3,7 @@ float32, output in the input dtype) and under torch.compile(fullgraph=True) (no 
 recompilation across batches of one shape, the same numbers as eager)."""
 
 import contextlib
+import os
 
 import pytest
 import torch
@@ -11,13 +12,13 @@ from torch._dynamo.utils import counters
 
 from simam2.core import ConcatFusion, FiLMFusion, GradientModulator, LateFusion, SimAM2, Summation
 
-DEVICE = torch.get_default_device()
+DEVICE = torch.device(os.environ.get("SIMAM2_TEST_DEVICE", "cpu"))  # see tests/conftest.py
 #: autocast's low-precision dtypes per device: bf16 on CPU; fp16 and bf16 on CUDA
 AUTOCAST = [torch.bfloat16] if DEVICE.type == "cpu" else [torch.float16, torch.bfloat16]
 
 
 def randn(*shape, seed=0):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), device="cpu").to(DEVICE)
 
 
 # (name, fusion, input shapes): every form, 2-D, 3-D and 4-D inputs, fixed and learnable ζ

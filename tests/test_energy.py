@@ -13,7 +13,7 @@ from simam2.core.energy import energy_eq1
 def test_closed_form_equals_numerical_minimum_of_eq1(lam):
     rng = np.random.default_rng(0)
     x = rng.normal(size=7)
-    closed = exact_minimal_energy(torch.tensor(x).view(1, 1, 7), lam).view(-1).numpy()
+    closed = exact_minimal_energy(torch.tensor(x).view(1, 1, 7), lam).view(-1).cpu().numpy()
     for t in range(7):
         others = np.delete(x, t)
         res = minimize(lambda p: energy_eq1(p[0], p[1], x[t], others, lam), x0=[0.0, 0.0],

@@ -18,20 +18,22 @@ def reference_pair(x1, x2, weights, r, lam, neuron_dims=None):
 
 def inputs(shape, seed=0, weights="pair", dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    x1 = torch.randn(shape, generator=g, dtype=dtype).requires_grad_()
-    x2 = (0.5 * torch.randn(shape, generator=g, dtype=dtype) + 0.3).requires_grad_()
-    zeta = torch.rand(shape[:2], generator=g, dtype=dtype)
+    dev = torch.get_default_device()  # SIMAM2_TEST_DEVICE (tests/conftest.py); drawn on the CPU
+    x1 = torch.randn(shape, generator=g, dtype=dtype, device="cpu").to(dev).requires_grad_()
+    x2 = (0.5 * torch.randn(shape, generator=g, dtype=dtype, device="cpu") + 0.3).to(dev).requires_grad_()
+    zeta = torch.rand(shape[:2], generator=g, dtype=dtype, device="cpu").to(dev)
     if weights == "pair":  # ζ, 1 − ζ, as SimAM2 builds them
         w = pair_weights(zeta)
     elif weights == "interleaved":  # any (B, C, 2) layout, e.g. MultiSimAM2's softmax
         w = torch.stack([zeta, 1 - zeta], dim=-1)
     else:  # given weights that need not sum to one
-        w = torch.rand(shape[:2] + (2,), generator=g, dtype=dtype)
+        w = torch.rand(shape[:2] + (2,), generator=g, dtype=dtype, device="cpu").to(dev)
     return x1, x2, w.detach().requires_grad_()
 
 
 def grads(out, tensors, seed=1):
-    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype, device="cpu")
+    upstream = upstream.to(out.device)
     return torch.autograd.grad(out, tensors, upstream)
 
 
@@ -129,7 +131,7 @@ def test_huge_and_tiny_inputs_give_the_scaled_result(scale, shape):
     assert torch.isfinite(out).all()
     exact = fused_pair_attention(big1.double(), big2.double(), w32.double(), r.double(), 0.0)
     torch.testing.assert_close(out.double() / scale, exact / scale, rtol=1e-4, atol=1e-5)
-    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), device="cpu").to(out.device)
     for g, ge in zip(torch.autograd.grad(out, (big1, big2, w32), upstream),
                      torch.autograd.grad(exact, (big1, big2, w32), upstream.double())):
         assert torch.isfinite(g).all()
