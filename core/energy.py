@@ -69,8 +69,10 @@ def power_of_two_scale(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     in float32 (the square is capped at the dtype's largest value: ``λ/s²`` with λ = 0 is then 0,
     never ``0 · inf``).
     """
-    _, e = torch.frexp(torch.where(s > 0, s, torch.ones_like(s)))
-    inv = torch.ldexp(torch.ones_like(s), e.neg().clamp(-125, 125))
+    # floor(log2) and exp2 rather than frexp/ldexp: inductor vectorises them (frexp would make the
+    # loop it is fused into scalar); exp2 of an integer is exact
+    e = torch.where(s > 0, s, torch.ones_like(s)).log2().floor_().clamp_(-125, 125)
+    inv = e.neg_().exp2_()
     return inv, inv.square().clamp_max(torch.finfo(inv.dtype).max)
 
 
