@@ -168,70 +168,6 @@ class PairEnergyAttention(torch.autograd.Function):
         return g1 if need_x1 else None, g2 if need_x2 else None, g_weights, None, None, None
 
 
-def _slot_statistics(y, dims, m, lam):
-    """Per-channel μ, 1/s, q and the floor mask of one importance (the node's forward, functional)."""
-    mu = y.mean(dims, keepdim=True)
-    inv, inv2 = power_of_two_scale(y.detach().abs().mean(dims, keepdim=True))
-    v4 = ((y - mu) * inv).square().sum(dims, keepdim=True) * (4 / (m - 1))
-    if lam:
-        v4 = v4 + (4 * lam) * inv2
-    floor = (4 * EPS) * inv2
-    return mu, inv, 1 / torch.maximum(v4, floor), v4 >= floor
-
-
-def _pair_terms(x1, x2, a, b, k, stats):
-    """U, the scaled centred inputs z, their importances and σ = sigmoid(E*), from the statistics."""
-    u = a * x1 + b * x2
-    zs = [(y - mu) * inv for y, (mu, inv, _, _) in zip((u, x1, x2), stats)]
-    imps = [z.square() * q + 0.5 for z, (_, _, q, _) in zip(zs, stats)]
-    sig = torch.sigmoid(k * imps[0] - a.square() * imps[1] - b.square() * imps[2])
-    return u, zs, imps, sig
-
-
-class TracedPairAttention(torch.autograd.Function):
-    """The node :func:`fused_pair_attention` traces under ``torch.compile``: the same forward and
-    hand-derived backward as :class:`PairEnergyAttention`, written without in-place ops so that
-    inductor fuses them, and saving only the inputs and per-channel statistics (the backward
-    recomputes U, z, the importances and σ inside its fused loops, which costs less than reading
-    them back). Autograd's own backward of the reference takes more passes over the data.
-    """
-
-    @staticmethod
-    def forward(ctx, x1, x2, weights, k, lam: float, dims: tuple[int, ...]):
-        m = neuron_count(x1, dims)
-        a, b = _expand_weight(weights[..., 0], x1), _expand_weight(weights[..., 1], x1)
-        stats = [_slot_statistics(y, dims, m, lam if j == 0 else 0.0)
-                 for j, y in enumerate((a * x1 + b * x2, x1, x2))]
-        u, _, _, sig = _pair_terms(x1, x2, a, b, k, stats)
-        ctx.save_for_backward(x1, x2, weights, k, *(t for st in stats for t in st))
-        ctx.m, ctx.dims = m, dims
-        return sig * u  # Eq. 8
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x1, x2, weights, k, *flat = ctx.saved_tensors
-        stats = [flat[i:i + 4] for i in range(0, 12, 4)]
-        m, dims = ctx.m, ctx.dims
-        a, b = _expand_weight(weights[..., 0], x1), _expand_weight(weights[..., 1], x1)
-        u, zs, imps, sig = _pair_terms(x1, x2, a, b, k, stats)
-        gu = grad_out * sig
-        ge = gu * u * (1 - sig)  # ∂E
-        gs = []
-        for z, h, (_, inv, q, live) in zip(zs, (k, -a.square(), -b.square()), stats):
-            p = h * ge * z  # H z with H = h ∂E
-            beta = (p * z).sum(dims, keepdim=True) * q.square() * live * (8 / (m - 1))
-            gs.append(inv * (2 * q * (p - p.mean(dims, keepdim=True)) - beta * z))
-        du = gu + gs[0]
-        g1, g2 = a * du + gs[1], b * du + gs[2]
-        gw = None
-        if ctx.needs_input_grad[2]:
-            ga, gb = du * x1 - 2 * a * imps[1] * ge, du * x2 - 2 * b * imps[2] * ge
-            if x1.dim() > 2:
-                ga, gb = ga.sum(tuple(range(2, x1.dim()))), gb.sum(tuple(range(2, x1.dim())))
-            gw = torch.stack([ga, gb], -1)
-        return g1, g2, gw, None, None, None
-
-
 def _reference_backward(ctx, grad_out, inputs, r, need):
     """The vector-Jacobian product through the reference, with a graph: for second derivatives."""
     wanted = [t for t, n in zip(inputs, need) if n]
@@ -275,6 +211,6 @@ def fused_pair_attention(
     dims = resolve_neuron_dims(x1, neuron_dims)
     neuron_count(x1, dims)
     r = torch.as_tensor(r, dtype=x1.dtype, device=x1.device).detach()
-    if torch.compiler.is_compiling():  # the same node written for inductor to fuse
-        return TracedPairAttention.apply(x1, x2, weights, 2 - r, float(lam), dims)
+    if torch.compiler.is_compiling():  # inductor fuses the reference's passes; the Function hides them
+        return reference_pair_attention(x1, x2, weights, r, lam, dims)
     return PairEnergyAttention.apply(x1, x2, weights, r, float(lam), dims)

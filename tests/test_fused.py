@@ -6,7 +6,7 @@ import torch
 import simam2.core.fusion as fusion
 from simam2.core import MultiSimAM2, SimAM2, fused_energy, superpose
 from simam2.core.energy import resolve_neuron_dims
-from simam2.core.fused import TracedPairAttention, fused_pair_attention, pair_weights
+from simam2.core.fused import fused_pair_attention, pair_weights
 
 
 def reference_pair(x1, x2, weights, r, lam, neuron_dims=None):
@@ -57,20 +57,6 @@ def test_equals_reference_forward_and_every_gradient(shape, neuron_dims, layout)
     torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
     for gf, gr in zip(grads(fast, (x1, x2, w)), grads(ref, (x1, x2, w))):
         torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("shape, neuron_dims", CASES)
-@pytest.mark.parametrize("layout", ["pair", "free"])
-def test_the_node_compile_traces_equals_reference(shape, neuron_dims, layout):
-    """TracedPairAttention (what torch.compile traces) run eagerly: forward and every gradient."""
-    x1, x2, w = inputs(shape, weights=layout)
-    r = torch.tensor(0.37, dtype=torch.float64)
-    dims = resolve_neuron_dims(x1, neuron_dims)
-    traced = TracedPairAttention.apply(x1, x2, w, 2 - r, 1e-3, dims)
-    ref = reference_pair(x1, x2, w, r, 1e-3, neuron_dims)
-    torch.testing.assert_close(traced, ref, rtol=1e-10, atol=1e-12)
-    for gt, gr in zip(grads(traced, (x1, x2, w)), grads(ref, (x1, x2, w))):
-        torch.testing.assert_close(gt, gr, rtol=1e-10, atol=1e-12)
 
 
 def test_fixed_weights_take_no_gradient_and_inputs_still_do():
