@@ -1,7 +1,7 @@
 """Forward+backward time of SimAM² fusion against vanilla gated summation with the same gate.
 
     python benchmarks/bench_core.py [--repeats N] [--threads T] [--modes eager,compiled] [--device D]
-                                    [--shapes NAME,...] [--clock wall|cpu] [--json FILE]
+                                    [--shapes NAME,...] [--clock wall|cpu] [--baseline REF] [--json FILE]
 
 Both sides use the same learnable gate ζ = sigmoid(Linear(concat(pool(x1), pool(x2)))); the vanilla
 side returns ζ x1 + (1 − ζ) x2, SimAM² adds Eq. 6–8 on top. For each shape and each mode (eager, and
@@ -13,14 +13,22 @@ so that drift in machine load hits both alike; the report is the ratio of the tw
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
 import json
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from simam2.core import LateFusion, SimAM2
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: (name, shape, which module pair): the shapes of issue 12.
 SHAPES = {
@@ -47,12 +55,32 @@ class GatedLateSum(LateFusion):
         return z * a + (1 - z) * v
 
 
-def pair(kind: str, channels: int, device) -> tuple[torch.nn.Module, torch.nn.Module]:
+def pair(kind: str, channels: int, device, core=None) -> tuple[torch.nn.Module, ...]:
+    """The vanilla module, SimAM², and SimAM² from ``core`` (a baseline) when given: one gate."""
     torch.manual_seed(0)
     vanilla, simam2 = (GatedSum, SimAM2) if kind == "sum" else (GatedLateSum, LateFusion)
-    v, s = vanilla(channels, zeta="learnable").to(device), simam2(channels, zeta="learnable").to(device)
-    s.load_state_dict(v.state_dict(), strict=False)
-    return v, s
+    classes = [simam2] + ([core.SimAM2 if kind == "sum" else core.LateFusion] if core else [])
+    v = vanilla(channels, zeta="learnable").to(device)
+    out = [v]
+    for cls in classes:
+        m = cls(channels, zeta="learnable").to(device)
+        m.load_state_dict(v.state_dict(), strict=False)
+        out.append(m)
+    return tuple(out)
+
+
+def load_baseline(ref: str):
+    """``simam2.core`` as it is at git revision ``ref`` of this repository, imported under another
+    name, so that the same run times it beside the working tree's (before/after in one run)."""
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "core"], capture_output=True)
+    if tar.returncode != 0:
+        raise SystemExit(f"--baseline: git archive {ref} failed: {tar.stderr.decode().strip()}")
+    pkg = Path(tempfile.mkdtemp(prefix="simam2-baseline-")) / "simam2_baseline"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    tarfile.open(fileobj=io.BytesIO(tar.stdout)).extractall(pkg, filter="data")
+    sys.path.insert(0, str(pkg.parent))
+    return importlib.import_module("simam2_baseline.core")
 
 
 def _sync(device):
@@ -74,10 +102,11 @@ def time_once(fn, x1, x2, device) -> float:
     return clock() - t0
 
 
-def compare(shape, kind, mode, repeats, device, warmup=5):
-    """Median forward+backward times (vanilla, SimAM²) in seconds, timed in alternation."""
-    vanilla, simam2 = pair(kind, shape[-1] if kind == "late" else shape[1], device)
-    fns = [vanilla, simam2]
+def compare(shape, kind, mode, repeats, device, core=None, warmup=5):
+    """Median forward+backward times in seconds of (vanilla, SimAM², [baseline SimAM²]), timed in
+    alternation, one call each in turn."""
+    modules = pair(kind, shape[-1] if kind == "late" else shape[1], device, core)
+    fns = list(modules)
     if mode == "compiled":
         torch._dynamo.reset()
         fns = [torch.compile(m, fullgraph=True) for m in fns]
@@ -87,11 +116,11 @@ def compare(shape, kind, mode, repeats, device, warmup=5):
     for fn in fns:
         for _ in range(warmup):
             time_once(fn, x1, x2, device)
-    tv, ts = [], []
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        tv.append(time_once(fns[0], x1, x2, device))
-        ts.append(time_once(fns[1], x1, x2, device))
-    return statistics.median(tv), statistics.median(ts)
+        for fn, t in zip(fns, times):
+            t.append(time_once(fn, x1, x2, device))
+    return [statistics.median(t) for t in times]
 
 
 def main(argv=None):
@@ -103,6 +132,8 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall time, or process CPU time (robust to a loaded machine; use with --threads 1)")
+    p.add_argument("--baseline", metavar="REF", help="also time SimAM² as at this git revision (e.g. main), "
+                   "in the same alternation: before and after in one run")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -119,14 +150,21 @@ def main(argv=None):
             p.error(f"--shapes: unknown shape {n!r}; known: {', '.join(SHAPES)}")
     print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, forward+backward, "
           f"median of {args.repeats}, alternating, {clock.__name__}")
-    print(f"{'shape':<18} {'mode':<9} {'vanilla':>10} {'SimAM²':>10} {'ratio':>7}")
+    core = load_baseline(args.baseline) if args.baseline else None
+    head = f"{'shape':<18} {'mode':<9} {'vanilla':>10} {'SimAM²':>10} {'ratio':>7}"
+    print(head + (f" {'at ' + args.baseline:>12} {'ratio':>7}" if core else ""))
     rows = []
     for name in names:
         shape, kind = SHAPES[name]
         for mode in modes:
-            tv, ts = compare(shape, kind, mode, args.repeats, device)
-            rows.append(dict(name=name, shape=list(shape), mode=mode, vanilla_s=tv, simam2_s=ts, ratio=ts / tv))
-            print(f"{str(shape):<18} {mode:<9} {tv * 1e3:8.3f}ms {ts * 1e3:8.3f}ms {ts / tv:6.2f}x", flush=True)
+            tv, ts, *tb = compare(shape, kind, mode, args.repeats, device, core)
+            row = dict(name=name, shape=list(shape), mode=mode, vanilla_s=tv, simam2_s=ts, ratio=ts / tv)
+            line = f"{str(shape):<18} {mode:<9} {tv * 1e3:8.3f}ms {ts * 1e3:8.3f}ms {ts / tv:6.2f}x"
+            if tb:
+                row.update(baseline=args.baseline, baseline_s=tb[0], baseline_ratio=tb[0] / tv)
+                line += f" {tb[0] * 1e3:10.3f}ms {tb[0] / tv:6.2f}x"
+            rows.append(row)
+            print(line, flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(torch=torch.__version__, device=args.device, threads=torch.get_num_threads(),
