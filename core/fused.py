@@ -46,6 +46,11 @@ import torch
 from .energy import EPS, importance, neuron_count, power_of_two_scale, resolve_neuron_dims
 
 
+#: Scale every channel, as on an accelerator, even on the CPU where the node scales only channels
+#: whose squares overflow (the numbers are the same; tests set this to run that path on the CPU).
+SCALE_ALWAYS = False
+
+
 def pair_weights(zeta: torch.Tensor) -> torch.Tensor:
     """(B, C) ζ → (B, C, 2) weights (ζ, 1 − ζ), laid out as (2, B, C) so that each weight is a
     contiguous slice. ``torch.stack(..., dim=-1)`` interleaves the two: slow to build, to slice and
@@ -100,15 +105,23 @@ class PairEnergyAttention(torch.autograd.Function):
         for y, cy in zip((u, x1, x2), c.unbind(0)):
             torch.sub(y, y.mean(dims, keepdim=True), out=cy)
         cdims = tuple(d + 1 for d in dims)
-        imp = torch.abs(c)  # the buffer that holds |c|, then z², then the importances
-        inv, inv2 = power_of_two_scale(imp.mean(cdims, keepdim=True))
-        z = c.mul_(inv)  # z = (y − μ) / s: exact (s is a power of two), and z² cannot overflow
-        torch.mul(z, z, out=imp)
+        imp = c * c  # the buffer that holds z², then the importances
+        v4 = imp.sum(cdims, keepdim=True)
+        # Scaling by a power of two commutes with rounding, so it changes no number except where
+        # c² overflows (inf from |c| ≈ 2e19 on in float32). On the CPU, where reading v4 costs
+        # nothing, it runs only then; on an accelerator always, since a check would make the host wait.
+        if SCALE_ALWAYS or c.device.type != "cpu" or not bool(torch.isfinite(v4).all()):
+            inv, inv2 = power_of_two_scale(torch.abs(c, out=imp).mean(cdims, keepdim=True))
+            torch.mul(c.mul_(inv), c, out=imp)  # z = (y − μ) / s, and z², which cannot overflow
+            v4 = imp.sum(cdims, keepdim=True)
+        else:
+            inv = inv2 = torch.ones_like(v4)
+        z = c
         # v4 = 4 (Σz² / (M − 1) + λ/s²), q = 1 / max(v4, 4 EPS/s²): the reference's 1 / (4 max(v, EPS))
-        v4 = imp.sum(cdims, keepdim=True).mul_(4 / (m - 1))
+        v4.mul_(4 / (m - 1))
         if lam:
             v4[0].add_(inv2[0], alpha=4 * lam)  # λ on U only (SPEC §2)
-        floor = inv2.mul_(4 * EPS)
+        floor = inv2.mul(4 * EPS)
         live = v4 >= floor  # clamp_min passes gradient here; the backward mirrors that mask
         q = torch.maximum(v4, floor).reciprocal_()
         imp.mul_(q).add_(0.5)  # SPEC §1, all three at once

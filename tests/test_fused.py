@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import simam2.core.fused as fused
 import simam2.core.fusion as fusion
 from simam2.core import MultiSimAM2, SimAM2, fused_energy, superpose
 from simam2.core.energy import resolve_neuron_dims
@@ -49,7 +50,11 @@ CASES = [
 
 @pytest.mark.parametrize("shape, neuron_dims", CASES)
 @pytest.mark.parametrize("layout", ["pair", "interleaved", "free"])
-def test_equals_reference_forward_and_every_gradient(shape, neuron_dims, layout):
+@pytest.mark.parametrize("scale_always", [False, True], ids=["scaled-on-overflow", "scaled-always"])
+def test_equals_reference_forward_and_every_gradient(monkeypatch, shape, neuron_dims, layout, scale_always):
+    """Both paths of the node: scaled only where squares overflow (the CPU's), and always (an
+    accelerator's)."""
+    monkeypatch.setattr(fused, "SCALE_ALWAYS", scale_always)
     x1, x2, w = inputs(shape, weights=layout)
     r = torch.tensor(0.37, dtype=torch.float64)
     fast = fused_pair_attention(x1, x2, w, r, 1e-3, neuron_dims)
@@ -78,8 +83,10 @@ def test_gradcheck(shape):
     assert torch.autograd.gradcheck(lambda a, b, c: fused_pair_attention(a, b, c, r, 1e-2), (x1, x2, w))
 
 
-def test_clamped_variance_matches_reference_gradient():
+@pytest.mark.parametrize("scale_always", [False, True], ids=["scaled-on-overflow", "scaled-always"])
+def test_clamped_variance_matches_reference_gradient(monkeypatch, scale_always):
     """A channel whose variance is below EPS: the clamp holds q fixed, and so must the backward."""
+    monkeypatch.setattr(fused, "SCALE_ALWAYS", scale_always)
     x1, x2, w = inputs((3, 8))
     with torch.no_grad():
         x1[0] = 1 + 1e-8 * torch.arange(8, dtype=torch.float64)  # var ≈ 6e-16 < EPS
