@@ -5,8 +5,8 @@
 
 Both sides use the same learnable gate ζ = sigmoid(Linear(concat(pool(x1), pool(x2)))); the vanilla
 side returns ζ x1 + (1 − ζ) x2, SimAM² adds Eq. 6–8 on top. For each shape and each mode (eager, and
-``torch.compile`` of each whole module) the two sides are timed in alternation, one call each in turn,
-so that drift in machine load hits both alike; the report is the ratio of the two medians (target
+``torch.compile`` of each whole module) the two sides are timed in alternation, one call each in turn
+(each round starting with another side), so that drift in machine load hits both alike; the report is the ratio of the two medians (target
 ≤ 1.3×). A ratio is the only figure to compare across machines: bare times are printed for context.
 """
 
@@ -104,7 +104,7 @@ def time_once(fn, x1, x2, device) -> float:
 
 def compare(shape, kind, mode, repeats, device, core=None, warmup=5):
     """Median forward+backward times in seconds of (vanilla, SimAM², [baseline SimAM²]), timed in
-    alternation, one call each in turn."""
+    alternation, one call each in turn, the first of each round rotating."""
     modules = pair(kind, shape[-1] if kind == "late" else shape[1], device, core)
     fns = list(modules)
     if mode == "compiled":
@@ -117,9 +117,12 @@ def compare(shape, kind, mode, repeats, device, core=None, warmup=5):
         for _ in range(warmup):
             time_once(fn, x1, x2, device)
     times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, t in zip(fns, times):
-            t.append(time_once(fn, x1, x2, device))
+    for i in range(repeats):
+        # each round starts with another side: what one call leaves behind (freed memory, caches)
+        # must not favour the one that always follows it
+        for j in range(len(fns)):
+            k = (i + j) % len(fns)
+            times[k].append(time_once(fns[k], x1, x2, device))
     return [statistics.median(t) for t in times]
 
 
