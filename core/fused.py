@@ -110,20 +110,23 @@ class PairEnergyAttention(torch.autograd.Function):
         # Scaling by a power of two commutes with rounding, so it changes no number except where
         # c² overflows (inf from |c| ≈ 2e19 on in float32). On the CPU, where reading v4 costs
         # nothing, it runs only then; on an accelerator always, since a check would make the host wait.
+        # v4 = 4 (Σz² / (M − 1) + λ/s²), q = 1 / max(v4, 4 EPS/s²): the reference's 1 / (4 max(v, EPS))
         if SCALE_ALWAYS or c.device.type != "cpu" or not bool(torch.isfinite(v4).all()):
             inv, inv2 = power_of_two_scale(torch.abs(c, out=imp).mean(cdims, keepdim=True))
             torch.mul(c.mul_(inv), c, out=imp)  # z = (y − μ) / s, and z², which cannot overflow
-            v4 = imp.sum(cdims, keepdim=True)
-        else:
-            inv = inv2 = torch.ones_like(v4)
+            v4 = imp.sum(cdims, keepdim=True).mul_(4 / (m - 1))
+            if lam:
+                v4[0].add_(inv2[0], alpha=4 * lam)  # λ on U only (SPEC §2)
+            floor = inv2.mul_(4 * EPS)
+        else:  # s = 1: z = c
+            inv = None
+            v4.mul_(4 / (m - 1))
+            if lam:
+                v4[0].add_(4 * lam)
+            floor = 4 * EPS
         z = c
-        # v4 = 4 (Σz² / (M − 1) + λ/s²), q = 1 / max(v4, 4 EPS/s²): the reference's 1 / (4 max(v, EPS))
-        v4.mul_(4 / (m - 1))
-        if lam:
-            v4[0].add_(inv2[0], alpha=4 * lam)  # λ on U only (SPEC §2)
-        floor = inv2.mul(4 * EPS)
         live = v4 >= floor  # clamp_min passes gradient here; the backward mirrors that mask
-        q = torch.maximum(v4, floor).reciprocal_()
+        q = (torch.maximum(v4, floor) if inv is not None else v4.clamp_min_(floor)).reciprocal_()
         imp.mul_(q).add_(0.5)  # SPEC §1, all three at once
         # Eq. 7, E = (2 − r) imp_U − a² imp_1 − b² imp_2, built in U's slot, which then holds s;
         # the other two slots keep a imp_1 and b imp_2, what the weights' gradient needs
@@ -134,7 +137,7 @@ class PairEnergyAttention(torch.autograd.Function):
         e.addcmul_(w1, wimp1, value=-1)
         e.addcmul_(w2, wimp2, value=-1)
         s = e.sigmoid_()
-        ctx.save_for_backward(x1, x2, weights, w, u, z, imp, q, inv, live, k)
+        ctx.save_for_backward(x1, x2, weights, w, u, z, imp, q, inv, live, k)  # inv: None when s = 1
         ctx.m, ctx.cdims, ctx.lam, ctx.dims = m, cdims, lam, dims
         return s * u  # Eq. 8
 
@@ -161,8 +164,11 @@ class PairEnergyAttention(torch.autograd.Function):
         p.mul_(c)
         scratch = torch.mul(p, c)
         # in z = c / s: the same formulas, and the gradient times 1/s, folded into the per-channel factors
-        beta = scratch.sum(cdims, keepdim=True).mul_(q.square().mul_(live).mul_(inv)).mul_(8 / (m - 1))
-        g = p.sub_(p.sum(cdims, keepdim=True), alpha=1 / m).mul_(q.mul(-2).mul_(inv))
+        qq, q2 = q.square().mul_(live), q.mul(-2)
+        if inv is not None:
+            qq.mul_(inv), q2.mul_(inv)
+        beta = scratch.sum(cdims, keepdim=True).mul_(qq).mul_(8 / (m - 1))
+        g = p.sub_(p.sum(cdims, keepdim=True), alpha=1 / m).mul_(q2)
         g.addcmul_(c, beta)
         g0, g1, g2 = g.unbind(0)
         gu.sub_(g0)  # ∂U in full: the direct path plus U's importance
