@@ -13,6 +13,7 @@ autograd node with a derived backward (tests hold the two equal).
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Sequence
 
 import torch
@@ -255,14 +256,25 @@ class MultiSimAM2(nn.Module):
         xs = [x.to(ct) for x in xs]
         w = weights.to(ct)
         r = self._update(w)
-        if len(xs) == 2:  # the paper's case: Eq. 4, 7, 8 in one autograd node
-            out = fused_pair_attention(xs[0], xs[1], w, r.to(ct), self.lam, dims)
-        else:
-            u = superpose(xs, w)  # Eq. 4
-            e = fused_energy(xs, w, u, r.to(ct), self.lam, dims)  # Eq. 7
-            out = torch.sigmoid(e) * u  # Eq. 8
+        out = self._attend(xs, w, r.to(ct), dims)
         self.weights, self.r = weights.detach(), r
         return out.to(out_dtype)
+
+    def _attend(self, xs, w, r, dims) -> torch.Tensor:
+        """Eq. 4, 7, 8 on inputs already in the statistics' dtype (SPEC §1: at least float32).
+
+        Autocast is switched off here: it would run the row sums (matrix-vector products) and any
+        matmul in bf16/fp16 again. K = 2 takes the fused node (under torch.compile, the reference
+        it stands for, which inductor fuses); K > 2 the reference.
+        """
+        device = xs[0].device.type
+        off = torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext()
+        with off:
+            if len(xs) == 2:  # the paper's case: Eq. 4, 7, 8 in one autograd node
+                return fused_pair_attention(xs[0], xs[1], w, r, self.lam, dims)
+            u = superpose(xs, w)  # Eq. 4
+            e = fused_energy(xs, w, u, r, self.lam, dims)  # Eq. 7
+            return torch.sigmoid(e) * u  # Eq. 8
 
     def forward(self, *xs: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         return self.fuse(xs, weights)
