@@ -231,3 +231,63 @@ def test_each_fusion_trains_validates_and_tests(checkout, cremad, tmp_path, fusi
     assert set(log["test"]) == {"test_acc", "test_f1", "acc_audio", "acc_visual", "f1_audio", "f1_visual"}
     assert set(log["shapley"]) == {"audio", "visual"}
     assert not (tmp_path / fusion / "checkpoints").exists()  # 257 MB, removed after the test used it
+
+
+# -- SimAM² in BalanceMM's fusion modules ----------------------------------------------------------
+
+from simam2.adapters.balancemm_layers import ogm_groups, simam2_fusion_classes, x1_modality  # noqa: E402
+from simam2.core import ConcatFusion as CoreConcat  # noqa: E402
+from simam2.core import FiLMFusion as CoreFiLM  # noqa: E402
+from simam2.core import Summation  # noqa: E402
+
+
+@pytest.mark.parametrize("name, args", [("ConcatFusion_N", (1024, 6)), ("SumFusion", (512, 6)), ("FiLM", (512, 512, 6))])
+def test_simam2_fusions_keep_the_upstreams_layers_and_initialisation(fusion_arch, name, args):
+    torch.manual_seed(3)
+    vanilla = getattr(fusion_arch, name)(*args)
+    torch.manual_seed(3)
+    ours = simam2_fusion_classes(fusion_arch)[name](*args)
+    theirs = dict(vanilla.named_parameters())
+    for key, value in theirs.items():
+        torch.testing.assert_close(dict(ours.named_parameters())[key], value, rtol=0, atol=0)
+    assert isinstance(ours, getattr(fusion_arch, name))
+
+
+@pytest.mark.parametrize("zeta", ["fixed", "learnable"])
+def test_simam2_fusions_are_the_core_forms_on_the_upstream_terms(fusion_arch, zeta):
+    torch.manual_seed(4)
+    classes = simam2_fusion_classes(fusion_arch, zeta=zeta)
+    a, v = torch.randn(5, 512), torch.randn(5, 512)
+    concat = classes["ConcatFusion_N"](1024, 6)
+    assert isinstance(concat.simam2, CoreConcat)
+    torch.testing.assert_close(concat({"audio": a, "visual": v}), concat.fc_out(concat.simam2(a, v)))
+    # fixed ζ: the superposition is half the padded concatenation, then the attention
+    summ = classes["SumFusion"](512, 6)
+    assert isinstance(summ.simam2, Summation)
+    torch.testing.assert_close(summ(a, v)[-1], summ.simam2(summ.fc_x(a), summ.fc_y(v)))
+    film = classes["FiLM"](512, 512, 6)
+    gamma, beta = torch.split(film.fc(a), 512, 1)
+    torch.testing.assert_close(film(a, v)[-1], film.fc_out(film.simam2(gamma, v, beta)))
+    assert isinstance(film.simam2, CoreFiLM)
+
+
+def test_simam2_fusion_refuses_a_given_zeta(fusion_arch):
+    with pytest.raises(ValueError, match="no gate of its own"):
+        simam2_fusion_classes(fusion_arch, zeta="given")
+
+
+def test_df_groups_are_the_ogm_trainers_and_film_weighs_the_filmed_stream(fusion_arch):
+    class Model(torch.nn.Module):
+        def __init__(self, fusion):
+            super().__init__()
+            self.modality_encoder = torch.nn.ModuleDict({"audio": torch.nn.Conv2d(1, 2, 3), "visual": torch.nn.Conv2d(3, 2, 3)})
+            self.fusion_module = fusion
+
+    classes = simam2_fusion_classes(fusion_arch, zeta="learnable")
+    model = Model(classes["FiLM"](512, 512, 6))
+    groups = ogm_groups(model, ["audio", "visual"])
+    # conv weights only: OGMTrainer skips 1-D (bias) gradients
+    assert [p.shape for p in groups["audio"]] == [(2, 1, 3, 3)]
+    assert [p.shape for p in groups["visual"]] == [(2, 3, 3, 3)]
+    assert x1_modality(model.fusion_module, ["audio", "visual"]) == "visual"
+    assert x1_modality(classes["SumFusion"](512, 6), ["audio", "visual"]) == "audio"
