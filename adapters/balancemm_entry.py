@@ -43,6 +43,8 @@ class Overrides:
     epochs: the trainer's ``max_epochs``; batch_size: per-device batch; workers: loader processes
         (0 loads in-process; pin_memory follows the device).
     fusion: one of :data:`FUSIONS`.
+    trainer: values merged into the trainer's own block (``alpha``, ``modulation_starts``, …: the
+        CLI sets only some of them).
     keep_checkpoint: the upstream saves the best model (257 MB with ResNet18s and AdamW state) and
         reloads it for the test; False removes ``checkpoints/`` once the run is over.
     """
@@ -53,6 +55,7 @@ class Overrides:
     batch_size: int | None = None
     workers: int | None = None
     fusion: str | None = None
+    trainer: dict | None = None
     keep_checkpoint: bool = False
 
     def __post_init__(self) -> None:
@@ -81,6 +84,8 @@ class Overrides:
             config["dataloader"]["pin_memory"] = False
         if self.fusion is not None:
             config["model"]["fusion"] = self.fusion
+        if self.trainer:
+            config["trainer"].update(self.trainer)
         return config
 
 
@@ -107,11 +112,14 @@ def _saved_process_state(checkout: Path, argv: Sequence[str]) -> Iterator[None]:
 
 
 def run_module(checkout: Path | str, argv: Sequence[str], overrides: Overrides,
-               before: Callable[[dict], None] | None = None) -> Path:
+               before: Callable[[dict], None] | None = None,
+               context: Callable[[], contextlib.AbstractContextManager] | None = None) -> Path:
     """Run ``python -m balancemm ARGV`` from ``checkout`` in this process with ``overrides``; returns
     the run's ``training.log``.
 
-    ``before`` is called with the resolved config after the overrides (a hook for adapters). The
+    ``before`` is called with the resolved config after the overrides (a hook for adapters);
+    ``context()`` is entered once the checkout is importable and left after the run (an adapter's
+    replacements, e.g. :func:`~simam2.adapters.balancemm_layers.installed`). The
     ``balancemm`` package stays imported afterwards, so that a second run in the same process sees
     the same module objects; the handlers its logger gained are closed and removed.
     """
@@ -134,7 +142,8 @@ def run_module(checkout: Path | str, argv: Sequence[str], overrides: Overrides,
 
         train.train_and_test = train_and_test
         try:
-            runpy.run_module("balancemm", run_name="__main__", alter_sys=True)
+            with context() if context is not None else contextlib.nullcontext():
+                runpy.run_module("balancemm", run_name="__main__", alter_sys=True)
         finally:
             train.train_and_test = original
             for handler in run_logger.handlers[:]:

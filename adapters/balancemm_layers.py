@@ -19,6 +19,10 @@ trainer modulates (every non-1-D parameter whose name contains the modality).
 
 from __future__ import annotations
 
+import contextlib
+import types
+from typing import Iterator
+
 import torch
 import torch.nn as nn
 
@@ -134,3 +138,35 @@ def decoupling_free_trainer(ogm_trainer: type) -> type:
 
     OGMTrainerDF.__name__ = OGMTrainerDF.__qualname__ = DF_TRAINER
     return OGMTrainerDF
+
+
+@contextlib.contextmanager
+def installed(simam2: bool = False, zeta: str = "fixed", lam: float = 1e-6, s: float = 2.5) -> Iterator[dict]:
+    """Within the block, an importable ``balancemm`` builds SimAM² fusion modules (when ``simam2``)
+    and finds :data:`DF_TRAINER` among its trainers; everything is restored on exit.
+
+    The fusion classes are swapped where ``BaseClassifierModel.__init__`` looks them up (the names
+    in ``balancemm.models.avclassify_model``); the trainer is a module appended to
+    ``balancemm.trainer._trainer_modules``, which ``create_trainer`` searches by name. Yields
+    ``{"trainer": the DF trainer class}``.
+    """
+    import balancemm.models.avclassify_model as avclassify
+    import balancemm.models.fusion_arch as fusion_arch
+    import balancemm.trainer as trainers
+    from balancemm.trainer.OGM_trainer import OGMTrainer
+
+    saved = {}
+    if simam2:
+        for name, cls in simam2_fusion_classes(fusion_arch, zeta, lam, s).items():
+            saved[name] = getattr(avclassify, name)
+            setattr(avclassify, name, cls)
+    df = decoupling_free_trainer(OGMTrainer)
+    module = types.ModuleType("simam2_balancemm_trainers")
+    setattr(module, DF_TRAINER, df)
+    trainers._trainer_modules.append(module)
+    try:
+        yield {"trainer": df}
+    finally:
+        trainers._trainer_modules.remove(module)
+        for name, cls in saved.items():
+            setattr(avclassify, name, cls)
