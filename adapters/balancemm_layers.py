@@ -111,6 +111,8 @@ def decoupling_free_trainer(ogm_trainer: type) -> type:
 
     class OGMTrainerDF(ogm_trainer):
         modulator: GradientModulator | None = None
+        #: one entry per training step: epoch, ρ1 (Eq. 11), k1, k2 and whether the window applied them
+        history: list[dict] = []
 
         def _modulator(self, model) -> GradientModulator:
             if self.modulator is None:
@@ -133,7 +135,11 @@ def decoupling_free_trainer(ogm_trainer: type) -> type:
             model(batch)
             loss = nn.CrossEntropyLoss()(model.unimodal_result["output"], label)
             loss.backward()
-            self._modulator(model).apply()
+            modulator = self._modulator(model)
+            applied = modulator.apply()
+            last = modulator.last
+            self.history.append({"epoch": self.current_epoch, "applied": applied, **{
+                k: float(last[k]) for k in ("rho_zeta", "k1", "k2") if k in last}})
             return loss
 
     OGMTrainerDF.__name__ = OGMTrainerDF.__qualname__ = DF_TRAINER

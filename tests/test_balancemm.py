@@ -291,3 +291,42 @@ def test_df_groups_are_the_ogm_trainers_and_film_weighs_the_filmed_stream(fusion
     assert [p.shape for p in groups["visual"]] == [(2, 3, 3, 3)]
     assert x1_modality(model.fusion_module, ["audio", "visual"]) == "visual"
     assert x1_modality(classes["SumFusion"](512, 6), ["audio", "visual"]) == "audio"
+
+
+RUN_DF = """
+import functools, json, sys
+from simam2.adapters.balancemm_entry import Overrides, run_module
+from simam2.adapters.balancemm_layers import installed
+checkout, spec, fusion = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+history = []
+def context():
+    cm = installed(simam2=True, zeta="learnable")
+    class Keep:
+        def __enter__(self):
+            history.append(cm.__enter__()["trainer"])
+        def __exit__(self, *exc):
+            return cm.__exit__(*exc)
+    return Keep()
+argv = ["--trainer", "OGMTrainerDF", "--dataset", "CREMAD", "--model", "BaseClassifier", "--device", "cpu", "--alpha", "0.5"]
+run_module(checkout, argv, Overrides(**spec), context=context)
+print("HISTORY" + json.dumps(history[0].history))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fusion", ["concat", "film"])
+def test_simam2_and_the_df_trainer_through_python_m_balancemm(checkout, cremad, tmp_path, fusion):
+    spec = {"out_dir": str(tmp_path / "df"), "data": str(cremad), "epochs": 2, "batch_size": 4, "workers": 0,
+            "fusion": fusion, "trainer": {"modulation_starts": 1, "modulation_ends": 1}}
+    proc = subprocess.run([sys.executable, "-c", RUN_DF, str(checkout), json.dumps(spec), fusion],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads(proc.stdout.split("HISTORY", 1)[1])
+    log = read_training_log(tmp_path / "df" / "training.log")
+    assert len(log["valid"]) == 2 and log["test"] and set(log["shapley"]) == {"audio", "visual"}
+    # two batches of 4 from 8 clips per epoch; the window is epoch 1 only
+    assert [h["epoch"] for h in history] == [0, 0, 1, 1]
+    assert [h["applied"] for h in history] == [False, False, True, True]
+    for h in history[2:]:
+        rho = h["rho_zeta"]
+        assert rho > 0 and min(h["k1"], h["k2"]) < 1 <= max(h["k1"], h["k2"])  # OGM-GE's rule on Eq. 11's ρ
