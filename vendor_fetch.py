@@ -18,8 +18,13 @@ Guarantees:
   recorded in the manifest, never faked.
 * Tamper-evident: the manifest (``.git/simam2-manifest.json`` inside the checkout) records the pin,
   the sha256 of every applied patch, the left-out paths and the git tree of the patched index. A
-  checkout whose files differ from that tree is reported, not reused (``--force`` rebuilds it); a
-  checkout made with an older patch set is rebuilt.
+  checkout whose files differ from that tree, or that holds any file outside it (a planted
+  ``librosa.py`` would be imported by the next run), is reported, not reused (``--force`` rebuilds
+  it); a checkout made with an older patch set is rebuilt.
+* Safe with its input: credentials in a source URL (``https://user:TOKEN@host/...``) are never
+  printed nor stored (progress, errors, manifest and the checkout's git config show ``***``); git's
+  ``ext::``/``fd::`` remote helpers, which run commands, are refused, as is any transport other
+  than https, http, ssh, git and file.
 
 No upstream code is kept in this repository: the patches carry only the lines they change.
 """
@@ -51,6 +56,8 @@ MANIFEST_FORMAT = 1
 # that stalls instead of waiting forever; a user's own settings win.
 _GIT_ENV_DEFAULTS = {
     "GIT_TERMINAL_PROMPT": "0",
+    # the transports a source may use (submodules and redirects included); ext:: and fd:: run commands
+    "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",
     "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
     "GIT_HTTP_LOW_SPEED_TIME": "60",
 }
@@ -59,7 +66,29 @@ Progress = Optional[Callable[[str], object]]
 
 
 class FetchError(RuntimeError):
-    """An expected failure of a fetch, with a one-line message that says what to do."""
+    """An expected failure of a fetch, with a one-line message that says what to do.
+
+    The message is redacted here, once for every path that raises one: no credential of a source
+    URL reaches the user's terminal or a log through it.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(redact(str(message)))
+
+
+class UsageError(FetchError):
+    """A fetch refused because of its input (source, cache folder): the command line exits 2."""
+
+
+# scheme://userinfo@host...: the userinfo (a user and password, or a token alone) is the secret
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+#: URL schemes a source may use; git's remote helpers (``<transport>::<address>``) are refused.
+SAFE_SCHEMES = ("https", "http", "ssh", "git", "file", "git+ssh", "ssh+git")
+
+
+def redact(text: str) -> str:
+    """``text`` with the userinfo of every URL in it replaced by ``***``."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True)
@@ -163,16 +192,38 @@ def resolve_source(name: str, source: str | None = None) -> str:
     ``{owner}`` and ``{name}`` (the upstream's GitHub owner and repository name) are filled in; a
     string without them is used as it is. A local path must exist.
     """
-    up = _upstream(name)
-    template = source or os.environ.get("SIMAM2_SOURCE") or DEFAULT_SOURCE
-    # Plain replacement, not str.format: a URL may hold other braces.
-    resolved = template.replace("{owner}", up.owner).replace("{name}", up.repo)
+    template, resolved = _filled(name, source)
     if _is_url(resolved):
         return resolved
     path = Path(resolved).expanduser().absolute()
     if not path.exists():
         raise FetchError(f"source of {name} not found: {path} (from source {template!r})")
     return str(path)
+
+
+def _filled(name: str, source: str | None) -> tuple[str, str]:
+    """(template, template with ``{owner}`` and ``{name}`` filled in); a refused transport raises."""
+    up = _upstream(name)
+    template = source or os.environ.get("SIMAM2_SOURCE") or DEFAULT_SOURCE
+    # Plain replacement, not str.format: a URL may hold other braces.
+    resolved = template.replace("{owner}", up.owner).replace("{name}", up.repo)
+    _refuse_unsafe_transport(resolved)
+    return template, resolved
+
+
+def _refuse_unsafe_transport(source: str) -> None:
+    """A UsageError for git's remote-helper syntax (``ext::cmd`` runs ``cmd``; ``fd::`` and any
+    ``<helper>::``) and for a URL scheme outside :data:`SAFE_SCHEMES` (``ext://`` included)."""
+    helper = re.match(r"^([A-Za-z0-9][A-Za-z0-9+.-]*)?::", source)
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", source)
+    if helper:
+        what = f"git's {helper.group(1) or ''}:: transport (a remote helper; ext:: runs a command)"
+    elif scheme and scheme.group(1).lower() not in SAFE_SCHEMES:
+        what = f"the {scheme.group(1)}:// transport"
+    else:
+        return
+    raise UsageError(f"source {source!r} uses {what}, which vendor_fetch refuses; give --source (or "
+                     f"$SIMAM2_SOURCE) a URL of {'/'.join(SAFE_SCHEMES)}, a host:path or a local folder")
 
 
 def _is_url(source: str) -> bool:
@@ -299,24 +350,42 @@ def read_manifest(checkout: Path) -> dict | None:
 
 
 def _modifications(checkout: Path, up: Upstream, manifest: dict) -> list[str]:
-    """What differs from the pinned tree + recorded patches: moved HEAD, staged or unstaged edits.
+    """What differs from the pinned tree + recorded patches: moved HEAD, staged or unstaged edits,
+    any file outside the tree, and any left-out path that is present after all.
 
-    Untracked files are not counted: running an upstream leaves ``__pycache__`` and logs behind, and
-    they change nothing the pinned files compute.
+    Files outside the tree count whatever git would ignore (``git ls-files --others`` without the
+    exclude files): an upstream's .gitignore (``result*``, ``experiments/``) or the user's global one
+    (``*.so``) must not hide a planted module from this check. The one exception is compiled
+    bytecode, ``*.pyc`` in a ``__pycache__`` folder, that running an upstream script in place
+    writes; Python loads such a file only for a source beside it, which this check covers. A
+    left-out path that is present is named first: git cannot compare it (its blob is missing) and
+    stops with a bare "unable to read <oid>".
     """
+    present = [f"{p} (left out, yet present)" for p in manifest.get("left_out") or []
+               if os.path.lexists(Path(checkout) / p)]
+    if present:
+        return present
     git = _gitmodule()
     try:
         with git.Repo(checkout) as repo:
             head = repo.git.execute(["git", "rev-parse", "HEAD"])
             staged = repo.git.execute(["git", "diff", "--cached", "--name-only", "-z", manifest["tree"]])
             unstaged = repo.git.execute(["git", "diff", "--name-only", "-z"])
+            others = repo.git.execute(["git", "ls-files", "--others", "-z"])
     except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError, KeyError) as e:
         return [f"not a readable git checkout ({_one_line(e)})"]
     changed = []
     if head != up.sha:
         changed.append(f"HEAD at {head[:12]} instead of the pin {up.sha[:12]}")
     changed += sorted(set(filter(None, staged.split("\0"))) | set(filter(None, unstaged.split("\0"))))
+    changed += [f"{p} (not in the pinned tree)" for p in sorted(filter(None, others.split("\0")))
+                if not _is_bytecode(p)]
     return changed
+
+
+def _is_bytecode(path: str) -> bool:
+    parts = Path(path).parts
+    return len(parts) >= 2 and parts[-2] == "__pycache__" and parts[-1].endswith(".pyc")
 
 
 def _patch_change(old: list[dict], new: list[dict]) -> str:
@@ -347,7 +416,7 @@ def _rebuild_source(dest: Path, up: Upstream) -> str | None:
 
 def _clone(name: str, up: Upstream, source: str, into: Path, say) -> object:
     git = _gitmodule()
-    say(f"{name}: cloning {source}")
+    say(f"{name}: cloning {redact(source)}")
     try:
         # No checkout yet: a snapshot with missing blobs cannot be checked out in full.
         repo = git.Repo.clone_from(source, into, no_checkout=True, env=_git_env())
@@ -360,6 +429,8 @@ def _clone(name: str, up: Upstream, source: str, into: Path, say) -> object:
     if not _has_commit(repo, up.sha):
         raise FetchError(f"{source} has no commit {up.sha} (the pin of {name}); "
                          f"is it a complete copy of {up.slug}?")
+    if redact(source) != source:  # git stored the URL, credentials and all, as origin
+        _git(repo, "remote", "set-url", "origin", redact(source))
     return repo
 
 
@@ -413,7 +484,7 @@ def _check_out_and_patch(name: str, up: Upstream, source: str, repo, patches: li
         "name": name,
         "upstream": up.slug,
         "sha": up.sha,
-        "source": source,
+        "source": redact(source),
         "patches": _patch_records(patches),
         "left_out": left_out,
         # The patched index as a tree: later checks compare the checkout against exactly this.
@@ -491,17 +562,18 @@ def fetch(name: str, source: str | None = None, home: str | os.PathLike | None =
     ``patches_root``: folder of per-upstream patch folders (default ``PATCHES_ROOT``).
     Raises FetchError for every expected failure.
     """
-    say = progress or (lambda _line: None)
+    say = (lambda line: progress(redact(line))) if progress else (lambda _line: None)
     up = _upstream(name)
     key = _key(name)
     home = home_dir(home)
     dest = home / key
     patches = patch_files(name, patches_root)
     records = _patch_records(patches)
+    _filled(name, source)  # a source refused for its transport is refused before anything is made
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise FetchError(f"cannot create the cache folder {home}: {e}") from e
+        raise _unwritable(home, e) from e
 
     with _locked(home, say):
         _remove_leftovers(home, key)
@@ -526,7 +598,10 @@ def fetch(name: str, source: str | None = None, home: str | os.PathLike | None =
             say(f"{name}: --force: rebuilding {dest}")
 
         source = _rebuild_source(dest, up) or resolve_source(name, source)
-        building = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=home))
+        try:
+            building = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=home))
+        except OSError as e:
+            raise _unwritable(home, e) from e
         try:
             _build(name, up, source, building, patches, say)
             _make_shareable(building)
@@ -536,6 +611,11 @@ def fetch(name: str, source: str | None = None, home: str | os.PathLike | None =
             raise
     say(f"{name}: done -> {dest}")
     return dest
+
+
+def _unwritable(home: Path, error: OSError) -> UsageError:
+    return UsageError(f"cannot write to the cache folder {home} ({error.strerror or error}): "
+                      f"point --home (or $SIMAM2_HOME) at a writable folder, or make {home} writable")
 
 
 def _print_list(home: str | None) -> None:
@@ -568,7 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: fetch the named upstreams (all by default); 0 on success, 1 on a failed fetch,
-    2 on bad arguments. Expected failures print one ``error:`` line on stderr, no traceback."""
+    2 on bad arguments (a refused source, an unwritable cache folder). Expected failures print one
+    ``error:`` line on stderr, no traceback."""
     ns = build_parser().parse_args(argv)
     if ns.list:
         _print_list(ns.home)
@@ -581,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     names = list(dict.fromkeys(ns.names)) or list(UPSTREAMS)
     source = ns.source or os.environ.get("SIMAM2_SOURCE")
     if source and len(names) > 1 and not is_template(source):
-        print(f"error: source {source!r} has no {{owner}}/{{name}} placeholders, so it can serve only "
+        print(f"error: source {redact(source)!r} has no {{owner}}/{{name}} placeholders, so it can serve only "
               f"one upstream; name one, or use a template", file=sys.stderr)
         return 2
     failed = 0
@@ -589,6 +670,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             try:
                 fetch(name, source=ns.source, home=ns.home, force=ns.force)
+            except UsageError as e:  # the same input would fail for every other name too
+                print(f"error: {e}", file=sys.stderr)
+                return 2
             except FetchError as e:
                 print(f"error: {e}", file=sys.stderr)
                 failed += 1

@@ -14,31 +14,13 @@ import importlib
 import sys
 from pathlib import Path
 
-from . import ADAPTERS, TABLES, get_adapter
-from .base import MODULATION_CHOICES, ZETA_CHOICES, AdapterError, run_script
+from . import ADAPTERS, TABLES, get_spec
+from .machinery import AdapterError, RecordsError, add_run_options, config_from_args, run_script
+from .machinery.install import checkout_of
 
-
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("SimAM² and modulation")
-    g.add_argument("--simam2", action="store_true", help="replace the upstream's fusion with SimAM²")
-    g.add_argument("--zeta", choices=ZETA_CHOICES, default="fixed",
-                   help="ζ: fixed 0.5, a learnable gate, or the upstream's own gate (default: fixed)")
-    g.add_argument("--modulation", choices=MODULATION_CHOICES, default="none",
-                   help="gradient modulation: none, OGM-GE's decoupled ratio, or decoupling-free (Eq. 11)")
-    g.add_argument("--no-ge", action="store_true", help="modulate without OGM-GE's Gaussian noise (plain OGM)")
-    g.add_argument("--alpha", type=float, default=0.1, help="OGM-GE's alpha (default 0.1)")
-    g.add_argument("--modulation-start", type=int, default=0, help="first modulated epoch (default 0)")
-    g.add_argument("--modulation-end", type=int, default=50, help="last modulated epoch (default 50)")
-    g.add_argument("--lam", type=float, default=1e-6, help="λ of Eq. 6-7 (default 1e-6)")
-    g.add_argument("--s", type=float, default=2.5, help="s of Eq. 6 (default 2.5)")
-    g.add_argument("--seed", type=int, default=None, help="seed Python, NumPy and torch before the run")
-    g.add_argument("--record", type=Path, default=None,
-                   help="JSON-lines file for per-step ratios and per-evaluation metrics")
-    w = p.add_argument_group("where")
-    w.add_argument("--checkout", type=Path, default=None,
-                   help="an upstream checkout to use (default: fetch into the cache)")
-    w.add_argument("--workdir", type=Path, default=None,
-                   help="working directory of the run (default: the current one)")
+EXIT_USAGE = 2
+EXIT_NONFINITE = 3
+EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write a tiny synthetic dataset in an upstream's on-disk format",
                        description="Write a tiny synthetic dataset that the upstream's own loaders read.")
     p.add_argument("name", choices=list(ADAPTERS), help="the upstream")
-    p.add_argument("dir", type=Path, help="output folder")
+    p.add_argument("dir", type=Path, help="output folder (new or empty, unless --force)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--dataset", default=None, help="ogm-ge: CREMAD (default) or VGGSound")
+    p.add_argument("--force", action="store_true", help="write into a folder that already holds files")
 
     p = sub.add_parser("run", help="run an upstream's own training script with SimAM²", add_help=False,
                        description="Run NAME's own script unchanged; arguments after -- go to it.")
@@ -78,43 +62,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_parser(name: str):
-    adapter = get_adapter(name)
+def run_parser(name: str):
+    """(spec, the parser of ``simam2 run NAME``): the shared run options from RunConfig, then the spec's."""
+    spec = get_spec(name)
     p = argparse.ArgumentParser(
         prog=f"simam2 run {name}",
-        description=f"Run {adapter.upstream}'s {adapter.script} unchanged, with SimAM² as configured. "
+        description=f"Run {spec.upstream}'s {spec.script} unchanged, with SimAM² as configured. "
                     "Arguments after -- are passed to the script.")
-    _add_run_options(p)
-    adapter.add_arguments(p)
-    return adapter, p
+    add_run_options(p)
+    w = p.add_argument_group("where")
+    w.add_argument("--checkout", type=Path, default=None,
+                   help="an upstream checkout to use (default: fetch into the cache)")
+    w.add_argument("--workdir", type=Path, default=None,
+                   help="working directory of the run (default: the current one)")
+    spec.add_arguments(p)
+    return spec, p
 
 
 def _cmd_run(ns) -> int:
     if ns.name in (None, "-h", "--help"):
         print(f"usage: simam2 run NAME [options] -- ARGS ...\n\nNAME: {', '.join(ADAPTERS)}\n"
               "simam2 run NAME --help lists NAME's options.")
-        return 0 if ns.name else 2
+        return 0 if ns.name else EXIT_USAGE
     rest = list(ns.rest)
     upstream = []
     if "--" in rest:
         i = rest.index("--")
         rest, upstream = rest[:i], rest[i + 1:]
-    adapter, parser = _run_parser(ns.name)
+    spec, parser = run_parser(ns.name)
     args = parser.parse_args(rest)
-    config = adapter.config_from_args(args)
+    config = config_from_args(args, default_zeta=spec.default_zeta)
     if config.record is not None:  # relative to where the user stands, not the run's workdir
         config.record = config.record.resolve()
-    argv = adapter.upstream_args(args) + upstream
-    ctx = run_script(adapter, argv, config, checkout=args.checkout, cwd=adapter.workdir_for(args),
-                     script=adapter.script_for(args))
+    checkout = Path(args.checkout).resolve() if args.checkout is not None else checkout_of(spec)
+    if args.workdir is not None:
+        _refuse_inside(Path(args.workdir), checkout, "--workdir")
+    argv = spec.upstream_argv(config, args) + upstream
+    ctx = run_script(spec, argv, config, checkout=checkout, cwd=spec.workdir_for(args), script=spec.script_for(args))
     if config.record is not None:
         print(f"records: {config.record}")
-    return 0 if ctx else 1
+    if ctx.recorder.nonfinite:
+        print(f"simam2 run: a loss or metric of the run was NaN or infinite (see the records' end record)",
+              file=sys.stderr)
+        return EXIT_NONFINITE
+    return 0
+
+
+def _refuse_inside(path: Path, checkout: Path, option: str) -> None:
+    """The cached checkout is shared and read-only for runs: nothing of a run goes inside it."""
+    resolved = path.resolve()
+    if resolved == checkout or checkout in resolved.parents:
+        raise AdapterError(f"{option} {path} is inside the upstream checkout {checkout}: choose a folder of "
+                           "your own (the checkout is a shared cache)")
 
 
 def _cmd_synth(ns) -> int:
-    out = get_adapter(ns.name).synth(ns.dir, seed=ns.seed)
-    print(f"wrote a synthetic {ns.name} dataset to {out}")
+    out = Path(ns.dir)
+    if out.exists() and not out.is_dir():
+        raise AdapterError(f"synth: {out} is a file; name a folder")
+    if out.is_dir() and any(out.iterdir()) and not ns.force:
+        raise AdapterError(f"synth: {out} already holds files, which the dataset would overwrite; name a new "
+                           "or empty folder, or pass --force")
+    kwargs = {"seed": ns.seed}
+    if ns.dataset is not None:
+        if ns.name != "ogm-ge":
+            raise AdapterError("synth: --dataset chooses between ogm-ge's CREMAD and VGGSound")
+        kwargs["dataset"] = ns.dataset
+    written = get_spec(ns.name).synth(out, **kwargs)
+    print(f"wrote a synthetic {ns.name} dataset to {written}")
     return 0
 
 
@@ -160,9 +175,12 @@ def main(argv=None) -> int:
         ns = build_parser().parse_args(argv)
     try:
         return COMMANDS[ns.command](ns) or 0
-    except (AdapterError, ValueError, FileNotFoundError) as e:
+    except (AdapterError, RecordsError, ValueError, FileNotFoundError) as e:
         print(f"simam2 {ns.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"simam2 {ns.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from simam2.adapters import Adapter, RunConfig, installed, run_script
-from simam2.adapters.ogm_ge import ADAPTER
+from simam2.adapters import RunConfig, Spec, current_context, installed, run_script
+from simam2.adapters.ogm_ge.spec import SPEC as ADAPTER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def bench_steps(checkout: Path, steps: int, batch: int) -> None:
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(batch, 64, 48, generator=g), torch.randn(batch, 3, 1, 64, 64, generator=g),
              torch.randint(0, 6, (batch,), generator=g))]
-    config = RunConfig(simam2=True, zeta="learnable", modulation="df", seed=0)
+    config = RunConfig(simam2=True, zeta="learnable", modulation="df", alpha=0.8, seed=0)
     spans = {name: Spans() for name, *_ in SIDES}
     current = {}
     argv = ["main.py", "--dataset", "CREMAD", "--fusion_method", "sum", "--modulation", "Normal",
@@ -98,7 +98,7 @@ def bench_steps(checkout: Path, steps: int, batch: int) -> None:
         stack.callback(first.remove)
         device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
         model = AVClassifier(args)
-        modulator = model._recording.modulator
+        modulator = current_context().probe.modulator
         model.apply(main.weight_init)
         model = torch.nn.DataParallel(model.to(device))
         last = register_optimizer_step_pre_hook(lambda *a: current["spans"].after())  # after every other hook
@@ -130,7 +130,7 @@ def bench_steps(checkout: Path, steps: int, batch: int) -> None:
               f"decoupling-free {free * 1e3:8.2f} ms   -> decoupling-free {decoupled / free:5.1f}x cheaper")
 
 
-class NoAdapter(Adapter):
+class NoAdapter(Spec):
     """The same run machinery, nothing replaced: main.py as the patched upstream ships it."""
 
     name = "ogm-ge (no adapter)"
@@ -144,7 +144,8 @@ def bench_epoch(checkout: Path, data: Path, repeats: int) -> None:
     sides = {
         "without adapter": (NoAdapter(), None, "Normal"),
         "adapter (vanilla, records)": (ADAPTER, RunConfig(), "Normal"),
-        "adapter + SimAM² + df": (ADAPTER, RunConfig(simam2=True, zeta="learnable", modulation="df"), "Normal"),
+        "adapter + SimAM² + df": (ADAPTER, RunConfig(simam2=True, zeta="learnable", modulation="df", alpha=0.8),
+                                  "Normal"),
     }
     times = {k: [] for k in sides}
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,12 +12,14 @@ autograd node with a derived backward (tests hold the two equal).
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from .checks import SkipReport, check_nonnegative, check_unit_interval
 from .energy import EPS, compute_dtype, importance, resolve_neuron_dims
 from .fused import fused_pair_attention, pair_weights
 
@@ -68,6 +70,11 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).mean(-1) if x.dim() > 2 else x
 
 
+def _host_readable(t: torch.Tensor) -> bool:
+    """Whether reading ``t`` on the host costs no device synchronisation and no graph break."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -88,7 +95,9 @@ class MultiSimAM2(nn.Module):
 
     After each forward: ``.weights`` (B, C, K) and ``.r``, both detached. Buffers: ``var_max`` (C,),
     saved in the state dict; ``weight_sums`` (K,), the batch-and-channel sums of each weight in the
-    last training forward (read by :class:`~simam2.core.GradientModulator`, Eq. 11).
+    last training forward (read by :class:`~simam2.core.GradientModulator`, Eq. 11; NaN until the
+    first); ``skipped_updates``, how many training batches had non-finite ζ statistics and so left
+    both as they were (with a warning). λ and s must be finite and ≥ 0, given weights in [0, 1].
     """
 
     def __init__(
@@ -111,13 +120,20 @@ class MultiSimAM2(nn.Module):
         self.channels = channels
         self.modalities = modalities
         self.zeta_mode = zeta
-        self.lam = lam
-        self.s = s
+        self.lam = check_nonnegative("lam (λ)", lam)
+        self.s = check_nonnegative("s (the scale of Eq. 6)", s)
         self.neuron_dims = neuron_dims
         self.sync_dist = sync_dist
         self.gate = self._make_gate() if zeta == "learnable" else None
         self.register_buffer("var_max", torch.zeros(channels))
         self.register_buffer("weight_sums", torch.full((modalities,), float("nan")), persistent=False)
+        # training batches whose ζ statistics were not finite, and so left var_max and weight_sums as
+        # they were (see _update)
+        self.register_buffer("skipped_updates", torch.zeros((), dtype=torch.long), persistent=False)
+        self._skip_report = SkipReport(
+            "SimAM²: ζ's batch statistics were not finite (NaN or inf in ζ, from the inputs or the "
+            "gate) in {n} training batch(es) so far; var_max and weight_sums kept their values for "
+            "those batches, whose r and output are NaN")
         self.weights: torch.Tensor | None = None
         self.r: torch.Tensor | None = None
 
@@ -163,15 +179,49 @@ class MultiSimAM2(nn.Module):
         """r for this forward (Eq. 6); in training mode also grows ``var_max`` and ``weight_sums``.
 
         Both updates are in place, so that they survive torch.nn.DataParallel: its replica on the
-        first device shares storage with the wrapped module.
+        first device shares storage with the wrapped module. Non-finite statistics never enter
+        either buffer (``torch.maximum`` would keep a NaN for ever): such a batch leaves both as they
+        were, counts in ``skipped_updates`` and is warned about (:meth:`_grow`). The decision is
+        taken from the all-reduced statistics under DDP, so every rank takes the same one. An empty
+        batch in training mode is an error, except under DDP with sync_dist, where the other ranks'
+        samples make the statistics and a rank that raised would leave them waiting in the
+        all-reduce.
         """
         with torch.no_grad():
+            syncs = self.training and self.sync_dist and _distributed()
+            if self.training and weights.shape[0] == 0 and not syncs:
+                raise ValueError(
+                    "SimAM² got an empty batch (B = 0) in training mode: ζ's batch variance (Eq. 6) is "
+                    "undefined; skip empty batches before the model (e.g. DataLoader(drop_last=True))")
             var_b, sums = self._batch_statistics(weights)
             if self.training:
-                torch.maximum(self.var_max, var_b.to(self.var_max.dtype), out=self.var_max)
-                self.weight_sums.copy_(sums)
+                self._grow(var_b, sums)
             # in float64: r is a ratio of sums of small variances
             return degradation_factor(var_b.double(), self.var_max.double(), self.s, self.lam)
+
+    def _grow(self, var_b: torch.Tensor, sums: torch.Tensor) -> None:
+        """var_max ← max(var_max, var_b) and weight_sums ← sums, unless the statistics are not finite.
+
+        A NaN or inf weight makes its channel's variance NaN (and its modality's sum non-finite),
+        so var_b alone decides. Where reading it is free (a CPU tensor, outside torch.compile) the
+        decision is a plain ``if``; elsewhere it is a ``torch.where`` on the device, so that the
+        host never waits for an accelerator.
+        """
+        if _host_readable(var_b):
+            # the sum of C variances of weights in [0, 1] cannot overflow: it is finite iff each is
+            if math.isfinite(var_b.sum().item()):
+                torch.maximum(self.var_max, var_b.to(self.var_max.dtype), out=self.var_max)
+                self.weight_sums.copy_(sums)
+            else:
+                self.skipped_updates.add_(1)
+                self._skip_report(self.skipped_updates)
+        else:
+            finite = torch.isfinite(var_b).all()
+            grown = torch.maximum(self.var_max, var_b.to(self.var_max.dtype))
+            self.var_max.copy_(torch.where(finite, grown, self.var_max))
+            self.weight_sums.copy_(torch.where(finite, sums.to(self.weight_sums.dtype), self.weight_sums))
+            self.skipped_updates.add_(~finite)
+            self._skip_report(self.skipped_updates)
 
     # -- the forward -------------------------------------------------------------------------------
 
@@ -192,12 +242,17 @@ class MultiSimAM2(nn.Module):
                 f"got {tuple(weights.shape)}"
             )
 
+    def _check_given(self, weights: torch.Tensor) -> None:
+        check_unit_interval(weights, "given fusion weights")
+
     def fuse(self, xs: Sequence[torch.Tensor], weights: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 4–8 for K inputs; ``weights`` (B, C, K) given, or computed per ``zeta``."""
         self._check(xs, weights)
         dims = resolve_neuron_dims(xs[0], self.neuron_dims)
         if weights is None:
             weights = self.compute_weights(xs)
+        else:
+            self._check_given(weights)
         out_dtype = xs[0].dtype
         ct = compute_dtype(torch.promote_types(out_dtype, weights.dtype))
         xs = [x.to(ct) for x in xs]
@@ -249,6 +304,9 @@ class SimAM2(MultiSimAM2):
     def compute_weights(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         zeta = self.compute_zeta(*xs)
         return pair_weights(zeta)
+
+    def _check_given(self, weights: torch.Tensor) -> None:
+        check_unit_interval(weights[..., 0], "given zeta (ζ)")  # 1 − ζ is in [0, 1] when ζ is
 
     @property
     def zeta(self) -> torch.Tensor | None:

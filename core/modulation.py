@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch.optim.optimizer import Optimizer, register_optimizer_step_pre_hook
 
+from .checks import check_nonnegative
+
 MODES = ("ogm", "ogm_ge")
 RATIOS = ("zeta", "decoupled")
 #: OGM-GE adds this to the gradient's std before drawing its noise (its main.py).
@@ -35,10 +37,15 @@ def ogm_coefficients(rho1, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
     """OGM-GE's rule (its Eq. 10), SPEC §5: the dominant modality's gradient is damped.
 
     ``ρ1 > 1``: ``k1 = 1 − tanh(α ρ1)``, ``k2 = 1``; otherwise ``k2 = 1 − tanh(α / ρ1)``, ``k1 = 1``.
-    Accepts a float or a tensor; returns 0-dim tensors on ``rho1``'s device.
+    Accepts a float or a tensor; returns 0-dim tensors on ``rho1``'s device. α must be finite and
+    ≥ 0 (α < 0 would amplify the dominant modality); α = 0 gives k = 1 whatever ρ1, also at ρ1 = 0 or
+    ∞, where the products would be 0 · ∞.
     """
+    alpha = check_nonnegative("alpha (α)", alpha)
     rho1 = torch.as_tensor(rho1, dtype=torch.float32 if not torch.is_tensor(rho1) else None)
     one = torch.ones_like(rho1)
+    if alpha == 0:
+        return one, one.clone()
     dominant = rho1 > 1
     k1 = torch.where(dominant, 1 - torch.tanh(alpha * rho1), one)
     k2 = torch.where(dominant, one, 1 - torch.tanh(alpha / rho1))
@@ -74,7 +81,7 @@ class GradientModulator:
             whose fusion weight is ζ.
         fusion: the fusion module whose ζ drives ``ratio="zeta"``: a :class:`~simam2.core.SimAM2`
             (its ``weight_sums`` buffer is read, on device) or any object with a ``.zeta`` tensor.
-        alpha: OGM-GE's α.
+        alpha: OGM-GE's α, finite and ≥ 0.
         mode: ``"ogm"`` (``grad ← k·grad``) or ``"ogm_ge"`` (plus ``N(0, std(grad)²)`` noise).
         start_epoch, end_epoch: the modulation window, inclusive at both ends as in OGM-GE.
         epoch_fn: returns the current epoch; without one, set :attr:`epoch` from the loop.
@@ -110,6 +117,7 @@ class GradientModulator:
         for name, params in zip(self.names, self.groups):
             if not params:
                 raise ValueError(f"parameter group {name!r} is empty")
+        _refuse_overlaps(self.names, self.groups)
         if ratio == "zeta":
             if fusion is None:
                 raise ValueError("decoupling-free modulation (ratio='zeta') needs the fusion module whose ζ it reads")
@@ -119,7 +127,7 @@ class GradientModulator:
                     "Eq. 11's ratio is 1 at every step; build the fusion with zeta='learnable'"
                 )
         self.fusion = fusion
-        self.alpha = alpha
+        self.alpha = check_nonnegative("alpha (α)", alpha)
         self.mode = mode
         self.start_epoch, self.end_epoch = start_epoch, end_epoch
         self.epoch_fn = epoch_fn
@@ -130,17 +138,29 @@ class GradientModulator:
         self._generators: dict[torch.device, torch.Generator] = {}
         self._param_ids = {id(p) for group in self.groups for p in group}
         self._owns: dict[int, bool] = {}
+        self._ratio_checked = False  # weight_sums seen finite once (see zeta_ratio)
+        self._handles: dict[int | None, object] = {}  # attach(): one hook per optimizer
 
     # -- ratios ------------------------------------------------------------------------------------
 
     def zeta_ratio(self) -> torch.Tensor:
-        """Eq. 11's ρ1 from the fusion's ζ in the last training forward (on device, no sync)."""
+        """Eq. 11's ρ1 from the fusion's ζ in the last training forward (on device).
+
+        ``weight_sums`` is NaN until the fusion's first training forward with finite ζ, and never
+        NaN after it (:meth:`~simam2.core.MultiSimAM2._update` keeps non-finite statistics out). So
+        it is read back once, until it is seen finite, and an error says why there is no ratio yet;
+        later steps never wait for the device.
+        """
         sums = getattr(self.fusion, "weight_sums", None)
         if torch.is_tensor(sums) and sums.numel() == 2:
+            if not self._ratio_checked:
+                if not bool(torch.isfinite(sums).all()):
+                    raise RuntimeError(_NO_FORWARD)
+                self._ratio_checked = True
             return sums[0] / sums[1]
         zeta = getattr(self.fusion, "zeta", None)
         if zeta is None:
-            raise RuntimeError("the fusion module has not run a forward yet: no ζ to read")
+            raise RuntimeError(_NO_FORWARD)
         return decoupling_free_ratio(zeta)
 
     def observe_logits(self, logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -170,6 +190,9 @@ class GradientModulator:
         if self.fusion is not None and self.ratio != "zeta":
             self.last["rho_zeta"] = self.zeta_ratio()
         k1, k2 = ogm_coefficients(rho, self.alpha)
+        # a NaN ratio (NaN ζ from a fusion without SimAM2's guard, NaN logits) must not turn the
+        # gradients NaN: that step is not modulated (k = 1), on the device, without a host read
+        k1, k2 = (torch.where(k.isnan(), torch.ones_like(k), k) for k in (k1, k2))
         self.last["k1"], self.last["k2"] = k1, k2
         return k1, k2
 
@@ -200,7 +223,9 @@ class GradientModulator:
                     continue
                 k_dev = k.to(device=g.device, dtype=g.dtype)
                 if self.mode == "ogm_ge":
-                    std = g.std() + GE_STD_FLOOR
+                    # OGM-GE's unbiased std; a one-element gradient has none (std() is NaN there),
+                    # so it gets the floor alone
+                    std = (g.std() if g.numel() > 1 else g.new_zeros(())) + GE_STD_FLOOR
                     noise = torch.randn(g.shape, generator=self._generator(g.device), device=g.device, dtype=g.dtype)
                     g.mul_(k_dev).add_(noise.mul_(std))
                 else:
@@ -224,7 +249,51 @@ class GradientModulator:
     def attach(self, optimizer: Optimizer | None = None):
         """Run :meth:`apply` before each ``step()`` of ``optimizer``; with None, before the step of
         any optimizer that holds these parameters (a global hook, for optimizers built by code we do
-        not control). Returns a handle whose ``remove()`` detaches it."""
-        if optimizer is None:
-            return register_optimizer_step_pre_hook(self._hook)
-        return optimizer.register_step_pre_hook(self._hook)
+        not control). Returns a handle whose ``remove()`` detaches it.
+
+        Idempotent: attaching again to the same optimizer (or globally again) returns the live
+        handle and adds no second hook, which would modulate twice (k² and two draws of noise). A
+        global hook and a hook on one optimizer would both fire at that optimizer's step, so the
+        second of the two is refused.
+        """
+        key = None if optimizer is None else id(optimizer)
+        live = {k: h for k, h in self._handles.items() if _is_live(h)}
+        self._handles = live
+        if key in live:
+            return live[key]
+        if live and (key is None or None in live):
+            raise RuntimeError(
+                "this GradientModulator is already attached "
+                + ("globally" if None in live else "to an optimizer")
+                + "; a global hook and an optimizer's hook would both modulate that optimizer's step: "
+                  "remove() the first handle, or attach in one way only")
+        handle = register_optimizer_step_pre_hook(self._hook) if optimizer is None \
+            else optimizer.register_step_pre_hook(self._hook)
+        self._handles[key] = handle
+        return handle
+
+
+_NO_FORWARD = ("the fusion module has not run a forward in training mode yet (or every one so far "
+               "had non-finite ζ), so Eq. 11 has no ζ to read: run a training forward (model.train()) "
+               "before the first optimizer step")
+
+
+def _is_live(handle) -> bool:
+    """Whether a hook handle is still registered (its ``remove()`` was not called)."""
+    hooks = handle.hooks_dict_ref()
+    return hooks is not None and handle.id in hooks
+
+
+def _refuse_overlaps(names: list[str], groups: list[list[torch.nn.Parameter]]) -> None:
+    """A parameter twice in one group, or in both, would be scaled twice (k² or k1 k2) and get
+    noise twice: refused, naming the group(s) and the parameter's shape and position."""
+    seen: dict[int, tuple[str, int]] = {}
+    for name, params in zip(names, groups):
+        for i, p in enumerate(params):
+            if id(p) in seen:
+                first, j = seen[id(p)]
+                where = f"twice in group {name!r}" if first == name else f"in both groups {first!r} and {name!r}"
+                raise ValueError(
+                    f"a parameter of shape {tuple(p.shape)} is listed {where} (positions {j} and {i}); "
+                    f"each parameter must be in one group, once, or its gradient is modulated twice")
+            seen[id(p)] = (name, i)

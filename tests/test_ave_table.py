@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from simam2.adapters.ave_table import METHODS, PAPER, format_table, ratio_correlation
+from simam2.adapters.ave.table import METHODS, PAPER, format_table, ratio_correlation
 
 
 def test_layout_has_every_method_both_networks_and_the_papers_numbers():
@@ -33,7 +33,7 @@ def test_ratio_correlation_uses_steps_with_both_ratios():
 @pytest.mark.slow
 @pytest.mark.upstream
 def test_run_table_runs_the_eight_cells(upstream_checkout, tmp_path):
-    from simam2.adapters.ave import run_table
+    from simam2.adapters.ave.table import run_table
 
     table = run_table(tmp_path, epochs=2, n_train=8, n_val=4, n_test=4, batch_size=4,
                       checkout_avga=upstream_checkout("avga"), checkout_psp=upstream_checkout("psp"),

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from simam2.adapters import AdapterError, RunConfig, installed, run_script
-from simam2.adapters.ave import data_args
-from simam2.adapters.ave_synth import EVAL_BATCH, rebuild_labels, write_synthetic_ave
-from simam2.adapters.avga import ADAPTER
+from simam2.adapters.ave.common import data_args
+from simam2.adapters.ave.synth import EVAL_BATCH, rebuild_labels, write_synthetic_ave
+from simam2.adapters.ave.avga import SPEC as ADAPTER
 from simam2.core import ConcatFusion
 
 from ave_runs import CONFIGS, run_each_config
@@ -126,7 +126,7 @@ def test_encoder_groups_and_split_head(checkout):
 
         torch.manual_seed(0)
         net = models.att_Net(128, 128, 512, 29)
-        groups = ADAPTER.modality_groups(net)
+        groups = ADAPTER.groups(net)
         names = {id(p): n for n, p in net.named_parameters()}
         audio = {names[id(p)] for p in groups["audio"]}
         visual = {names[id(p)] for p in groups["visual"]}
@@ -251,10 +251,10 @@ def test_supervised_main_trains_saves_and_evaluates(runs, name):
     else:
         assert model.simam2 is None and all(r["rho_df"] is None for r in steps)
     if config.modulation == "none":
-        assert all(r["k_audio"] is None for r in steps)
+        assert all(r["k1"] is None for r in steps)
     else:  # OGM-GE's rule: one coefficient is 1, the other damped by tanh(α ρ)
         for r in steps:
-            k = sorted([r["k_audio"], r["k_visual"]])
+            k = sorted([r["k1"], r["k2"]])
             rho = r["rho_df"] if config.modulation == "df" else r["rho_decoupled"]
             assert k[1] == 1.0 and k[0] == pytest.approx(1 - np.tanh(0.5 * max(rho, 1 / rho)), rel=1e-5)
 

@@ -76,3 +76,44 @@ def test_ddp_ranks_stay_identical(tmp_path):
     assert (r0["k"] < 1).any()  # modulation (and GE noise) really ran
     for p, q in zip(r0["params"], r1["params"]):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def _fault_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    """Three training forwards: clean on both ranks; a NaN sample on rank 1; an empty batch on rank 0."""
+    import warnings
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)  # same gate on both ranks
+    fusion = SimAM2(4, zeta="learnable")
+    gen = torch.Generator().manual_seed(200 + rank)
+    seen = []
+    for step in range(3):
+        x1, x2 = torch.randn(2, 6, 4, 5, generator=gen)
+        if step == 1 and rank == 1:
+            x1[2, 0, 0] = float("nan")
+        if step == 2:  # rank 0's share of the batch is empty (not an error under DDP); rank 1's spreads ζ more
+            x1, x2 = (x1[:0], x2[:0]) if rank == 0 else (x1 * 20, x2 * 20)
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            fusion(x1, x2)
+        seen.append({"var_max": fusion.var_max.clone(), "skipped": fusion.skipped_updates.clone(),
+                     "zeta": fusion.zeta.clone()})
+    torch.save(seen, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available in this build")
+def test_ddp_ranks_skip_a_nan_batch_together_and_accept_an_empty_share(tmp_path):
+    mp.spawn(_fault_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{i}.pt") for i in range(2))
+    for a, b in zip(r0, r1):  # one decision on every rank
+        torch.testing.assert_close(a["var_max"], b["var_max"], rtol=0, atol=0)
+        assert a["skipped"].item() == b["skipped"].item()
+    first = torch.cat([r0[0]["zeta"], r1[0]["zeta"]]).var(0, unbiased=False)  # the all-reduced var_b
+    torch.testing.assert_close(r0[0]["var_max"], first)
+    torch.testing.assert_close(r0[1]["var_max"], r0[0]["var_max"], rtol=0, atol=0)  # was nan on both ranks
+    assert [s["skipped"].item() for s in r0] == [0, 1, 1]
+    third = r1[2]["zeta"].var(0, unbiased=False)  # rank 0 contributed no sample
+    torch.testing.assert_close(r0[2]["var_max"], torch.maximum(first, third))
+    assert (third > first).any()  # the test would not see the third update otherwise

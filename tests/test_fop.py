@@ -21,9 +21,11 @@ from scipy import stats
 
 from simam2.adapters import AdapterError, RunConfig, installed, run_script
 from simam2.adapters.cli import main as cli_main
-from simam2.adapters.fop import (ADAPTER, best_checkpoint, evaluate_checkpoint, format_table3, parse_test_output,
-                                  prepare_workdir, run_table)
-from simam2.adapters.fop_synth import FACE_DIM, VOICE_DIM, list_files, write_fop
+from simam2.adapters.fop.checks import prepare_workdir
+from simam2.adapters.fop.evaluate import best_checkpoint, evaluate_checkpoint, parse_test_output
+from simam2.adapters.fop.spec import SPEC as ADAPTER
+from simam2.adapters.fop.table import format_table3, run_table
+from simam2.adapters.fop.synth import FACE_DIM, VOICE_DIM, list_files, write_fop
 
 from upstream_modules import pristine_module
 
@@ -293,7 +295,7 @@ def test_main_and_test_py_end_to_end_with_and_without_simam2(checkout, data, tmp
     evals = [e for e in ctx.recorder.read() if e["event"] == "eval"]
     assert len(evals) == 1 and 0.0 < evals[0]["eer"] < 0.45 and evals[0]["auc"] > 0.55  # off 50 %
     steps = [e for e in ctx.recorder.read() if e["event"] == "step"]
-    assert len(steps) == 4 and all(s["rho_face"] > 0 and s["r"] is None and s["k_face"] is None for s in steps)
+    assert len(steps) == 4 and all(s["rho_df"] > 0 and s["r"] is None and s["k1"] is None for s in steps)
     assert (vanilla / "output" / "gated_ce_opl_002_1.00.txt").is_file()
     ckpt_vanilla = best_checkpoint(vanilla)
     assert "fusion_layer.simam2.var_max" not in torch.load(ckpt_vanilla)["state_dict"]
@@ -306,13 +308,13 @@ def test_main_and_test_py_end_to_end_with_and_without_simam2(checkout, data, tmp
     assert rc == 0
     recs = _records(record)
     start = next(e for e in recs if e["event"] == "start")
-    assert start["simam2"] and start["zeta"] == "given" and start["modulation"] == "df"
+    assert start["config"]["simam2"] and start["config"]["zeta"] == "given" and start["config"]["modulation"] == "df"
     steps = [e for e in recs if e["event"] == "step"]
     assert len(steps) == 4  # 64 rows / batch 16
     for s in steps:  # Eq. 11 and OGM-GE's rule on FOP's gate
-        k_expected = 1 - math.tanh(0.5 * (s["rho_face"] if s["rho_face"] > 1 else 1 / s["rho_face"]))
-        k_weaker = s["k_face"] if s["rho_face"] > 1 else s["k_voice"]
-        assert abs(k_weaker - k_expected) < 1e-5 and 1.0 in (s["k_face"], s["k_voice"])
+        k_expected = 1 - math.tanh(0.5 * (s["rho_df"] if s["rho_df"] > 1 else 1 / s["rho_df"]))
+        k_weaker = s["k1"] if s["rho_df"] > 1 else s["k2"]
+        assert abs(k_weaker - k_expected) < 1e-5 and 1.0 in (s["k1"], s["k2"])
         assert 0 < s["r"] <= 1
     eval_simam2 = next(e for e in recs if e["event"] == "eval")
     assert 0.0 < eval_simam2["eer"] < 0.5
@@ -343,12 +345,12 @@ def test_linear_fusion_with_learnable_zeta_trains_its_gate(checkout, data, tmp_p
     ctx = run_script(ADAPTER, TRAIN + ["--fusion", "linear"], RunConfig(simam2=True, zeta="learnable", seed=0),
                      checkout, cwd=work)
     recs = ctx.recorder.read()
-    added = [e for e in recs if e["event"] == "param_group_added"]
+    added = [e for e in recs if e["event"] == "note" and e["what"] == "param_group_added"]
     # SPEC §2's gate, Linear(2C, C) with C = 128, joins main.py's Adam once, before its first step
-    assert added == [{"event": "param_group_added", "params": 2 * 128 * 128 + 128}]
+    assert added == [{"event": "note", "what": "param_group_added", "params": 2 * 128 * 128 + 128}]
     gate = ctx.models[0].fusion_layer.simam2.gate
     assert gate.weight.grad is not None and gate.weight.grad.abs().sum() > 0
-    zetas = [e["rho_face"] for e in recs if e["event"] == "step"]
+    zetas = [e["rho_df"] for e in recs if e["event"] == "step"]
     assert len(zetas) == 4 and len(set(zetas)) == 4  # an input-dependent ζ, not 0.5
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from simam2.core import MultiSimAM2, SimAM2
+from simam2.core import fusion as fusion_module
 
 
 def np_importance(x, lam):
@@ -144,3 +145,114 @@ def test_constant_and_low_precision_inputs_give_finite_output():
         x1, x2 = (torch.randn(2, 4, 3, 8, 8) * 100).to(dtype)
         out = m(x1, x2)
         assert out.dtype == dtype and torch.isfinite(out).all()
+
+
+# -- faults: non-finite statistics, empty batches, values outside their range -----------------------
+
+@pytest.mark.parametrize("decided", ["on the host", "on the device"])
+@pytest.mark.parametrize("modalities", [2, 3])
+def test_a_nan_sample_never_enters_var_max_and_is_warned(modalities, decided, monkeypatch):
+    if decided == "on the device":  # the torch.where path an accelerator takes, run on the CPU
+        monkeypatch.setattr(fusion_module, "_host_readable", lambda t: False)
+    torch.manual_seed(0)
+    m = MultiSimAM2(4, modalities, zeta="learnable") if modalities > 2 else SimAM2(4, zeta="learnable")
+    xs = list(torch.randn(modalities, 8, 4, 6))
+    m(*xs)
+    grown, sums = m.var_max.clone(), m.weight_sums.clone()
+    assert torch.count_nonzero(grown) == 4
+    bad = [x.clone() for x in xs]
+    bad[0][3, 1, 2] = float("nan")  # one value of one sample: the gate's ζ of that sample is NaN
+    with pytest.warns(RuntimeWarning, match=r"not finite .* in 1 training batch\(es\)"):
+        m(*bad)
+    torch.testing.assert_close(m.var_max, grown, rtol=0, atol=0)  # was nan, nan, nan, nan
+    torch.testing.assert_close(m.weight_sums, sums, rtol=0, atol=0)
+    assert m.skipped_updates.item() == 1
+    again = m(*xs)  # the next clean batch is as if the bad one had never come
+    assert torch.isfinite(again).all() and torch.isfinite(m.state_dict()["var_max"]).all()
+    torch.testing.assert_close(m.var_max, grown, rtol=0, atol=0)
+
+
+def test_an_empty_training_batch_is_an_error_and_an_empty_eval_batch_is_not():
+    m = SimAM2(3, zeta="learnable")
+    x1, x2 = torch.randn(2, 4, 3, 5)
+    m(x1, x2)
+    grown = m.var_max.clone()
+    with pytest.raises(ValueError, match=r"empty batch \(B = 0\) in training mode"):
+        m(x1[:0], x2[:0])  # was: var_max = nan, nan, nan and every later output nan
+    torch.testing.assert_close(m.var_max, grown, rtol=0, atol=0)
+    m.eval()
+    assert m(x1[:0], x2[:0]).shape == (0, 3, 5)
+    torch.testing.assert_close(m.var_max, grown, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.2, float("nan")])
+def test_a_given_zeta_outside_the_unit_interval_is_refused(bad):
+    m = SimAM2(3, zeta="given")
+    x1, x2 = torch.randn(2, 4, 3, 5)
+    zeta = torch.full((4, 3), 0.5)
+    zeta[2, 1] = bad
+    with pytest.raises(ValueError, match=r"given zeta \(ζ\) must lie in \[0, 1\] with no NaN; got "):
+        m(x1, x2, zeta=zeta)
+    assert torch.count_nonzero(m.var_max) == 0
+    edges = torch.tensor([[0.0, 1.0, 0.5]]).expand(4, 3)  # the closed interval is allowed
+    assert torch.isfinite(m(x1, x2, zeta=edges)).all()
+    k3 = MultiSimAM2(3, 3, zeta="given")
+    weights = torch.full((4, 3, 3), 1 / 3)
+    weights[0, 0] = torch.tensor([bad, 0.5, 0.5])
+    with pytest.raises(ValueError, match=r"given fusion weights must lie in \[0, 1\]"):
+        k3(x1, x2, x1, weights=weights)
+
+
+@pytest.mark.parametrize("arg", ["lam", "s"])
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_lam_and_s_must_be_finite_and_nonnegative(arg, bad):
+    with pytest.raises(ValueError, match=rf"^{arg} .* must be a finite number >= 0, got {bad}$"):
+        SimAM2(3, **{arg: bad})
+    with pytest.raises(ValueError, match=rf"^{arg} "):
+        MultiSimAM2(3, 3, **{arg: bad})
+    assert SimAM2(3, **{arg: 0}).extra_repr()  # zero is allowed (λ = 0 is SimAM's own choice)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+def test_on_cuda_the_checks_and_the_skip_make_no_host_sync_and_warn_one_forward_late():
+    import warnings
+
+    m = SimAM2(4, zeta="learnable").cuda()
+    x1, x2 = torch.randn(2, 8, 4, 6, device="cuda")
+    given = SimAM2(4, zeta="given").cuda()
+    zeta = torch.rand(8, 4, device="cuda")
+    m(x1, x2), given(x1, x2, zeta=zeta)  # first calls: lazy allocations
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host-device synchronisation raises
+    try:
+        m(x1, x2)
+        given(x1, x2, zeta=zeta)
+        bad = x1.clone()
+        bad[0, 0, 0] = float("nan")
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            m(bad, x2)
+            torch.cuda.set_sync_debug_mode("default")
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            m(x1, x2)  # reads the count copied at the previous forward
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert any("not finite" in str(w.message) for w in seen)
+    assert m.skipped_updates.item() == 1 and torch.isfinite(m.var_max).all()
+
+
+@needs_cuda
+def test_on_cuda_a_given_zeta_outside_the_unit_interval_stops_the_run():
+    import subprocess
+    import sys
+
+    code = ("import torch; from simam2.core import SimAM2; m = SimAM2(2, zeta='given').cuda(); "
+            "x = torch.randn(3, 2, 4, device='cuda'); m(x, x, zeta=torch.full((3, 2), 1.5, device='cuda')); "
+            "torch.cuda.synchronize(); print('not stopped')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "not stopped" not in run.stdout
+    assert "given zeta (ζ) must lie in [0, 1]" in run.stderr or "device-side assert" in run.stderr

@@ -174,3 +174,101 @@ def test_bad_groups():
         GradientModulator({"a": [nn.Parameter(torch.zeros(1))]}, ratio="decoupled")
     with pytest.raises(ValueError, match="empty"):
         GradientModulator({"a": [], "b": [nn.Parameter(torch.zeros(1))]}, ratio="decoupled")
+
+
+# -- faults: no forward yet, NaN ratios, one-element parameters, bad α, overlaps, double attach -------
+
+def test_modulating_before_a_training_forward_is_an_error_not_nan():
+    torch.manual_seed(0)
+    model = TwoBranch()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mod = GradientModulator({"a": model.audio.parameters(), "v": model.visual.parameters()},
+                            fusion=model.fusion, mode="ogm_ge", alpha=0.5)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    with pytest.raises(RuntimeError, match="has not run a forward in training mode yet"):
+        mod.apply()  # was: ρ = nan, k2 = nan, the visual group's gradients nan
+    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters())
+    model.eval()  # forwards in eval mode do not count: the step is refused, the weights stay finite
+    mod.attach(opt)
+    _step(model, opt)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="has not run a forward in training mode yet"):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    model.train()
+    _step(model, opt)
+    opt.step()
+    assert mod.last["applied"] and torch.isfinite(mod.last["rho_zeta"])
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_nan_ratio_leaves_the_gradients_unmodulated():
+    p, q = nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(3))
+    p.grad, q.grad = torch.full((3,), 2.0), torch.full((3,), 3.0)
+    fusion = type("F", (), {"zeta": torch.tensor([[0.7, float("nan")]])})()  # a fusion without our guard
+    mod = GradientModulator({"a": [p], "b": [q]}, fusion=fusion, mode="ogm", alpha=0.5)
+    assert mod.apply()
+    assert torch.isnan(mod.last["rho_zeta"])
+    assert mod.last["k1"].item() == 1 and mod.last["k2"].item() == 1
+    assert torch.equal(p.grad, torch.full((3,), 2.0)) and torch.equal(q.grad, torch.full((3,), 3.0))
+
+
+def test_ge_noise_on_a_one_element_parameter_is_the_floor_not_nan():
+    p, q = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(5))
+    p.grad, q.grad = torch.tensor([0.5]), torch.randn(5)
+    fusion = type("F", (), {"zeta": torch.full((4, 2), 0.8)})()  # ρ1 = 4
+    mod = GradientModulator({"a": [p], "b": [q]}, fusion=fusion, alpha=0.2, mode="ogm_ge", seed=0)
+    mod.apply()  # was: p.grad = nan (std of one element)
+    k1 = 1 - math.tanh(0.2 * 4)
+    assert torch.isfinite(p.grad).all()
+    assert abs(p.grad.item() - 0.5 * k1) < 1e-6  # N(0, (1e-8)²) noise only
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_alpha_must_be_finite_and_nonnegative(bad):
+    with pytest.raises(ValueError, match=r"alpha \(α\) must be a finite number >= 0"):
+        ogm_coefficients(2.0, bad)  # α = −1 gave k1 = 1.96: the dominant modality amplified
+    p, q = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match=r"alpha \(α\) must be a finite number >= 0"):
+        GradientModulator({"a": [p], "b": [q]}, ratio="decoupled", alpha=bad)
+
+
+@pytest.mark.parametrize("rho1", [0.0, 0.5, 2.0, float("inf")])
+def test_alpha_zero_is_no_modulation_at_any_ratio(rho1):
+    k1, k2 = ogm_coefficients(torch.tensor(rho1), 0.0)  # 0 · ∞ would give nan at ρ1 = 0 and ∞
+    assert k1.item() == 1 and k2.item() == 1
+
+
+def test_a_parameter_in_two_places_is_refused():
+    p, q = nn.Parameter(torch.zeros(2, 3)), nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) is listed twice in group 'a' \(positions 0 and 1\)"):
+        GradientModulator({"a": [p, p], "b": [q]}, ratio="decoupled")  # was: grad scaled by k1²
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) is listed in both groups 'a' and 'b'"):
+        GradientModulator({"a": [p], "b": [q, p]}, ratio="decoupled")  # was: grad scaled by k1 k2
+
+
+def test_attach_twice_is_one_hook():
+    p, q = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([p, q], lr=0.0)
+    fusion = type("F", (), {"zeta": torch.full((4, 2), 0.8)})()  # ρ1 = 4
+    mod = GradientModulator({"a": [p], "b": [q]}, fusion=fusion, mode="ogm", alpha=0.2)
+    first = mod.attach(opt)
+    assert mod.attach(opt) is first
+    p.grad, q.grad = torch.ones(2), torch.ones(2)
+    opt.step()
+    k1 = 1 - math.tanh(0.2 * 4)
+    torch.testing.assert_close(p.grad, torch.full((2,), k1))  # was k1² = 0.1129 instead of 0.3360
+    with pytest.raises(RuntimeError, match="already attached to an optimizer"):
+        mod.attach()  # a global hook would fire at this optimizer's step too
+    first.remove()
+    handle = mod.attach()  # after remove() it attaches anew
+    try:
+        assert handle is not first and mod.attach() is handle
+        p.grad = torch.ones(2)
+        opt.step()
+        torch.testing.assert_close(p.grad, torch.full((2,), k1))
+        with pytest.raises(RuntimeError, match="already attached globally"):
+            mod.attach(opt)
+    finally:
+        handle.remove()

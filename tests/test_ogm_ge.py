@@ -16,8 +16,12 @@ import pytest
 import torch
 
 from simam2.adapters import AdapterError, RunConfig, installed, run_script
-from simam2.adapters.ogm_ge import ADAPTER, modality_logits, top1_and_map
-from simam2.adapters.ogm_ge_synth import CREMAD_EMOTIONS, write_cremad, write_vggsound
+from simam2.adapters.machinery import config_from_args
+from simam2.adapters.ogm_ge.checks import check_dataset
+from simam2.adapters.ogm_ge.layers import top1_and_map
+from simam2.adapters.ogm_ge.spec import SPEC as ADAPTER
+from simam2.adapters.ogm_ge.spec import split_logits as modality_logits
+from simam2.adapters.ogm_ge.synth import CREMAD_EMOTIONS, write_cremad, write_vggsound
 from simam2.core import ogm_coefficients
 
 from upstream_modules import pristine_module
@@ -186,7 +190,7 @@ def test_decoupling_free_modulation_scales_the_encoders_conv_grads(checkout):
     """One training step of the upstream AVClassifier (small inputs): before optimizer.step() the
     4-D grads of audio_net / visual_net are scaled by OGM's k from Eq. 11's ρ (no GE noise), every
     other grad is untouched; the step's records hold Eq. 11's ρ and OGM-GE's decoupled ρ."""
-    config = RunConfig(simam2=True, zeta="learnable", modulation="df", ge=False, seed=0)
+    config = RunConfig(simam2=True, zeta="learnable", modulation="df", ge=False, alpha=0.8, seed=0)
     with installed(ADAPTER, config, checkout) as ctx:
         import models.basic_model as bm
 
@@ -216,7 +220,7 @@ def test_decoupling_free_modulation_scales_the_encoders_conv_grads(checkout):
     assert len(steps) == 1
     assert steps[0]["rho_df"] == pytest.approx(rho.item(), rel=1e-6)
     assert steps[0]["rho_decoupled"] == pytest.approx((scores[0] / scores[1]).item(), rel=1e-5)
-    assert (steps[0]["k_audio"], steps[0]["k_visual"]) == pytest.approx((k_audio.item(), k_visual.item()))
+    assert (steps[0]["k1"], steps[0]["k2"]) == pytest.approx((k_audio.item(), k_visual.item()))
 
 
 def test_decoupling_free_modulation_refuses_a_second_modulation(checkout):
@@ -283,7 +287,7 @@ def test_synthetic_vggsound_is_read_by_the_patched_loader(checkout, tmp_path, mo
 
 def test_validate_names_the_missing_lists(tmp_path):
     with pytest.raises(AdapterError, match="data/CREMAD/train.csv"):
-        ADAPTER.validate(["--dataset", "CREMAD"], tmp_path)
+        check_dataset(["--dataset", "CREMAD"], tmp_path)
 
 
 # -- main.py end to end --------------------------------------------------------------------------
@@ -309,7 +313,7 @@ def _main_py(checkout, data, out, fusion, modulation, zeta, simam2=True):
     argv = ["--dataset", "CREMAD", "--fusion_method", fusion, "--modulation", UPSTREAM_MODULATION[modulation],
             "--alpha", "0.8", "--batch_size", "6", "--audio_path", str(data / "AudioWAV"),
             "--visual_path", str(data)]
-    config = RunConfig(simam2=simam2, zeta=zeta, modulation=modulation, seed=0, record=out / "train.jsonl")
+    config = RunConfig(simam2=simam2, zeta=zeta, modulation=modulation, alpha=0.8, seed=0, record=out / "train.jsonl")
     run_script(ADAPTER, argv + ["--train", "--epochs", "1", "--ckpt_path", str(out / "ckpt")], config, checkout, cwd=data)
     ckpts = list((out / "ckpt").glob("*.pth"))
     assert len(ckpts) == 1, "main.py wrote no checkpoint"
@@ -328,17 +332,17 @@ def _check_run(saved, train, evaluation, fusion, modulation, simam2=True):
         assert r["rho_decoupled"] > 0
         assert (r["rho_df"] is not None and r["rho_df"] > 0) == simam2
         if modulation == "none":
-            assert r["k_audio"] is None and r["k_visual"] is None
+            assert r["k1"] is None and r["k2"] is None
         else:  # OGM's rule on the ratio that drives it: Eq. 11's for df, OGM-GE's own otherwise
             rho = r["rho_df"] if modulation == "df" else r["rho_decoupled"]
-            assert (r["k_audio"], r["k_visual"]) == pytest.approx([k.item() for k in ogm_coefficients(rho, 0.8)])
+            assert (r["k1"], r["k2"]) == pytest.approx([k.item() for k in ogm_coefficients(rho, 0.8)])
     evals = [r for r in train if r["event"] == "eval"]
     assert len(evals) == 1 and evals[0]["n"] == 12
     assert evals[0]["top1"] == pytest.approx(saved["acc"]) == pytest.approx(1 / 6)  # upstream's own acc
     assert 0 < evals[0]["mAP"] <= 1
     loaded = [r for r in evaluation if r["event"] == "eval"]
     assert len(loaded) == 1 and loaded[0]["top1"] == pytest.approx(saved["acc"])
-    assert evaluation[0]["event"] == "start" and evaluation[0]["train"] is False
+    assert evaluation[0]["event"] == "start" and evaluation[0]["upstream_options"]["train"] is False
 
 
 def _one_run(checkout, cremad, tmp_path, fusion, modulation, zeta, simam2=True):
@@ -366,14 +370,14 @@ def test_main_py_vanilla_baseline(checkout, cremad, tmp_path, fusion):
 # -- CLI and Table 1 -------------------------------------------------------------------------------
 
 def test_cli_run_passes_fusion_and_modulation_to_main_py(checkout, tmp_path, capsys):
-    from simam2.adapters.cli import _run_parser, main
+    from simam2.adapters.cli import main, run_parser
 
-    _, parser = _run_parser("ogm-ge")
+    _, parser = run_parser("ogm-ge")
     ns = parser.parse_args(["--fusion", "film", "--simam2", "--zeta", "learnable", "--modulation", "ogm-ge",
                             "--no-ge", "--alpha", "0.3", "--modulation-end", "7"])
-    assert ADAPTER.upstream_args(ns) == ["--fusion_method", "film", "--modulation", "OGM", "--alpha", "0.3",
+    config = config_from_args(ns)
+    assert ADAPTER.upstream_argv(config, ns) == ["--fusion_method", "film", "--modulation", "OGM", "--alpha", "0.3",
                                          "--modulation_starts", "0", "--modulation_ends", "7"]
-    config = ADAPTER.config_from_args(ns)
     assert (config.simam2, config.zeta, config.modulation, config.ge) == (True, "learnable", "ogm-ge", False)
     # a working directory without CREMA-D's lists stops the run before main.py starts, saying why
     assert main(["run", "ogm-ge", "--fusion", "sum", "--checkout", str(checkout), "--workdir", str(tmp_path), "--", "--train",
@@ -382,7 +386,7 @@ def test_cli_run_passes_fusion_and_modulation_to_main_py(checkout, tmp_path, cap
 
 
 def test_table_layout_and_best_evaluation():
-    from simam2.adapters.ogm_ge_table import METHODS, best_evaluation, cell_name, format_table
+    from simam2.adapters.ogm_ge.table import METHODS, best_evaluation, cell_name, format_table
 
     records = [{"event": "step"}, {"event": "eval", "top1": 0.5, "mAP": 0.4, "epoch": 0},
                {"event": "eval", "top1": 0.75, "mAP": 0.6, "epoch": 1}, {"event": "eval", "top1": 0.75, "mAP": 0.9, "epoch": 2}]
@@ -400,7 +404,7 @@ def test_table_layout_and_best_evaluation():
 
 @pytest.mark.slow
 def test_run_table_runs_the_fifteen_cells(checkout, cremad, tmp_path):
-    from simam2.adapters.ogm_ge import run_table
+    from simam2.adapters.ogm_ge.table import run_table
 
     lines = []
     table = run_table(tmp_path, data_dir=cremad, epochs=1, progress=lines.append, checkout=checkout, batch_size=6)

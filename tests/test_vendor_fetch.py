@@ -419,3 +419,116 @@ def test_real_checkout_is_the_pinned_tree_minus_what_the_source_lacks(name, upst
     for rel in tracked:
         assert (path / rel).exists() != (rel in left_out), rel
     assert [p["file"] for p in manifest["patches"]] == [p.name for p in vendor_fetch.patch_files(name)]
+
+
+# -- faults: credentials, files outside the tree, unsafe transports, an unwritable cache ------------
+
+SECRET = "s3cr3t-T0KEN"
+
+
+def test_credentials_in_a_source_url_are_never_printed_nor_stored(toy, monkeypatch, capsys):
+    url = f"https://user:{SECRET}@git.example.invalid/{{owner}}/{{name}}.git"
+    # git rewrites the URL to the local mirror, so the clone succeeds offline
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.{toy.bare}.insteadOf")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", f"https://user:{SECRET}@git.example.invalid/toy-owner/toy.git")
+    assert vendor_fetch.main(["toy", "--source", url, "--home", str(toy.home)]) == 0
+    out = capsys.readouterr().out
+    path = toy.home / f"toy@{toy.pin}"
+    assert "toy: cloning https://***@git.example.invalid/toy-owner/toy.git" in out
+    manifest = vendor_fetch.read_manifest(path)
+    assert manifest["source"] == "https://***@git.example.invalid/toy-owner/toy.git"
+    for f in path.joinpath(".git").rglob("*"):  # manifest, config (origin), logs: nowhere
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+    assert SECRET not in out
+
+
+def test_credentials_are_redacted_from_a_failed_clone(toy, monkeypatch, capsys):
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")  # no network: the host is mapped to a missing folder
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.{toy.home.parent / 'nowhere'}/.insteadOf")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", f"https://{SECRET}@git.example.invalid/")
+    url = f"https://{SECRET}@git.example.invalid/{{owner}}/{{name}}.git"  # a token as the user
+    assert vendor_fetch.main(["toy", "--source", url, "--home", str(toy.home)]) == 1
+    captured = capsys.readouterr()
+    assert "https://***@git.example.invalid/toy-owner/toy.git" in captured.err
+    assert SECRET not in captured.out + captured.err
+    with pytest.raises(FetchError) as err:
+        vendor_fetch.fetch("toy", source=url, home=toy.home, progress=None)
+    assert SECRET not in str(err.value)
+    assert vendor_fetch.redact("ssh://git@h/x and http://a:b@c/d") == "ssh://***@h/x and http://***@c/d"
+
+
+@pytest.mark.parametrize("plant", ["module at the root", "module ignored by git", "package", "left-out path"])
+def test_a_file_outside_the_pinned_tree_is_a_modification(toy, tmp_path, plant):
+    source = toy.template
+    if plant == "left-out path":  # a snapshot without BIG: git skips that path, so git diff would too
+        partial = tmp_path / "mirrors" / "toy-owner+toy" / "repo"
+        shutil.copytree(toy.bare, partial)
+        blob = git.Repo(partial).git.rev_parse(f"{toy.pin}:{BIG}")
+        (partial / "objects" / blob[:2] / blob[2:]).unlink()
+        source = str(tmp_path / "mirrors" / "{owner}+{name}" / "repo")
+    path = toy.fetch(source=source)
+    (path / "d" / "__pycache__").mkdir()
+    (path / "d" / "__pycache__" / "tool.cpython-311.pyc").write_bytes(b"bytecode")  # a run's leftover
+    toy.lines.clear()
+    toy.fetch(source=source)
+    assert toy.lines == [toy.lines[0]] and "up to date" in toy.lines[0]
+    planted = {"module at the root": "librosa.py", "module ignored by git": "librosa.py",
+               "package": "librosa/__init__.py", "left-out path": BIG}[plant]
+    (path / planted).parent.mkdir(parents=True, exist_ok=True)
+    (path / planted).write_text("import os  # planted\n")
+    if plant == "module ignored by git":  # as a .gitignore or the user's global excludes file would
+        (path / ".git" / "info" / "exclude").write_text("librosa.py\n")
+    with pytest.raises(FetchError, match=r"was modified: .*; remove it or run with --force") as err:
+        toy.fetch(source=source)  # was: "toy: up to date", and the next run imported it
+    assert planted in str(err.value) and "tool.cpython" not in str(err.value)
+    assert toy.fetch(source=source, force=True) == path and not (path / planted).exists()
+
+
+@pytest.mark.parametrize("source", ["ext::sh -c touch% {marker}", "fd::17", "ext://{marker}", "gopher://h/{name}",
+                                    "::{marker}"])
+def test_unsafe_transports_are_refused_in_one_line(toy, tmp_path, capsys, source):
+    marker = tmp_path / "pwned"
+    source = source.replace("{marker}", str(marker))
+    assert vendor_fetch.main(["toy", "--source", source, "--home", str(toy.home)]) == 2
+    err = capsys.readouterr().err  # was: an UnsafeProtocolError traceback
+    assert err.count("\n") == 1 and err.startswith("error: source ") and "which vendor_fetch refuses" in err
+    assert "--source" in err and "Traceback" not in err
+    assert not toy.home.exists() and not marker.exists()
+    with pytest.raises(vendor_fetch.UsageError):
+        vendor_fetch.fetch("toy", source=source, home=toy.home, progress=None)
+
+
+def test_an_unwritable_cache_folder_is_one_line_and_exit_2(toy, monkeypatch, capsys):
+    toy.home.mkdir()
+
+    def refuse(*args, **kwargs):  # what a read-only folder gives, also to a test run as root
+        raise PermissionError(13, "Permission denied", str(toy.home))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(vendor_fetch.tempfile, "mkdtemp", refuse)
+        assert vendor_fetch.main(["toy", "--source", toy.template, "--home", str(toy.home)]) == 2
+    err = capsys.readouterr().err  # was: a PermissionError traceback
+    assert err == (f"error: cannot write to the cache folder {toy.home} (Permission denied): point --home "
+                   f"(or $SIMAM2_HOME) at a writable folder, or make {toy.home} writable\n")
+    assert _entries(toy.home) == []
+    blocker = toy.home / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("SIMAM2_HOME", str(blocker / "cache"))  # a home that cannot be created
+    assert vendor_fetch.main(["toy", "--source", toy.template]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write to the cache folder {blocker / 'cache'} (Not a directory)")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_cache_folder_is_one_line_and_exit_2(toy, capsys):
+    toy.home.mkdir()
+    toy.home.chmod(0o555)
+    try:
+        assert vendor_fetch.main(["toy", "--source", toy.template, "--home", str(toy.home)]) == 2
+        assert "point --home (or $SIMAM2_HOME) at a writable folder" in capsys.readouterr().err
+        assert _entries(toy.home) == []
+    finally:
+        toy.home.chmod(0o755)

@@ -4,7 +4,7 @@ decoupling-free modulation, records.
 The upstream's own ``supervised_main.py --model_name AV_att`` runs unchanged (after
 ``patches/avga``: CPU device, pickled-checkpoint load, and the seam ``att_Net.fuse`` — the
 concatenation of the audio and visual BiLSTM outputs, moved unchanged out of ``forward``).
-Installing the adapter replaces:
+Installing the spec replaces:
 
 - ``models.att_Net`` by ``AdaptedAttNet``, a subclass that keeps the upstream's layers and, with
   ``simam2`` on, adds one :class:`~simam2.core.ConcatFusion` as ``self.simam2`` and overrides the
@@ -23,8 +23,8 @@ Two traps of the script, and what the adapter does about them:
   depends on the mode, but SimAM²'s ``var_max`` grows in training mode only. ``zero_grad()``, which
   the script calls only in its training loop, puts the model back in training mode.
 - ``torch.save(net_model, 'model/<name>.pt')`` pickles the whole model: ``AdaptedAttNet`` is
-  published as ``simam2.adapters.avga.AdaptedAttNet`` so that the checkpoint pickles and a later
-  run (``supervised_main.py`` without ``--train``, adapter installed) loads it. The adapter creates
+  published as ``simam2.adapters.ave.avga.AdaptedAttNet`` so that the checkpoint pickles and a later
+  run (``supervised_main.py`` without ``--train``, adapter installed) loads it. The spec creates
   ``model/`` in the run's working directory and refuses to run inside the checkout.
 
 Modality encoders (the parameters OGM-GE's coefficients scale; OGM-GE modulates each modality's
@@ -55,43 +55,30 @@ from torch import nn
 
 from simam2.core import ConcatFusion
 
-from .ave import AveAdapter, InitShim, active_run, publish
-from .ave_synth import AveInputError
-from .base import AdapterError, Replacement, RunConfig, current_context
-
-#: the visual side of AV_att: the visual BiLSTM and the attention's visual layers
-VISUAL_PREFIXES = ("lstm_video.", "affine_video.", "affine_v.", "affine_h.")
-AUDIO_PREFIXES = ("lstm_audio.",)
+from ..machinery import Replacement, option_value
+from ..machinery.layers import InitShim, named, publish
+from .common import AveSpec, SegmentScorer
+from .synth import AveInputError
 
 
-def _config() -> RunConfig:
-    ctx = current_context()
-    return ctx.config if ctx is not None else RunConfig()
-
-
-def adapted_att_net(models) -> type:
+def adapted_att_net(models, spec: "AvgaSpec", run, scorer: SegmentScorer) -> type:
     """``AdaptedAttNet``: the upstream ``att_Net`` with SimAM² behind its ``fuse`` seam (when on)."""
     upstream = models.att_Net
+    config, probe = run.config, run.probe
 
     class AdaptedAttNet(InitShim, upstream):
         def __init__(self, embedding_dim, hidden_dim, hidden_size, tagset_size):
             upstream.__init__(self, embedding_dim, hidden_dim, hidden_size, tagset_size)  # not super(): see InitShim
-            config = _config()
             self.simam2 = None
             if config.simam2:
-                if config.zeta == "given":
-                    raise AdapterError("AV_att has no gate of its own to give ζ: use zeta='fixed' or 'learnable'")
                 width = 2 * hidden_dim  # one BiLSTM's output per segment
                 self.simam2 = ConcatFusion(width, width, zeta=config.zeta, lam=config.lam, s=config.s)
                 self.simam2.to(self.L1.weight.device)  # the upstream moved itself to the GPU in __init__
-            ctx = current_context()
-            if ctx is not None and isinstance(ctx.adapter, AvgaAdapter):
-                ctx.register_model(self)
+            run.register_model(self)
 
         def fuse(self, lstm_audio, lstm_video):
-            run = active_run(AvgaAdapter)
-            if run is not None and self.training:
-                run.on_streams(lstm_audio, lstm_video)
+            if self.training and probe.model is self:
+                probe.on_fusion_inputs(lstm_audio, lstm_video)
             if self.simam2 is None:
                 return super().fuse(lstm_audio, lstm_video)
             b, t, c = lstm_audio.shape
@@ -100,76 +87,78 @@ def adapted_att_net(models) -> type:
 
         def forward(self, audio, video):
             out = super().forward(audio, video)
-            run = active_run(AvgaAdapter)
-            if run is not None and not self.training:
-                run.on_eval_output(out)
+            if not self.training:
+                scorer.score(out)
             return out
+
+        def train(self, mode: bool = True):
+            if probe.model is self:
+                probe.on_mode(bool(mode))
+            return super().train(mode)
 
         def zero_grad(self, set_to_none: bool = True):
             # only the training loop calls it; upstream never returns to training mode after val()
             self.train()
             return super().zero_grad(set_to_none)
 
-    return AdaptedAttNet
+    return publish(AdaptedAttNet, __name__, "AdaptedAttNet")
 
 
-def recorded_dataset(dataloader) -> type:
+def recorded_dataset(dataloader, run, scorer: SegmentScorer) -> type:
     """``AVEDataset`` that reports epochs (training set) and evaluation labels (val/test sets)."""
     upstream = dataloader.AVEDataset
+    train_run = "--train" in run.argv
+    made = []
 
     class RecordedAVEDataset(upstream):
         def __init__(self, video_dir, audio_dir, label_dir, order_dir, batch_size):
             super().__init__(video_dir, audio_dir, label_dir, order_dir, batch_size)
-            ctx = current_context()
-            state = ctx.state if ctx is not None else {}
-            made = state["avga_datasets"] = state.get("avga_datasets", 0) + 1
+            made.append(self)
             # train() builds its set first; every later set is val()'s (--train) or test()'s
-            self._split = ("train" if made == 1 else "val") if state.get("avga_train") else "test"
+            self._split = ("train" if len(made) == 1 else "val") if train_run else "test"
             self._epochs = 0
 
         def get_batch(self, idx):
             batch = super().get_batch(idx)
-            run = active_run(AvgaAdapter)
-            if run is not None:
-                if self._split == "train":
-                    if idx == 0:
-                        run.set_epoch(self._epochs)
-                        self._epochs += 1
-                else:
-                    run.expect_eval(self._split, batch[2].numpy(), len(self))
+            if self._split == "train":
+                if idx == 0:  # train() asks for batch 0 once per epoch
+                    run.probe.set_epoch(self._epochs)
+                    self._epochs += 1
+            else:
+                scorer.expect(self._split, batch[2].numpy(), len(self))
             return batch
 
-    return RecordedAVEDataset
+    return named(RecordedAVEDataset, "RecordedAVEDataset")
 
 
-class AvgaAdapter(AveAdapter):
+class AvgaSpec(AveSpec):
     """AVE-ECCV18's ``supervised_main.py`` (AV_att) with SimAM² late fusion and modulation."""
 
     name = "avga"
     upstream = "avga"
     script = "supervised_main.py"
+    epoch_source = "explicit"
     criterion = nn.MultiLabelSoftMarginLoss
+    encoder_prefixes = {"audio": ("lstm_audio.",),
+                        "visual": ("lstm_video.", "affine_video.", "affine_v.", "affine_h.")}
     label_option = "--dir_labels"
     label_default = "data/labels.h5"
     model_default = "AV_att"
     model_names = ("AV_att",)
     batch_default = 64
 
-    def replacements(self, config: RunConfig) -> list[Replacement]:
+    def replacements(self, run) -> list[Replacement]:
         import dataloader
         import models
 
+        self.check_zeta(run.config, "AV_att")
+        scorer = SegmentScorer(run.probe)
         return [
-            Replacement("models", "att_Net", publish(adapted_att_net(models), __name__, "AdaptedAttNet")),
-            Replacement("dataloader", "AVEDataset", recorded_dataset(dataloader)),
+            Replacement("models", "att_Net", adapted_att_net(models, self, run, scorer)),
+            Replacement("dataloader", "AVEDataset", recorded_dataset(dataloader, run, scorer)),
         ]
 
-    def modality_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
-        named = list(model.named_parameters())
-        return {"audio": [p for n, p in named if n.startswith(AUDIO_PREFIXES)],
-                "visual": [p for n, p in named if n.startswith(VISUAL_PREFIXES)]}
-
-    def modality_logits(self, model: nn.Module, audio: torch.Tensor, visual: torch.Tensor):
+    def modality_logits(self, model, audio, visual):
         """Each modality through the head with its half of ``L1``'s weight and half of each bias."""
         w1, b1 = model.L1.weight, model.L1.bias
         half = audio.shape[-1]
@@ -179,20 +168,18 @@ class AvgaAdapter(AveAdapter):
 
         return head(audio, w1[:, :half]), head(visual, w1[:, half:])
 
-    def segment_labels(self, args: tuple) -> torch.Tensor | None:
-        labels = args[1]
-        return labels.argmax(-1) if torch.is_tensor(labels) and labels.dim() == 3 else None
+    def labels(self, probe, args):
+        labels = args[1] if len(args) >= 2 else None
+        if not (torch.is_tensor(labels) and labels.dim() == 3):
+            return None
+        labels = labels.argmax(-1)
+        streams = probe._streams
+        return labels if streams is None or labels.shape == streams[0].shape[:-1] else None
 
     def needed_orders(self, train: bool) -> list[str]:
         return ["train", "val"] if train else ["test"]
 
     def check_more(self, argv, cwd: Path, train: bool, batch: int, orders: dict) -> None:
-        from .base import option_value
-
-        self.check_eval_orders(orders)
-        ctx = current_context()
-        if ctx is not None:
-            ctx.state["avga_train"] = train
         model_name = option_value(argv, "--model_name", self.model_default)
         checkpoint = cwd / "model" / f"{model_name}.pt"
         if train:
@@ -202,9 +189,4 @@ class AvgaAdapter(AveAdapter):
                                 f"(--train) in this working directory")
 
 
-ADAPTER = AvgaAdapter()
-
-
-def synth(out_dir, **kwargs) -> Path:
-    """A tiny AVE set that ``supervised_main.py`` reads (see :func:`.ave_synth.write_synthetic_ave`)."""
-    return ADAPTER.synth(out_dir, **kwargs)
+SPEC = AvgaSpec()

@@ -4,7 +4,7 @@ decoupling-free modulation, records.
 The upstream's own ``fully_supervised_main.py --model_name PSP --threshold=0.099 --train`` runs
 unchanged (after ``patches/psp``: CPU device and pickled-checkpoint load; no seam is needed).
 PSP's fusion is the averaged sum of the two propagated streams, ``a_v_fuse = (v_psp + a_psp) · 0.5``
-at the end of ``PSP.forward``, which also returns both streams — so the adapter replaces it at run
+at the end of ``PSP.forward``, which also returns both streams — so the spec replaces it at run
 time, without a patch:
 
 - ``fully_model.PSP`` by ``AdaptedPSP``: the upstream's ``forward`` runs as is; with ``simam2`` on,
@@ -17,7 +17,7 @@ time, without a patch:
 - ``dataloader.AVE_Fully_Dataset`` by a subclass that hands the evaluation labels (status ``val``
   or ``test``) to the run.
 
-Both classes are published under this module (``simam2.adapters.psp.AdaptedPSP`` …) because the
+Both classes are published under this module (``simam2.adapters.ave.psp.AdaptedPSP`` …) because the
 script pickles the whole model (``torch.save(net_model, 'PSP_<epoch>_fully.pt')``, in the working
 directory) whenever the test accuracy improves.
 
@@ -51,134 +51,119 @@ from torch import nn
 
 from simam2.core import LateFusion
 
-from .ave import AveAdapter, InitShim, active_run, publish
-from .ave_synth import AveInputError
-from .base import option_value
-from .base import AdapterError, Replacement, RunConfig, current_context
-
-AUDIO_PREFIXES = ("fa.", "lstm_a_v.lstm_audio.")
-VISUAL_PREFIXES = ("attention.affine_video.", "attention.affine_v.", "attention.affine_h.", "fv.",
-                   "lstm_a_v.lstm_video.")
+from ..machinery import Replacement, option_value
+from ..machinery.layers import InitShim, named, publish
+from .common import AveSpec, SegmentScorer
+from .synth import AveInputError
 
 
-def _config() -> RunConfig:
-    ctx = current_context()
-    return ctx.config if ctx is not None else RunConfig()
-
-
-def adapted_psp(fully_model) -> type:
+def adapted_psp(fully_model, run) -> type:
     """``AdaptedPSP``: the upstream PSP module, its fused output replaced by SimAM² (when on)."""
     upstream = fully_model.PSP
+    config, probe = run.config, run.probe
 
     class AdaptedPSP(InitShim, upstream):
         def __init__(self, a_dim=256, v_dim=256, hidden_dim=256, out_dim=256):
             upstream.__init__(self, a_dim, v_dim, hidden_dim, out_dim)  # not super(): see InitShim
-            config = _config()
             self.simam2 = None
             if config.simam2:
-                if config.zeta == "given":
-                    raise AdapterError("PSP has no gate of its own to give ζ: use zeta='fixed' or 'learnable'")
                 self.simam2 = LateFusion(out_dim, zeta=config.zeta, lam=config.lam, s=config.s)
 
         def forward(self, a_fea, v_fea, thr_val):
             a_v_fuse, v_psp, a_psp = super().forward(a_fea, v_fea, thr_val)
-            run = active_run(PspAdapter)
-            if run is not None and self.training:
-                run.on_streams(a_psp, v_psp)
+            if self.training:
+                probe.on_fusion_inputs(a_psp, v_psp)
             if self.simam2 is not None:
                 a_v_fuse = self.simam2(a_psp, v_psp)
             return a_v_fuse, v_psp, a_psp
 
-    return AdaptedPSP
+    return publish(AdaptedPSP, __name__, "AdaptedPSP")
 
 
-def adapted_psp_net(fully_model) -> type:
+def adapted_psp_net(fully_model, run, scorer: SegmentScorer) -> type:
     """``AdaptedPspNet``: the upstream ``psp_net`` that registers itself, counts epochs, scores evals."""
     upstream = fully_model.psp_net
+    probe = run.probe
 
     class AdaptedPspNet(InitShim, upstream):
         def __init__(self, a_dim=128, v_dim=512, hidden_dim=128, category_num=29):
             upstream.__init__(self, a_dim, v_dim, hidden_dim, category_num)  # not super(): see InitShim
-            ctx = current_context()
-            if ctx is not None and isinstance(ctx.adapter, PspAdapter):
-                ctx.register_model(self)
+            run.register_model(self)
 
         def train(self, mode: bool = True):
-            run = active_run(PspAdapter)
-            if run is not None and mode and run.model is self:
+            if probe.model is self:
                 # the script calls net_model.train() once at the start of every epoch
-                run.train_calls = getattr(run, "train_calls", 0) + 1
-                run.set_epoch(run.train_calls - 1)
+                probe.on_mode(bool(mode))
             return super().train(mode)
 
         def forward(self, audio, video, thr_val):
             fusion, out, cross_att = super().forward(audio, video, thr_val)
-            run = active_run(PspAdapter)
-            if run is not None and not self.training:
-                run.on_eval_output(out)
+            if not self.training:
+                scorer.score(out)
             return fusion, out, cross_att
 
-    return AdaptedPspNet
+    return publish(AdaptedPspNet, __name__, "AdaptedPspNet")
 
 
-def recorded_dataset(dataloader) -> type:
-    """``AVE_Fully_Dataset`` that hands its labels to the run when an evaluation set is read."""
+def recorded_dataset(dataloader, scorer: SegmentScorer) -> type:
+    """``AVE_Fully_Dataset`` that hands its labels to the scorer when an evaluation set is read."""
     upstream = dataloader.AVE_Fully_Dataset
 
     class RecordedAVEFullyDataset(upstream):
         def get_batch(self, idx, shuffle_samples=False):
             batch = super().get_batch(idx, shuffle_samples)
-            run = active_run(PspAdapter)
-            if run is not None and self.status != "train":
-                run.expect_eval(self.status, batch[2].numpy(), len(self))
+            if self.status != "train":
+                scorer.expect(self.status, batch[2].numpy(), len(self))
             return batch
 
-    return RecordedAVEFullyDataset
+    return named(RecordedAVEFullyDataset, "RecordedAVEFullyDataset")
 
 
-class PspAdapter(AveAdapter):
+class PspSpec(AveSpec):
     """PSP's ``fully_supervised_main.py`` with SimAM² late fusion and modulation."""
 
     name = "psp"
     upstream = "psp"
     script = "fully_supervised_main.py"
+    epoch_source = "train_calls"
     criterion = nn.CrossEntropyLoss
+    encoder_prefixes = {"audio": ("fa.", "lstm_a_v.lstm_audio."),
+                        "visual": ("attention.affine_video.", "attention.affine_v.", "attention.affine_h.", "fv.",
+                                   "lstm_a_v.lstm_video.")}
     label_option = "--dir_labels"
     label_default = "data/right_labels.h5"
     model_default = "PSP"
     model_names = ("PSP",)
     batch_default = 128
 
-    def replacements(self, config: RunConfig) -> list[Replacement]:
+    def replacements(self, run) -> list[Replacement]:
         import dataloader
         import fully_model
 
+        self.check_zeta(run.config, "PSP")
+        scorer = SegmentScorer(run.probe)
         return [
-            Replacement("fully_model", "PSP", publish(adapted_psp(fully_model), __name__, "AdaptedPSP")),
-            Replacement("fully_model", "psp_net", publish(adapted_psp_net(fully_model), __name__, "AdaptedPspNet")),
-            Replacement("dataloader", "AVE_Fully_Dataset", recorded_dataset(dataloader)),
+            Replacement("fully_model", "PSP", adapted_psp(fully_model, run)),
+            Replacement("fully_model", "psp_net", adapted_psp_net(fully_model, run, scorer)),
+            Replacement("dataloader", "AVE_Fully_Dataset", recorded_dataset(dataloader, scorer)),
         ]
 
-    def fusion(self, model: nn.Module):
+    def fusion(self, model):
         return getattr(getattr(model, "psp", None), "simam2", None)
 
-    def modality_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
-        named = list(model.named_parameters())
-        return {"audio": [p for n, p in named if n.startswith(AUDIO_PREFIXES)],
-                "visual": [p for n, p in named if n.startswith(VISUAL_PREFIXES)]}
-
-    def modality_logits(self, model: nn.Module, audio: torch.Tensor, visual: torch.Tensor):
+    def modality_logits(self, model, audio, visual):
         """The head on each modality's term of the averaged sum, 0.5 · m_psp (the head has no biases)."""
         def head(x):
             return model.L2(F.relu(model.L1(0.5 * x)))
 
         return head(audio), head(visual)
 
-    def segment_labels(self, args: tuple) -> torch.Tensor | None:
-        labels = args[1]
-        if torch.is_tensor(labels) and labels.dim() == 2 and not labels.is_floating_point():
-            return labels
-        return None
+    def labels(self, probe, args):
+        labels = args[1] if len(args) >= 2 else None
+        if not (torch.is_tensor(labels) and labels.dim() == 2 and not labels.is_floating_point()):
+            return None
+        streams = probe._streams
+        return labels if streams is None or labels.shape == streams[0].shape[:-1] else None
 
     def needed_orders(self, train: bool) -> list[str]:
         return ["train", "val", "test"] if train else ["test"]
@@ -186,7 +171,6 @@ class PspAdapter(AveAdapter):
     def check_more(self, argv, cwd: Path, train: bool, batch: int, orders: dict) -> None:
         import h5py
 
-        self.check_eval_orders(orders)
         if train:
             option, p = orders["train"]
             with h5py.File(p, "r") as hf:
@@ -203,9 +187,4 @@ class PspAdapter(AveAdapter):
                 raise AveInputError(f"--trained_model_path {p}: no such file")
 
 
-ADAPTER = PspAdapter()
-
-
-def synth(out_dir, **kwargs) -> Path:
-    """A tiny AVE set that ``fully_supervised_main.py`` reads (see :func:`.ave_synth.write_synthetic_ave`)."""
-    return ADAPTER.synth(out_dir, **kwargs)
+SPEC = PspSpec()

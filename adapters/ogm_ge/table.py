@@ -27,7 +27,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .base import Method, run_script
+from ..machinery import run_script
+from ..machinery.table import Method, cell_name
+from .layers import FUSIONS
+from .spec import SPEC
 
 FUSION_COLUMNS = (("concat", "Concatenation"), ("sum", "Summation"), ("film", "FiLM"))
 
@@ -40,13 +43,6 @@ METHODS = (
     Method("+OGM-GE +SimAM²", True, "ogm-ge"),
     Method("+Decoupling-Free +SimAM²", True, "df"),
 )
-_MAIN_PY_MODULATION = {"none": "Normal", "df": "Normal", "ogm-ge": "OGM_GE"}
-
-
-def cell_name(method: Method, fusion: str) -> str:
-    slug = method.label.lower().replace("²", "2").replace("+", "").replace(" ", "_").replace("-", "")
-    return f"{fusion}__{slug}"
-
 
 def best_evaluation(records: list[dict]) -> dict | None:
     """The eval record with the best Top-1 (the first of equals), or None."""
@@ -80,14 +76,12 @@ def run_table(out_dir, data_dir=None, epochs: int = 2, progress: Callable[[str],
     for CREMA-D; the learning rate is raised from main.py's 0.001 so that a few epochs on a tiny
     set move the weights at all.
     """
-    from .ogm_ge import ADAPTER, FUSIONS
-
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     if data_dir is None:
-        data = ADAPTER.synth(out / "data", n_train=n_train, n_test=n_test, seed=seed)
+        data = SPEC.synth(out / "data", n_train=n_train, n_test=n_test, seed=seed)
         progress(f"wrote a synthetic CREMA-D to {data} ({n_train} train / {n_test} test clips)")
     else:
         data = Path(data_dir).absolute()
@@ -96,16 +90,15 @@ def run_table(out_dir, data_dir=None, epochs: int = 2, progress: Callable[[str],
     for fusion, _ in FUSION_COLUMNS:
         for method in METHODS:
             cell = out / cell_name(method, fusion)
-            config = method.run_config(cell, seed=seed)
-            argv = ["--dataset", "CREMAD", "--train", "--fusion_method", fusion,
-                    "--modulation", _MAIN_PY_MODULATION[method.modulation], "--alpha", str(alpha),
+            config = method.run_config(cell, seed=seed, alpha=alpha)
+            argv = ["--dataset", "CREMAD", "--train", "--fusion_method", fusion, *SPEC.upstream_argv(config),
                     "--epochs", str(epochs), "--batch_size", str(batch_size),
                     "--learning_rate", str(learning_rate), "--random_seed", str(seed),
                     "--audio_path", str(data / "AudioWAV"), "--visual_path", str(data),
                     "--ckpt_path", str(cell / "ckpt")]
             start = time.perf_counter()
             with open(cell / "main.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-                ctx = run_script(ADAPTER, argv, config, checkout=checkout, cwd=data)
+                ctx = run_script(SPEC, argv, config, checkout=checkout, cwd=data)
             best = best_evaluation(ctx.recorder.read())
             results[(method.label, fusion)] = best
             shown = "no evaluation" if best is None else f"Top-1 {best['top1']:.3f}, mAP {best['mAP']:.3f}"

@@ -31,8 +31,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .ave import data_args
-from .base import Method, RunConfig, run_script
+from ..machinery import RunConfig, read_records, run_script
+from ..machinery.install import checkout_of
+from ..machinery.stats import ratio_correlation as _ratio_correlation
+from ..machinery.table import Method, cell_name
+from .avga import SPEC as AVGA
+from .common import data_args
+from .psp import SPEC as PSP
 
 #: the paper's Table 2 (accuracy, %), shown beside the synthetic numbers
 PAPER = {
@@ -53,23 +58,9 @@ METHODS = (
 )
 
 
-def cell_name(method: Method, network: str) -> str:
-    slug = method.label.lower().replace("²", "2").replace("+", "").replace(" ", "_").replace("-", "")
-    return f"{network}__{slug}"
-
-
 def ratio_correlation(records: list[dict]) -> float | None:
     """Pearson r of Eq. 11's ratio and OGM-GE's decoupled ratio over the training steps."""
-    pairs = [(r["rho_df"], r["rho_decoupled"]) for r in records
-             if r.get("event") == "step" and r.get("rho_df") is not None and r.get("rho_decoupled") is not None]
-    if len(pairs) < 3:
-        return None
-    from scipy.stats import pearsonr
-
-    x, y = zip(*pairs)
-    if len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    return float(pearsonr(x, y)[0])
+    return _ratio_correlation(records)[0]
 
 
 def format_table(results: dict[tuple[str, str], dict | None], title: str) -> str:
@@ -91,18 +82,6 @@ def format_table(results: dict[tuple[str, str], dict | None], title: str) -> str
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
-def _fetch(name: str) -> Path:
-    """The patched checkout of ``name``, fetched once for all the cells."""
-    import vendor_fetch
-
-    from .base import AdapterError
-
-    try:
-        return vendor_fetch.fetch(name)
-    except vendor_fetch.FetchError as e:
-        raise AdapterError(str(e)) from e
-
-
 def _evals(records: list[dict], split: str) -> list[dict]:
     return [r for r in records if r.get("event") == "eval" and r.get("split") == split and r.get("acc") is not None]
 
@@ -121,16 +100,13 @@ def run_table(out_dir, data_dir=None, epochs: int | None = None, progress: Calla
     epochs and the cells cannot differ). ``epochs`` (default 8) per cell; ``batch_size`` must be at
     least ``n_train / batch_size`` (PSP's epoch summary).
     """
-    from .avga import ADAPTER as AVGA
-    from .psp import ADAPTER as PSP
-
     epochs = 8 if epochs is None else epochs
     if epochs < 2:
         raise ValueError(f"epochs must be at least 2 (PSP tests from its second epoch on), got {epochs}")
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    checkout_avga = Path(checkout_avga) if checkout_avga is not None else _fetch("avga")
-    checkout_psp = Path(checkout_psp) if checkout_psp is not None else _fetch("psp")
+    checkout_avga = Path(checkout_avga) if checkout_avga is not None else checkout_of(AVGA)
+    checkout_psp = Path(checkout_psp) if checkout_psp is not None else checkout_of(PSP)
     if data_dir is None:
         data = AVGA.synth(out / "data", n_train=n_train, n_val=n_val, n_test=n_test, n_classes=n_classes,
                           seed=seed, checkout=checkout_avga, audio_signal=audio_signal,
@@ -148,10 +124,11 @@ def run_table(out_dir, data_dir=None, epochs: int | None = None, progress: Calla
             if network == "avga":
                 argv = ["--model_name", "AV_att", "--nb_epoch", str(epochs), "--batch_size", str(batch_size),
                         *data_args(data, "--dir_labels", "labels.h5")]
-                ctx = run_script(AVGA, ["--train", *argv], config, checkout=checkout_avga, cwd=cell)
-                test_config = RunConfig(simam2=method.simam2, zeta=config.zeta, seed=seed, record=config.record)
+                run_script(AVGA, ["--train", *argv], config, checkout=checkout_avga, cwd=cell)
+                test_config = RunConfig(simam2=method.simam2, zeta=config.zeta, seed=seed, record=config.record,
+                                        append=True)  # the test run's records follow the training run's
                 run_script(AVGA, argv, test_config, checkout=checkout_avga, cwd=cell)
-                records = ctx.recorder.read()
+                records = read_records(config.record)
                 tests = _evals(records, "test")
                 acc = tests[-1]["acc"] if tests else None
             else:

@@ -1,0 +1,120 @@
+"""RunConfig: the one source of every run option, for the Python API and the command line alike.
+
+Each field carries its command-line flag and help text (``field(metadata=...)``);
+:func:`add_run_options` builds ``simam2 run``'s and the tables' options from the fields, and
+:func:`config_from_args` reads them back. An option exists once, here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from simam2.core.fusion import ZETA_MODES
+
+ZETA_CHOICES = tuple(ZETA_MODES)
+MODULATION_CHOICES = ("none", "ogm-ge", "df")
+
+
+class ConfigError(ValueError):
+    """A run's options contradict each other or are out of range (one line, names the option)."""
+
+
+def _opt(default, help: str, flag: str | None = None, **argparse_kwargs):
+    return field(default=default, metadata={"help": help, "flag": flag, "argparse": argparse_kwargs})
+
+
+@dataclass
+class RunConfig:
+    """How one run is configured, whatever the upstream (every field is also a ``simam2 run`` option).
+
+    modulation: ``none``; ``ogm-ge`` — OGM-GE with its own decoupled ratio (SPEC §6): the upstream's
+    own implementation where it has one (OGM-GE's main.py), else core's GradientModulator with
+    ``ratio="decoupled"``; ``df`` — decoupling-free modulation (Eq. 11) through core's
+    GradientModulator with ``ratio="zeta"``.
+    """
+
+    simam2: bool = _opt(False, "replace the upstream's fusion with SimAM²")
+    zeta: str = _opt("fixed", "ζ: fixed 0.5, a learnable gate, or the upstream's own gate "
+                              "(default: fixed; FOP: its own gate); needs --simam2", choices=ZETA_CHOICES)
+    modulation: str = _opt("none", "gradient modulation: none, OGM-GE's decoupled ratio, or "
+                                   "decoupling-free (Eq. 11)", choices=MODULATION_CHOICES)
+    ge: bool = _opt(True, "modulate without OGM-GE's Gaussian noise (plain OGM)", flag="--no-ge")
+    alpha: float = _opt(0.1, "OGM-GE's alpha, >= 0 (default 0.1)")
+    modulation_start: int = _opt(0, "first modulated epoch (default 0)")
+    modulation_end: int = _opt(50, "last modulated epoch (default 50)")
+    lam: float = _opt(1e-6, "λ of Eq. 6-7, >= 0 (default 1e-6)")
+    s: float = _opt(2.5, "s of Eq. 6, >= 0 (default 2.5)")
+    seed: int | None = _opt(None, "seed Python, NumPy and torch before the run")
+    record: Path | None = _opt(None, "JSON-lines records of the run (docs/records.md)")
+    append: bool = _opt(False, "add this run to an existing --record file instead of refusing")
+    tensorboard: Path | None = _opt(None, "write TensorBoard curves of the run into this folder")
+
+    def __post_init__(self) -> None:
+        if self.zeta not in ZETA_CHOICES:
+            raise ConfigError(f"--zeta must be one of {', '.join(ZETA_CHOICES)}, got {self.zeta!r}")
+        if self.modulation not in MODULATION_CHOICES:
+            raise ConfigError(f"--modulation must be one of {', '.join(MODULATION_CHOICES)}, got {self.modulation!r}")
+        if self.zeta != "fixed" and not self.simam2:
+            raise ConfigError(f"--zeta {self.zeta} chooses SimAM²'s fusion weights: add --simam2 "
+                              "(without it the upstream's own fusion runs and ζ means nothing)")
+        if self.modulation == "df" and not self.simam2:
+            raise ConfigError("--modulation df reads ζ from the SimAM² fusion: add --simam2 --zeta learnable")
+        if self.modulation == "df" and self.zeta == "fixed":
+            raise ConfigError("--modulation df needs a learnable (or given) ζ: with ζ fixed at 0.5 its ratio "
+                              "(Eq. 11) is 1 at every step; add --zeta learnable")
+        for name in ("alpha", "lam", "s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+                raise ConfigError(f"--{name} must be a number >= 0, got {value!r}")
+        if self.modulation_end < self.modulation_start:
+            raise ConfigError(f"--modulation-end {self.modulation_end} is before --modulation-start "
+                              f"{self.modulation_start}")
+        for name in ("record", "tensorboard"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
+
+    def plain(self) -> dict[str, Any]:
+        """The config as JSON-friendly data (for ``start`` records and table headers)."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    def but(self, **changes) -> "RunConfig":
+        """A copy with ``changes`` (validated again)."""
+        return RunConfig(**{**asdict(self), **changes})
+
+
+def _flag(f) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def add_run_options(parser: argparse.ArgumentParser, title: str = "SimAM² and modulation",
+                    exclude: tuple[str, ...] = ()) -> None:
+    """Add one option per :class:`RunConfig` field (help text from the field) to ``parser``."""
+    g = parser.add_argument_group(title)
+    for f in fields(RunConfig):
+        if f.name in exclude:
+            continue
+        kwargs = dict(f.metadata.get("argparse", {}))
+        if f.type in ("bool", bool):
+            kwargs["action"] = "store_false" if f.default else "store_true"
+        else:
+            kwargs["type"] = {"float": float, "int": int, "str": str}.get(
+                f.type, Path if "Path" in str(f.type) else int if "int" in str(f.type) else str)
+            kwargs["default"] = None if f.name == "zeta" else f.default  # zeta: None = the upstream's default
+        g.add_argument(_flag(f), dest=f.name, help=f.metadata["help"], **kwargs)
+
+
+def config_from_args(ns: argparse.Namespace, default_zeta: str = "fixed", **overrides) -> RunConfig:
+    """The RunConfig of parsed options. An unset ``--zeta`` is ``default_zeta`` with --simam2 (the
+    upstream's own gate for FOP) and ``fixed`` without."""
+    values = {f.name: getattr(ns, f.name) for f in fields(RunConfig) if hasattr(ns, f.name)}
+    if values.get("zeta") is None:
+        values["zeta"] = default_zeta if values.get("simam2") else "fixed"
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+__all__ = ["RunConfig", "ConfigError", "ZETA_CHOICES", "MODULATION_CHOICES", "add_run_options", "config_from_args"]

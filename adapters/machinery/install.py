@@ -1,0 +1,288 @@
+"""Installing a spec's replacements for the length of a run, and running the upstream's own script.
+
+:func:`installed` puts a spec's replacements in place for the length of a ``with`` block and
+restores every attribute afterwards (also after an exception); :func:`run_script` runs the
+upstream's own entry point, unchanged, through :mod:`runpy` inside that block. Each run has one
+:class:`RunContext`: its spec, config, argv and working directory, its records and its
+:class:`~.probe.RunProbe`. Installing is reversible and idempotent: installing the same spec with
+the same config again inside the block yields the same context; with another config it is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .records import RecordWriter, status_of
+
+if TYPE_CHECKING:
+    from .probe import RunProbe
+    from .spec import Spec
+
+
+class AdapterError(RuntimeError):
+    """A run cannot start or did not finish: bad input, a missing file, a failing upstream script."""
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """One upstream attribute, ``module.attribute``, replaced by ``value`` while installed."""
+
+    module: str
+    attribute: str
+    value: Any
+
+
+@dataclass
+class RunContext:
+    """One run: what the spec's layers and the probe see of it."""
+
+    spec: "Spec"
+    config: RunConfig
+    checkout: Path
+    recorder: RecordWriter
+    argv: tuple[str, ...] = ()
+    script: str | None = None  # the entry script run_script is running (None inside a bare installed())
+    cwd: Path | None = None
+    models: list = field(default_factory=list)
+    probe: "RunProbe | None" = None
+    _cleanups: list = field(default_factory=list)
+
+    @property
+    def epoch(self) -> int:
+        return self.probe.epoch if self.probe is not None else 0
+
+    def register_model(self, model) -> None:
+        """A replacement model class calls this once built; the probe takes the first as the run's."""
+        if not any(m is model for m in self.models):
+            self.models.append(model)
+            self.probe.on_model(model)
+
+    def add_cleanup(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` when the spec is uninstalled (e.g. a hook handle's ``remove``)."""
+        self._cleanups.append(fn)
+
+
+# -- installing -----------------------------------------------------------------------------------
+
+_ACTIVE: list[RunContext] = []
+_MISSING = object()
+
+
+def current_context() -> RunContext | None:
+    """The innermost installed run's context, or None outside any run."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+def _top_level_names(checkout: Path) -> set[str]:
+    """Module names the checkout provides at its root (they shadow same-named modules elsewhere)."""
+    names = set()
+    for p in checkout.iterdir():
+        if p.suffix == ".py":
+            names.add(p.stem)
+        elif p.is_dir() and any(p.glob("*.py")):
+            names.add(p.name)
+    return names
+
+
+def _owned(mod_name: str, names: set[str]) -> bool:
+    return mod_name.split(".", 1)[0] in names
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def checkout_of(spec: "Spec") -> Path:
+    """The patched checkout of ``spec``'s upstream, from the cache (fetched there if need be)."""
+    import vendor_fetch
+
+    try:
+        return vendor_fetch.fetch(spec.upstream)
+    except vendor_fetch.FetchError as e:
+        raise AdapterError(str(e)) from e
+
+
+@contextlib.contextmanager
+def installed(spec: "Spec", config: RunConfig | None = None, checkout: Path | str | None = None,
+              argv: Sequence[str] = (), script: str | None = None, cwd: Path | str | None = None
+              ) -> Iterator[RunContext]:
+    """Replace ``spec``'s upstream attributes for the length of the block; undo everything after.
+
+    The checkout goes first on ``sys.path``; modules of the same top-level names imported from
+    elsewhere (upstreams share names such as ``models`` and ``utils``) are set aside and put back
+    afterwards, and the checkout's own modules are dropped from ``sys.modules``. The run's records
+    end with an ``end`` record saying how the block was left (completed, interrupted, failed).
+    """
+    from .probe import RunProbe
+
+    config = config or RunConfig()
+    checkout = Path(checkout) if checkout is not None else checkout_of(spec)
+    checkout = checkout.resolve()
+    if not checkout.is_dir():
+        raise AdapterError(f"no upstream checkout at {checkout}")
+    for ctx in _ACTIVE:
+        if ctx.spec is spec and ctx.checkout == checkout:
+            if ctx.config != config:
+                raise AdapterError(f"{spec.name} is already installed with another configuration; a nested "
+                                   "install would silently use the outer one: leave the outer block first")
+            yield ctx
+            return
+
+    recorder = RecordWriter(config.record, append=config.append, sinks=spec.record_sinks(config))
+    names = _top_level_names(checkout)
+    shadowed = {k: sys.modules.pop(k) for k in list(sys.modules) if _owned(k, names)}
+    _forget_module_files(names)
+    # the checkout is a shared cache: no __pycache__ written into it
+    wrote_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    sys.path.insert(0, str(checkout))
+    ctx = RunContext(spec, config, checkout, recorder, tuple(map(str, argv)), script,
+                     Path(cwd) if cwd is not None else None)
+    ctx.probe = RunProbe(ctx)
+    originals: list[tuple[Any, str, Any]] = []
+    _ACTIVE.append(ctx)
+    failure: BaseException | None = None
+    try:
+        if config.seed is not None:
+            seed_everything(config.seed)
+        try:
+            reps = spec.replacements(ctx)
+        except ImportError as e:
+            raise AdapterError(f"{checkout} is not a {spec.upstream} checkout ({e}); point --checkout at one, "
+                               f"or leave it out to use the cache") from None
+        for rep in reps:
+            module = _import_upstream(rep.module, checkout)
+            originals.append((module, rep.attribute, module.__dict__.get(rep.attribute, _MISSING)))
+            setattr(module, rep.attribute, rep.value)
+        ctx.probe.install()
+        spec.on_start(ctx)
+        yield ctx
+    except BaseException as e:
+        failure = e
+        raise
+    finally:
+        try:
+            try:
+                spec.on_end(ctx)
+            finally:
+                ctx.probe.finish()
+        finally:
+            for fn in reversed(ctx._cleanups):
+                fn()
+            for module, attribute, value in reversed(originals):
+                if value is _MISSING:
+                    delattr(module, attribute)
+                else:
+                    setattr(module, attribute, value)
+            _ACTIVE.remove(ctx)
+            status, error = status_of(failure)
+            ctx.probe.end(status, error)
+            with contextlib.suppress(ValueError):
+                sys.path.remove(str(checkout))
+            sys.dont_write_bytecode = wrote_bytecode
+            for k in [k for k in sys.modules if _owned(k, names)]:
+                del sys.modules[k]
+            sys.modules.update(shadowed)
+            _forget_module_files(names)
+
+
+def _forget_module_files(names: set[str]) -> None:
+    """Drop ``inspect``'s per-name file cache for the swapped module names.
+
+    ``inspect.getmodule`` remembers each module name's file. When one upstream's ``models.py`` is
+    followed by another's namespace package ``models`` (no ``__init__``, so no file), the stale entry
+    makes Python 3.11's ``inspect.stack()`` raise TypeError, as librosa's lazy loader calls it.
+    """
+    import inspect
+
+    cache = getattr(inspect, "_filesbymodname", None)
+    if isinstance(cache, dict):
+        for k in [k for k in cache if _owned(k, names)]:
+            del cache[k]
+
+
+def _import_upstream(name: str, checkout: Path):
+    import importlib
+
+    try:
+        module = importlib.import_module(name)
+    except ImportError as e:
+        raise AdapterError(f"cannot import upstream module {name!r} from {checkout}: {e}") from e
+    origin = getattr(module, "__file__", None)
+    if origin is None or checkout not in Path(origin).resolve().parents:
+        raise AdapterError(f"module {name!r} resolved to {origin}, outside the checkout {checkout}")
+    return module
+
+
+# -- running --------------------------------------------------------------------------------------
+
+def run_script(
+    spec: "Spec",
+    argv: Sequence[str] = (),
+    config: RunConfig | None = None,
+    checkout: Path | str | None = None,
+    cwd: Path | str | None = None,
+    script: str | None = None,
+) -> RunContext:
+    """Run the upstream's own ``script`` (default ``spec.script``) unchanged, as ``__main__``.
+
+    ``script`` is a path relative to the checkout, or ``-m package`` for a module entry point
+    (``python -m package``). ``sys.argv`` is ``[script, *argv]``, as the script expects; the
+    working directory is ``cwd`` (default: the current one) for the length of the run. A non-zero
+    ``SystemExit`` becomes an :class:`AdapterError`. Returns the run's context.
+    """
+    script = script or spec.script
+    cwd = Path(cwd) if cwd is not None else Path.cwd()
+    argv = [str(a) for a in argv]
+    with installed(spec, config, checkout, argv=argv, script=script, cwd=cwd) as ctx:
+        module = script[3:].strip() if script.startswith("-m ") else None
+        path = ctx.checkout / script if module is None else None
+        if path is not None and not path.is_file():
+            raise AdapterError(f"{spec.name}: no script {script} in {ctx.checkout}")
+        resolved = cwd.resolve()
+        if resolved == ctx.checkout or ctx.checkout in resolved.parents:
+            raise AdapterError(f"{spec.name}: run in a folder of your own, not inside the upstream checkout "
+                               f"{ctx.checkout} (a shared cache; the script writes to its working directory)")
+        spec.validate(ctx, argv, cwd)
+        old_argv, old_cwd = sys.argv, os.getcwd()
+        sys.argv = [str(path) if path is not None else module, *argv]
+        os.chdir(cwd)
+        try:
+            if module is not None:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path(str(path), run_name="__main__")
+        except SystemExit as e:
+            if e.code not in (None, 0):
+                raise AdapterError(f"{spec.name}: {script} exited with status {e.code}") from e
+        finally:
+            sys.argv = old_argv
+            os.chdir(old_cwd)
+        return ctx
+
+
+def option_value(argv: Sequence[str], option: str, default):
+    """The value argparse would keep for ``option`` in ``argv`` (the last one given), else ``default``.
+
+    Specs read the upstream's own arguments with it, before the script parses them.
+    """
+    value = default
+    argv = list(argv)
+    for i, a in enumerate(argv):
+        if a == option and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith(option + "="):
+            value = a.split("=", 1)[1]
+    return value

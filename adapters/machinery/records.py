@@ -1,0 +1,222 @@
+"""The one record schema every run writes (docs/records.md): writer, reader, run splitting.
+
+A :class:`RecordWriter` writes JSON lines: ``start`` first, ``end`` last, whatever happens in
+between. It never appends to an existing records file silently (a rerun onto a file that already
+holds records refuses, unless asked to append), and it marks a run whose loss or metric was
+non-finite, so that a NaN never reads as a perfect score.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+FORMAT = 1
+STATUSES = ("completed", "interrupted", "failed")
+
+
+class RecordsError(RuntimeError):
+    """A records file cannot be written as asked (exists, is a folder, cannot be created)."""
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def plain(value: Any) -> Any:
+    """JSON-friendly: tensors and NumPy values become Python numbers or lists; paths strings;
+    non-finite floats ``None`` (the ``end`` record says whether a loss or metric was one)."""
+    if torch.is_tensor(value):
+        value = value.detach().cpu()
+        value = value.item() if value.numel() == 1 else value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    elif isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, Path):
+        value = str(value)
+    elif isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    elif isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _nonfinite(value: Any) -> bool:
+    if torch.is_tensor(value):
+        return bool((~torch.isfinite(value.detach().float())).any()) if value.numel() else False
+    if isinstance(value, (float, np.floating)):
+        return not math.isfinite(float(value))
+    return False
+
+
+def check_path(path: Path | str, append: bool = False) -> Path:
+    """``path`` as a records file this run may write: refuses a folder, and an existing non-empty
+    file unless ``append``. Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise RecordsError(f"--record {path} is a folder: name a file, e.g. {path / 'records.jsonl'}")
+    if not append and path.exists() and path.stat().st_size > 0:
+        raise RecordsError(f"--record {path} already holds records: name a new file, remove it, "
+                           "or pass --append to add this run to it")
+    return path
+
+
+class RecordWriter:
+    """Writes one run's records to ``path`` (JSON lines), or keeps them in memory when ``path`` is None.
+
+    ``start(...)`` writes the ``start`` record; ``write(event, **fields)`` any other;
+    ``end(status, error)`` the ``end`` record (once; later calls do nothing). ``metric_fields`` are
+    the names whose non-finite values mark the run ``nonfinite`` (every metric of ``start``, alone or
+    per modality); a writer's user that sees a non-finite loss sets ``nonfinite`` itself.
+    """
+
+    def __init__(self, path: Path | str | None = None, append: bool = False, sinks: Iterable = ()):
+        self.path = check_path(path, append) if path is not None else None
+        #: callables that receive every row written (e.g. a TensorBoard writer); ``close()`` if they have it
+        self.sinks = list(sinks)
+        self.append = append
+        self.events: list[dict] = []
+        self._file = None
+        self.nonfinite = False
+        self.counts = {"step": 0, "eval": 0}
+        self.ended = False
+        self.metric_fields: set[str] = set()
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _emit(self, row: dict) -> None:
+        for sink in self.sinks:
+            sink(row)
+        if self.path is None:
+            self.events.append(row)
+            return
+        if self._file is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "a", encoding="utf-8")
+            except OSError as e:
+                raise RecordsError(f"cannot write records to {self.path}: {e.strerror or e}") from None
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def write(self, event: str, **fields: Any) -> dict:
+        if event in self.counts:
+            self.counts[event] += 1
+        for name in self.metric_fields:
+            if name in fields and _nonfinite(fields[name]):
+                self.nonfinite = True
+        row = {"event": event, **plain(fields)}
+        self._emit(row)
+        return row
+
+    def start(self, *, upstream: str, script: str | None, modalities: Iterable[str],
+              metrics: Iterable[str] = (), primary: str | None = None, higher_is_better: bool = True,
+              config: dict | None = None, upstream_options: dict | None = None, **extra: Any) -> dict:
+        metrics = list(metrics)
+        modalities = list(modalities)
+        if len(modalities) != 2:
+            raise ValueError(f"a run names two modalities, modality 1 (ζ's) first; got {modalities}")
+        # each metric, alone or per modality, is a metric: non-finite values mark the run
+        self.metric_fields |= {f"{m}{s}" for m in metrics for s in ("", "_m1", "_m2", "_head_m1", "_head_m2")}
+        return self.write("start", format=FORMAT, upstream=upstream, script=script, modalities=modalities,
+                          metrics=metrics, primary=primary if primary is not None else (metrics[0] if metrics else None),
+                          higher_is_better=higher_is_better, config=config or {},
+                          upstream_options=upstream_options or {}, time=now(), **extra)
+
+    def end(self, status: str = "completed", error: str | None = None) -> dict | None:
+        if self.ended:
+            return None
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        self.ended = True
+        row = self.write("end", status=status, error=error, nonfinite=self.nonfinite,
+                         steps=self.counts["step"], evaluations=self.counts["eval"], time=now())
+        self.close()
+        return row
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            if hasattr(sink, "close"):
+                sink.close()
+        self.sinks = []
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def read(self) -> list[dict]:
+        """Every record so far: from memory, or this run's records in the file (the last run's,
+        when appending to a file that held earlier runs)."""
+        if self.path is None:
+            return list(self.events)
+        found = read_records(self.path) if self.path.exists() else []
+        split = runs(found)
+        return split[-1] if split else found
+
+
+def read_records(path: Path | str) -> list[dict]:
+    """The records of a JSON-lines file; a torn last line (a killed writer) is dropped."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break  # the last line of a run that was killed mid-write
+            raise
+    return out
+
+
+def runs(records: list[dict]) -> list[list[dict]]:
+    """A file's records split into runs, at each ``start`` (records before the first start form a run)."""
+    out: list[list[dict]] = []
+    for r in records:
+        if r.get("event") == "start" or not out:
+            out.append([])
+        out[-1].append(r)
+    return out
+
+
+def is_complete(records: list[dict]) -> bool:
+    """Whether the (last) run of ``records`` ended with status ``completed``."""
+    split = runs(records)
+    if not split:
+        return False
+    last = split[-1][-1]
+    return last.get("event") == "end" and last.get("status") == "completed"
+
+
+def status_of(exc: BaseException | None) -> tuple[str, str | None]:
+    """(``end`` status, one-line error) for how a run left its block."""
+    if exc is None:
+        return "completed", None
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", "interrupted (KeyboardInterrupt)"
+    if isinstance(exc, SystemExit) and exc.code in (None, 0):
+        return "completed", None
+    text = str(exc).strip().splitlines()
+    return "failed", f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary sibling and a rename: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,28 @@
+"""Checks of what OGM-GE's main.py is about to read, before it starts (one line naming the fix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from ..machinery import AdapterError, option_value
+
+
+def check_dataset(argv: Sequence[str], cwd: Path) -> None:
+    """main.py reads its lists relative to the working directory and silently skips every listed clip
+    whose files are missing: an empty set would fail deep in torch."""
+    dataset = option_value(argv, "--dataset", "CREMAD")
+    needed = {"CREMAD": ["data/CREMAD/train.csv", "data/CREMAD/test.csv"],
+              "VGGSound": ["data/VGGSound/vggsound.csv"]}.get(dataset, [])
+    missing = [p for p in needed if not (Path(cwd) / p).is_file()]
+    if missing:
+        raise AdapterError(f"main.py reads its {dataset} lists relative to the working directory, and "
+                           f"{Path(cwd).resolve()} lacks {', '.join(missing)}; run in the dataset folder "
+                           f"(simam2 synth ogm-ge DIR writes one)")
+    if dataset == "CREMAD":
+        audio = Path(cwd) / option_value(argv, "--audio_path", "/home/hudi/data/CREMA-D/AudioWAV")
+        visual = Path(cwd) / option_value(argv, "--visual_path", "/home/hudi/data/CREMA-D/")
+        if not audio.is_dir() or not (visual / "Image-{:02d}-FPS".format(int(option_value(argv, "--fps", 1)))).is_dir():
+            raise AdapterError(f"main.py finds no CREMA-D clips: --audio_path {audio} needs the .wav files and "
+                               f"--visual_path {visual} the Image-NN-FPS frame folders (for simam2 synth's "
+                               f"layout: --audio_path AudioWAV --visual_path .)")
