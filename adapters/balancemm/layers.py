@@ -12,23 +12,20 @@ fusion module as ``self.simam2``:
 Gated fusion has no two summed terms and is left as it is.
 
 Trainer (SPEC §5): :func:`decoupling_free_trainer` subclasses their ``OGMTrainer``; its training
-step is theirs up to ``loss.backward()``, then Eq. 11's ratio from the fusion's ζ drives OGM-GE's
-coefficient rule through :class:`~simam2.core.GradientModulator`, on the parameter groups their OGM
-trainer modulates (every non-1-D parameter whose name contains the modality).
+step is theirs up to ``loss.backward()``; then, at the optimizer's step, Eq. 11's ratio from the
+fusion's ζ drives OGM-GE's coefficient rule through :class:`~simam2.core.GradientModulator` (the
+run's probe attaches it), on the parameter groups their OGM trainer modulates (every non-1-D
+parameter whose name contains the modality).
 """
 
 from __future__ import annotations
-
-import contextlib
-import types
-from typing import Iterator
 
 import torch
 import torch.nn as nn
 
 from simam2.core import ConcatFusion as CoreConcat
 from simam2.core import FiLMFusion as CoreFiLM
-from simam2.core import GradientModulator, Summation
+from simam2.core import Summation
 
 #: ``trainer --name`` of the decoupling-free trainer. BalanceMM reads a trainer's settings from the
 #: ``trainer_config.yaml`` block named by what precedes "Trainer" in its name: this one runs with
@@ -102,77 +99,22 @@ def ogm_groups(model: nn.Module, modalities) -> dict[str, list[nn.Parameter]]:
 
 
 def decoupling_free_trainer(ogm_trainer: type) -> type:
-    """A subclass of their ``OGMTrainer`` named :data:`DF_TRAINER` that modulates by Eq. 11.
+    """Their ``OGMTrainer`` with its own modulation taken out, named :data:`DF_TRAINER`.
 
-    ``method: OGM_GE`` adds OGM-GE's Gaussian noise (``mode="ogm_ge"``), ``OGM`` does not; α and
-    the epoch window are their config's. The fusion must be SimAM² with a learnable ζ (with a
-    fixed ζ, ρ = 1 at every step: GradientModulator refuses it with one line).
+    The training loop, loss and everything else are theirs; the modulation is core's
+    :class:`~simam2.core.GradientModulator` with Eq. 11's ratio, which the run's probe attaches to the
+    optimizer's step on the same parameter groups (:func:`ogm_groups`), with OGM-GE's rule, α and
+    window (``simam2 run balancemm --simam2 --zeta learnable --modulation df``).
     """
 
     class OGMTrainerDF(ogm_trainer):
-        modulator: GradientModulator | None = None
-        #: one entry per training step: epoch, ρ1 (Eq. 11), k1, k2 and whether the window applied them
-        history: list[dict] = []
-
-        def _modulator(self, model) -> GradientModulator:
-            if self.modulator is None:
-                fusion = model.fusion_module
-                if not hasattr(fusion, "simam2"):
-                    raise ValueError(f"{DF_TRAINER} needs SimAM² fusion (simam2 run balancemm --simam2 --zeta learnable)")
-                modalities = list(model.modalitys)
-                first = x1_modality(fusion, modalities)
-                order = [first] + [m for m in modalities if m != first]
-                groups = ogm_groups(model, modalities)
-                self.modulator = GradientModulator(
-                    {m: groups[m] for m in order}, fusion=fusion.simam2, alpha=self.alpha,
-                    mode="ogm_ge" if self.method == "OGM_GE" else "ogm",
-                    start_epoch=self.modulation_starts, end_epoch=self.modulation_ends,
-                    epoch_fn=lambda: self.current_epoch, ratio="zeta")
-            return self.modulator
-
         def training_step(self, model, batch, batch_idx):
+            # OGMTrainer.training_step up to loss.backward(); its score ratio and coefficients are gone
             label = batch["label"].to(model.device)
             model(batch)
             loss = nn.CrossEntropyLoss()(model.unimodal_result["output"], label)
             loss.backward()
-            modulator = self._modulator(model)
-            applied = modulator.apply()
-            last = modulator.last
-            self.history.append({"epoch": self.current_epoch, "applied": applied, **{
-                k: float(last[k]) for k in ("rho_zeta", "k1", "k2") if k in last}})
             return loss
 
     OGMTrainerDF.__name__ = OGMTrainerDF.__qualname__ = DF_TRAINER
     return OGMTrainerDF
-
-
-@contextlib.contextmanager
-def installed(simam2: bool = False, zeta: str = "fixed", lam: float = 1e-6, s: float = 2.5) -> Iterator[dict]:
-    """Within the block, an importable ``balancemm`` builds SimAM² fusion modules (when ``simam2``)
-    and finds :data:`DF_TRAINER` among its trainers; everything is restored on exit.
-
-    The fusion classes are swapped where ``BaseClassifierModel.__init__`` looks them up (the names
-    in ``balancemm.models.avclassify_model``); the trainer is a module appended to
-    ``balancemm.trainer._trainer_modules``, which ``create_trainer`` searches by name. Yields
-    ``{"trainer": the DF trainer class}``.
-    """
-    import balancemm.models.avclassify_model as avclassify
-    import balancemm.models.fusion_arch as fusion_arch
-    import balancemm.trainer as trainers
-    from balancemm.trainer.OGM_trainer import OGMTrainer
-
-    saved = {}
-    if simam2:
-        for name, cls in simam2_fusion_classes(fusion_arch, zeta, lam, s).items():
-            saved[name] = getattr(avclassify, name)
-            setattr(avclassify, name, cls)
-    df = decoupling_free_trainer(OGMTrainer)
-    module = types.ModuleType("simam2_balancemm_trainers")
-    setattr(module, DF_TRAINER, df)
-    trainers._trainer_modules.append(module)
-    try:
-        yield {"trainer": df}
-    finally:
-        trainers._trainer_modules.remove(module)
-        for name, cls in saved.items():
-            setattr(avclassify, name, cls)
