@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from simam2.adapters import balancemm_synth as synth
-from simam2.adapters.balancemm_entry import FUSIONS, Overrides, read_training_log
+from simam2.adapters.balancemm import synth
+from simam2.adapters.balancemm.seam import FUSIONS, Overrides, read_training_log
 
 from upstream_modules import load_module, pristine_module
 
@@ -160,82 +160,9 @@ def test_read_training_log(tmp_path):
                            "f1_audio": 0.4, "f1_visual": 0.2}
 
 
-# -- end to end through python -m balancemm (slow) -------------------------------------------------
-
-RUN_ENTRY = """
-import json, sys
-from pathlib import Path
-from simam2.adapters.balancemm_entry import Overrides, run_module
-checkout, spec, argv = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
-run_module(checkout, argv, Overrides(**spec))
-"""
-ARGV = ["--trainer", "OGMTrainer", "--dataset", "CREMAD", "--model", "BaseClassifier", "--device", "cpu",
-        "--alpha", "0.5"]
-
-
-def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-
-
-def _entry(checkout, out_dir, data, argv=ARGV, **overrides):
-    spec = {"out_dir": str(out_dir), "data": str(data), "epochs": 1, "batch_size": 4, "workers": 0, **overrides}
-    proc = subprocess.run([sys.executable, "-c", RUN_ENTRY, str(checkout), json.dumps(spec), *argv],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return read_training_log(Path(out_dir) / "training.log")
-
-
-@pytest.fixture(scope="module")
-def cremad(tmp_path_factory):
-    return synth.write_cremad(tmp_path_factory.mktemp("bmm") / "cremad", n_train=8, n_test=6)
-
-
-def _own_configs(copy: Path, data: Path) -> None:
-    """The upstream's own way to point a run at data and size it: edit its YAML files."""
-    import yaml
-
-    def edit(name, fn):
-        path = copy / "configs" / name
-        settings = yaml.safe_load(path.read_text())
-        fn(settings)
-        path.write_text(yaml.safe_dump(settings, sort_keys=False))
-
-    edit("dataset_config.yaml", lambda s: s["dataset"]["CREMAD"].update(synth.dataset_paths(data)))
-    edit("trainer_config.yaml", lambda s: s["trainer_para"]["base"].update(max_epochs=1))
-    edit("global_config.yaml", lambda s: s["dataloader"].update(eff_batch_size=4, num_workers=0, pin_memory=False))
-
-
-@pytest.mark.slow
-def test_adapter_off_reproduces_the_upstreams_own_run_bitwise(checkout, cremad, tmp_path):
-    """The same run two ways: `python -m balancemm` in a copy of the checkout whose YAML files were
-    edited (the upstream's own mechanism), and through run_module's config seam on the cache."""
-    import shutil
-
-    copy = tmp_path / "own"
-    shutil.copytree(checkout, copy, ignore=shutil.ignore_patterns(".git", "experiments"))
-    _own_configs(copy, cremad)
-    proc = subprocess.run([sys.executable, "-m", "balancemm", *ARGV], cwd=copy, env=_env(),
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (own_log,) = (copy / "experiments").rglob("training.log")
-    own = read_training_log(own_log)
-    ours = _entry(checkout, tmp_path / "ours", cremad)
-    assert own["test"] and own["shapley"] and len(own["valid"]) == 1
-    assert ours == own  # every float, parsed from the full repr the upstream logs
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("fusion", [f for f in FUSIONS if f != "shared"])
-def test_each_fusion_trains_validates_and_tests(checkout, cremad, tmp_path, fusion):
-    log = _entry(checkout, tmp_path / fusion, cremad, fusion=fusion)
-    assert set(log["test"]) == {"test_acc", "test_f1", "acc_audio", "acc_visual", "f1_audio", "f1_visual"}
-    assert set(log["shapley"]) == {"audio", "visual"}
-    assert not (tmp_path / fusion / "checkpoints").exists()  # 257 MB, removed after the test used it
-
-
 # -- SimAM² in BalanceMM's fusion modules ----------------------------------------------------------
 
-from simam2.adapters.balancemm_layers import ogm_groups, simam2_fusion_classes, x1_modality  # noqa: E402
+from simam2.adapters.balancemm.layers import ogm_groups, simam2_fusion_classes, x1_modality  # noqa: E402
 from simam2.core import ConcatFusion as CoreConcat  # noqa: E402
 from simam2.core import FiLMFusion as CoreFiLM  # noqa: E402
 from simam2.core import Summation  # noqa: E402
@@ -293,40 +220,197 @@ def test_df_groups_are_the_ogm_trainers_and_film_weighs_the_filmed_stream(fusion
     assert x1_modality(classes["SumFusion"](512, 6), ["audio", "visual"]) == "audio"
 
 
-RUN_DF = """
-import functools, json, sys
-from simam2.adapters.balancemm_entry import Overrides, run_module
-from simam2.adapters.balancemm_layers import installed
-checkout, spec, fusion = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-history = []
-def context():
-    cm = installed(simam2=True, zeta="learnable")
-    class Keep:
-        def __enter__(self):
-            history.append(cm.__enter__()["trainer"])
-        def __exit__(self, *exc):
-            return cm.__exit__(*exc)
-    return Keep()
-argv = ["--trainer", "OGMTrainerDF", "--dataset", "CREMAD", "--model", "BaseClassifier", "--device", "cpu", "--alpha", "0.5"]
-run_module(checkout, argv, Overrides(**spec), context=context)
-print("HISTORY" + json.dumps(history[0].history))
-"""
+# -- the spec ---------------------------------------------------------------------------------------
+
+from types import SimpleNamespace  # noqa: E402
+
+from simam2.adapters.balancemm import table as bmm_table  # noqa: E402
+from simam2.adapters.balancemm.spec import SPEC, _closure_first  # noqa: E402
+from simam2.adapters.machinery import AdapterError, RunConfig  # noqa: E402
+
+
+def _run(**config):
+    return SimpleNamespace(config=RunConfig(**config))
+
+
+@pytest.mark.parametrize("config, argv, message", [
+    ({"simam2": True, "zeta": "learnable", "modulation": "df"}, ["--trainer", "OGMTrainer"], "runs with --trainer OGMTrainerDF"),
+    ({}, ["--trainer", "OGMTrainerDF"], "modulates only with --modulation df"),
+    ({"modulation": "ogm-ge"}, ["--trainer", "AGMTrainer"], "their own --trainer OGMTrainer"),
+    ({"modulation": "ogm-ge", "ge": False}, ["--trainer", "OGMTrainer"], "KeyError at the pin"),
+])
+def test_validate_refuses_a_trainer_that_contradicts_the_modulation(tmp_path, config, argv, message):
+    with pytest.raises(AdapterError, match=message):
+        SPEC.validate(_run(**config), argv, tmp_path)
+
+
+def test_upstream_argv_chooses_the_trainer_and_later_arguments_win():
+    df = RunConfig(simam2=True, zeta="learnable", modulation="df", alpha=0.7)
+    argv = SPEC.upstream_argv(df)
+    assert argv[argv.index("--trainer") + 1] == "OGMTrainerDF" and argv[argv.index("--alpha") + 1] == "0.7"
+    assert "--alpha" not in SPEC.upstream_argv(RunConfig())
+    assert SPEC.upstream_argv(RunConfig(modulation="ogm-ge"))[-3] == "OGMTrainer"
+
+
+def test_closure_first_steps_like_the_optimizer_and_hooks_see_this_steps_gradients():
+    """The trainers pass forward and backward as step's closure: evaluated first, the step pre-hooks
+    (modulator, recorder) see the current step's gradients, and the update is bitwise the same."""
+    def make():
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(3))
+        return w, torch.optim.AdamW([w], lr=0.1)
+
+    x = torch.tensor([1.0, 2.0, 3.0])
+    w_ref, opt_ref = make()
+    for _ in range(3):
+        opt_ref.step(lambda: ((w_ref * x).sum() ** 2).backward())
+        opt_ref.zero_grad()
+    w, _ = make()
+    opt = _closure_first(lambda params, *a: torch.optim.AdamW(params, lr=0.1))([w])
+    seen = []
+    handle = opt.register_step_pre_hook(lambda o, a, k: seen.append(None if w.grad is None else w.grad.clone()))
+    for _ in range(3):
+        expected = 2 * (w.detach() * x).sum() * x  # d/dw (w·x)², at this step's w
+        opt.step(lambda: ((w * x).sum() ** 2).backward())
+        torch.testing.assert_close(seen[-1], expected)
+        opt.zero_grad()
+    handle.remove()
+    assert torch.equal(w.detach(), w_ref.detach())
+
+
+RECORDS = [
+    {"event": "start", "modalities": ["visual", "audio"]},
+    {"event": "eval", "split": "val", "acc": 0.1, "f1": 0.1},
+    {"event": "eval", "split": "test", "acc": 0.5, "f1": 0.4, "acc_head_m1": 0.25, "f1_head_m1": 0.2,
+     "acc_head_m2": 0.75, "f1_head_m2": 0.7, "shapley_m1": -0.125, "shapley_m2": 0.5},
+]
+
+
+def test_table_reads_the_test_evaluation_by_modality_name():
+    assert bmm_table.test_metrics(RECORDS) == {
+        "acc": 0.5, "f1": 0.4, "acc_visual": 0.25, "f1_visual": 0.2, "shapley_visual": -0.125,
+        "acc_audio": 0.75, "f1_audio": 0.7, "shapley_audio": 0.5}
+    assert bmm_table.test_metrics(RECORDS[:2]) is None
+
+
+def test_table_layout_mean_and_std_over_seeds():
+    a = bmm_table.test_metrics(RECORDS)
+    b = {**a, "acc": 0.7, "acc_audio": 0.25}
+    text = bmm_table.format_table({"Baseline": [a, b], "+SimAM²": [a, None]}, "title")
+    baseline = next(line for line in text.splitlines() if line.startswith("Baseline"))
+    assert "60.0 ± 14.1" in baseline  # acc 0.5, 0.7: mean 60 %, sample std 14.1 %
+    assert "50.0 ± 35.4" in baseline  # audio head 0.75, 0.25
+    simam2 = next(line for line in text.splitlines() if line.startswith("+SimAM²"))
+    assert simam2.split()[1] == "50.0"  # one seed ran: no ±
+    assert "Not run: AMCo" in text and "Greedy" in text
+
+
+def test_cli_run_balancemm_needs_a_workdir(capsys):
+    from simam2.adapters import cli
+
+    assert cli.main(["run", "balancemm", "--", "--trainer", "baselineTrainer"]) == 2
+    assert "needs --workdir" in capsys.readouterr().err
+
+
+# -- end to end through python -m balancemm (slow) -------------------------------------------------
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def _simam2_run(workdir, data, *options, argv=("--trainer", "baselineTrainer"), **kwargs):
+    """`simam2 run balancemm` in a subprocess (the installed console script's module)."""
+    cmd = [sys.executable, "-m", "simam2.adapters.cli", "run", "balancemm", "--workdir", str(workdir),
+           "--data", str(data), "--epochs", str(kwargs.get("epochs", 1)), "--batch-size", "4", *options, "--", *argv]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return read_training_log(Path(workdir) / "training.log")
+
+
+@pytest.fixture(scope="module")
+def cremad(tmp_path_factory):
+    return synth.write_cremad(tmp_path_factory.mktemp("bmm") / "cremad", n_train=8, n_test=6)
+
+
+def _own_configs(copy: Path, data: Path) -> None:
+    """The upstream's own way to point a run at data and size it: edit its YAML files."""
+    import yaml
+
+    def edit(name, fn):
+        path = copy / "configs" / name
+        settings = yaml.safe_load(path.read_text())
+        fn(settings)
+        path.write_text(yaml.safe_dump(settings, sort_keys=False))
+
+    edit("dataset_config.yaml", lambda s: s["dataset"]["CREMAD"].update(synth.dataset_paths(data)))
+    edit("trainer_config.yaml", lambda s: s["trainer_para"]["base"].update(max_epochs=1))
+    edit("global_config.yaml", lambda s: s["dataloader"].update(eff_batch_size=4, num_workers=0, pin_memory=False))
+
+
+ARGV = ("--trainer", "OGMTrainer", "--dataset", "CREMAD", "--model", "BaseClassifier", "--device", "cpu", "--alpha", "0.5")
+
+
+@pytest.mark.slow
+def test_adapter_off_reproduces_the_upstreams_own_run_bitwise(checkout, cremad, tmp_path):
+    """The same run two ways: `python -m balancemm` in a copy of the checkout whose YAML files were
+    edited (the upstream's own mechanism), and `simam2 run balancemm` (SimAM² off, records on) on
+    the cache with the same settings through the config seam: every logged number equal."""
+    import shutil
+
+    copy = tmp_path / "own"
+    shutil.copytree(checkout, copy, ignore=shutil.ignore_patterns(".git", "experiments"))
+    _own_configs(copy, cremad)
+    proc = subprocess.run([sys.executable, "-m", "balancemm", *ARGV], cwd=copy, env=_env(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (own_log,) = (copy / "experiments").rglob("training.log")
+    own = read_training_log(own_log)
+    ours = _simam2_run(tmp_path / "ours", cremad, "--record", str(tmp_path / "r.jsonl"), argv=ARGV)
+    assert own["test"] and own["shapley"] and len(own["valid"]) == 1
+    assert ours == own  # every float, parsed from the full repr the upstream logs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fusion", ["sum", "film", "gated"])
+def test_fusions_the_pin_cannot_run_train_validate_and_test(checkout, cremad, tmp_path, fusion):
+    log = _simam2_run(tmp_path / fusion, cremad, "--fusion", fusion)
+    assert set(log["test"]) == {"test_acc", "test_f1", "acc_audio", "acc_visual", "f1_audio", "f1_visual"}
+    assert set(log["shapley"]) == {"audio", "visual"}
+    assert not (tmp_path / fusion / "checkpoints").exists()  # 257 MB, removed after the test used it
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fusion", ["concat", "film"])
 def test_simam2_and_the_df_trainer_through_python_m_balancemm(checkout, cremad, tmp_path, fusion):
-    spec = {"out_dir": str(tmp_path / "df"), "data": str(cremad), "epochs": 2, "batch_size": 4, "workers": 0,
-            "fusion": fusion, "trainer": {"modulation_starts": 1, "modulation_ends": 1}}
-    proc = subprocess.run([sys.executable, "-c", RUN_DF, str(checkout), json.dumps(spec), fusion],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    history = json.loads(proc.stdout.split("HISTORY", 1)[1])
-    log = read_training_log(tmp_path / "df" / "training.log")
-    assert len(log["valid"]) == 2 and log["test"] and set(log["shapley"]) == {"audio", "visual"}
-    # two batches of 4 from 8 clips per epoch; the window is epoch 1 only
-    assert [h["epoch"] for h in history] == [0, 0, 1, 1]
-    assert [h["applied"] for h in history] == [False, False, True, True]
-    for h in history[2:]:
-        rho = h["rho_zeta"]
-        assert rho > 0 and min(h["k1"], h["k2"]) < 1 <= max(h["k1"], h["k2"])  # OGM-GE's rule on Eq. 11's ρ
+    from simam2.adapters.machinery import read_records
+
+    record = tmp_path / "df.jsonl"
+    _simam2_run(tmp_path / "df", cremad, "--simam2", "--zeta", "learnable", "--modulation", "df", "--alpha", "0.5",
+                "--modulation-start", "1", "--modulation-end", "1", "--seed", "0", "--record", str(record),
+                "--fusion", fusion, argv=(), epochs=2)
+    records = read_records(record)
+    start = records[0]
+    assert start["modalities"] == (["visual", "audio"] if fusion == "film" else ["audio", "visual"])
+    steps = [r for r in records if r["event"] == "step"]
+    # 8 clips, batch 4: two steps per epoch; the window is epoch 1 only
+    assert [(s["epoch"], s["k1"] is not None) for s in steps] == [(0, False), (0, False), (1, True), (1, True)]
+    for s in steps:
+        assert s["loss"] > 0 and s["rho_df"] > 0 and 0 < s["zeta_mean"] < 1
+    for s in steps[2:]:
+        k = sorted([s["k1"], s["k2"]])
+        assert k[1] == 1.0 and 0 < k[0] < 1  # OGM-GE's rule on Eq. 11's ρ: the stronger modality slowed
+        assert (s["k1"] < 1) == (s["rho_df"] > 1)
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [e["split"] for e in evals] == ["val", "val", "test"]
+    assert {"acc", "f1", "acc_head_m1", "f1_head_m2", "shapley_m1", "shapley_m2"} <= set(evals[-1])
+    assert records[-1]["event"] == "end" and records[-1]["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_table_runs_a_baseline_and_the_df_row(checkout, tmp_path):
+    text = bmm_table.run_table(tmp_path / "table", epochs=1, seeds=1, rows=("Baseline", "+Decoupling-Free +SimAM²"),
+                               n_train=8, n_test=8, progress=lambda _: None)
+    lines = text.splitlines()
+    assert lines[1].split()[:3] == ["Method", "acc", "F1"]
+    assert [line.split()[0] for line in lines[3:5]] == ["Baseline", "+Decoupling-Free"]
+    assert "—" not in "\n".join(lines[3:5])  # every cell has its number

@@ -7,7 +7,8 @@ see docs/adapters-balancemm.md). Installing the spec replaces, in ``balancemm.tr
 
 - ``train_and_test`` by one that applies the run's :class:`~.seam.Overrides` to the resolved config
   (data paths, epochs, batch size, workers, fusion, the output folder = the run's working directory,
-  the trainer block's α and window) and removes the 257 MB checkpoint afterwards unless kept;
+  the trainer block's α and window), seeds with ``--seed`` (their own ``set_seed``; else their
+  config's 42 stands) and removes the 257 MB checkpoint afterwards unless kept;
 - ``create_model`` by one that registers the first model built with the run (its ζ, its groups) and
   hands the two modality features of each training forward to the probe;
 - ``create_optimizer`` by one whose ``step(closure)`` evaluates the closure first and then steps: the
@@ -114,6 +115,13 @@ class BalanceMMSpec(Spec):
             out_dir = Path(run.cwd or ".").absolute()
             overrides = Overrides(out_dir=out_dir, trainer=block or None, **options)
             overrides.apply(args)
+            if config.seed is not None:
+                # __main__ seeded with its config's seed (42) just before; nothing random ran since,
+                # so seeding again here is the same as running with this seed in its config
+                from balancemm.utils.train_utils import set_seed
+
+                args["seed"] = config.seed
+                set_seed(config.seed)
             try:
                 return original(args)
             finally:
