@@ -302,7 +302,7 @@ def test_table_layout_mean_and_std_over_seeds():
     assert "50.0 ± 35.4" in baseline  # audio head 0.75, 0.25
     simam2 = next(line for line in text.splitlines() if line.startswith("+SimAM²"))
     assert simam2.split()[1] == "50.0"  # one seed ran: no ±
-    assert "Not run: AMCo" in text and "Greedy" in text
+    assert "Not run: Greedy" in text and "MLA" in text
 
 
 def test_cli_run_balancemm_needs_a_workdir(capsys):
