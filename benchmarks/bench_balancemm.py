@@ -14,7 +14,9 @@ every arm, and the run stops once ``fit`` returns (Shapley and test cost the sam
 - ``df``: SimAM² with learnable ζ and OGMTrainerDF, decoupling-free modulation from epoch 0.
 
 Arms alternate within each repeat; medians over repeats and epochs (the first epoch of each run,
-which includes one-time warm-up, is dropped). Target: ``adapter`` ≤ 1.05 × ``upstream``.
+which includes one-time warm-up, is dropped), of the wall time and of the process's CPU time (with
+one thread, OMP_NUM_THREADS=1, the CPU time is the work itself and barely moves with the load of a
+shared machine; the wall time does). Target: ``adapter`` ≤ 1.05 × ``upstream``.
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ def install_timing():
     def timed_fit(self, *a, **k):
         loop, times = self.train_loop, []
         def train_loop(*la, **lk):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             try:
                 return loop(*la, **lk)
             finally:
-                times.append(time.perf_counter() - t)
+                times.append([time.perf_counter() - t, time.process_time() - c])
         self.train_loop = train_loop
         fit(self, *a, **k)
         print("EPOCHS" + json.dumps(times), flush=True)
@@ -93,7 +95,7 @@ def _own_copy(checkout: Path, into: Path, data: Path, epochs: int, batch: int) -
     return copy
 
 
-def _epochs(cmd: list[str], cwd: Path) -> list[float]:
+def _epochs(cmd: list[str], cwd: Path) -> list[list[float]]:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if "EPOCHS" not in proc.stdout:
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
             "df": ([sys.executable, "-c", ADAPTER, *ours, "--simam2", "--zeta", "learnable", "--modulation", "df",
                     "--alpha", "0.5", "--record", "{rec}", "--workdir", "{work}"], ROOT),
         }
-        times: dict[str, list[float]] = {arm: [] for arm in arms}
+        times: dict[str, list[list[float]]] = {arm: [] for arm in arms}
         for r in range(ns.repeats):
             for arm in arms:
                 cmd, cwd = commands[arm]
@@ -139,13 +141,15 @@ def main(argv=None) -> int:
                 cmd = [c.replace("{rec}", str(work / "records.jsonl")).replace("{work}", str(work)) for c in cmd]
                 epoch_times = _epochs(cmd, cwd)
                 times[arm] += epoch_times[1:]
-                print(f"repeat {r} {arm:9s}: " + " ".join(f"{t:.2f}s" for t in epoch_times), flush=True)
-    base = statistics.median(times[arms[0]])
+                print(f"repeat {r} {arm:9s}: " + " ".join(f"{w:.2f}s wall / {c:.2f}s cpu" for w, c in epoch_times),
+                      flush=True)
     print(f"\nmedian training epoch ({ns.repeats} repeats x {ns.epochs - 1} epochs after the first, batch {ns.batch}, "
           f"24 clips):")
+    base = [statistics.median(t[i] for t in times[arms[0]]) for i in (0, 1)]
     for arm in arms:
-        m = statistics.median(times[arm])
-        print(f"  {arm:9s} {m:7.3f} s   x{m / base:.3f} of {arms[0]}")
+        wall, cpu = (statistics.median(t[i] for t in times[arm]) for i in (0, 1))
+        print(f"  {arm:9s} wall {wall:7.3f} s (x{wall / base[0]:.3f})   cpu {cpu:7.3f} s (x{cpu / base[1]:.3f})"
+              f"   of {arms[0]}")
     return 0
 
 
