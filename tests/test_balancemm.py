@@ -230,7 +230,8 @@ from simam2.adapters.machinery import AdapterError, RunConfig  # noqa: E402
 
 
 def _run(**config):
-    return SimpleNamespace(config=RunConfig(**config))
+    # no --data and no readable dataset_config.yaml: the data check has nothing to say
+    return SimpleNamespace(config=RunConfig(**config), overrides={}, checkout=Path("/nonexistent"))
 
 
 @pytest.mark.parametrize("config, argv, message", [
@@ -242,6 +243,15 @@ def _run(**config):
 def test_validate_refuses_a_trainer_that_contradicts_the_modulation(tmp_path, config, argv, message):
     with pytest.raises(AdapterError, match=message):
         SPEC.validate(_run(**config), argv, tmp_path)
+
+
+def test_validate_names_a_missing_dataset(checkout, tmp_path):
+    run = SimpleNamespace(config=RunConfig(), overrides={"data": tmp_path / "none"}, checkout=checkout)
+    with pytest.raises(AdapterError, match="not a CREMA-D in BalanceMM's layout: no .*train.csv"):
+        SPEC.validate(run, [], tmp_path)
+    run.overrides = {}
+    with pytest.raises(AdapterError, match="give --data DIR"):
+        SPEC.validate(run, [], tmp_path)
 
 
 def test_upstream_argv_chooses_the_trainer_and_later_arguments_win():

@@ -79,6 +79,7 @@ class BalanceMMSpec(Spec):
 
         self.check_zeta(run.config, "BalanceMM")
         options, self.next_overrides = self.next_overrides, {}
+        run.overrides = dict(options)  # validate() reads them
         state = types.SimpleNamespace(split="val", in_shapley=False, shapley=None, model=None)
         reps = [
             Replacement("balancemm.train", "train_and_test", self._train_and_test(run, train.train_and_test, options)),
@@ -235,6 +236,14 @@ class BalanceMMSpec(Spec):
         return {"fusion": model.fusion, "device": str(model.device), "argv": list(run.argv)}
 
     def validate(self, run, argv: Sequence[str], cwd: Path) -> None:
+        data = getattr(run, "overrides", {}).get("data")
+        if data is not None:
+            missing = [p for p in synth.dataset_paths(data).values() if not Path(p).exists()]
+            if missing:
+                raise AdapterError(f"--data {data} is not a CREMA-D in BalanceMM's layout: no {', '.join(missing)} "
+                                   "(simam2 synth balancemm DIR writes one)")
+        elif _config_paths_unset(run.checkout):
+            raise AdapterError("BalanceMM's dataset_config.yaml leaves CREMA-D's paths at None: give --data DIR")
         trainer = option_value(argv, "--trainer", None)
         if run.config.modulation == "df" and trainer != layers.DF_TRAINER:
             raise AdapterError(f"--modulation df runs with --trainer {layers.DF_TRAINER} (their OGM trainer without "
@@ -285,6 +294,15 @@ class BalanceMMSpec(Spec):
     def synth(self, out_dir, **kwargs) -> Path:
         """Write a tiny synthetic CREMA-D in BalanceMM's layout to ``out_dir``."""
         return synth.write_cremad(out_dir, **kwargs)
+
+
+def _config_paths_unset(checkout: Path) -> bool:
+    import yaml
+
+    with contextlib.suppress(OSError, yaml.YAMLError, KeyError, TypeError):
+        cremad = yaml.safe_load((Path(checkout) / "configs" / "dataset_config.yaml").read_text())["dataset"]["CREMAD"]
+        return str(cremad.get("train_txt")) == "None"
+    return False
 
 
 def _scored(loader) -> int | None:
