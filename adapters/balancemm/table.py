@@ -3,7 +3,7 @@
 
 One row per trainer of theirs that runs on CREMA-D on CPU at the pin (with ``patches/balancemm``),
 then the two SimAM² rows; each cell is one run per seed in its own folder (``training.log``,
-``records.jsonl``), and its numbers are the final test evaluation's (BalanceMM tests the model with
+``records.jsonl``, the printout in ``stdout.log``), and its numbers are the final test evaluation's (BalanceMM tests the model with
 the best validation accuracy): accuracy and macro-F1, fused and per modality head, mean ± std over
 seeds.
 
@@ -162,7 +162,9 @@ def run_table(out_dir, data_dir=None, epochs: int = 2, seeds: int = 2, progress:
             argv = [*SPEC.upstream_argv(config), "--trainer", row.trainer, "--model", row.model]
             start = time.perf_counter()
             failure = None
-            with open(cell / "stdout.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+            # BalanceMM prints its config and tqdm bars (stderr): each cell's go to its own log
+            with open(cell / "stdout.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+                    contextlib.redirect_stderr(log):
                 try:
                     run(argv, config, workdir=cell, checkout=checkout, data=data, epochs=epochs,
                         batch_size=row.batch_size or batch_size, workers=0)
