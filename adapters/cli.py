@@ -5,7 +5,7 @@
     simam2 run NAME [options] -- ARGS ...    run NAME's own training script with ARGS
     simam2 run NAME --nproc-per-node N ... -- ARGS
                                              the same, as N processes per node under torchrun (DDP)
-    simam2 table {ogm-ge,ave,fop}            reproduce a table of the paper on synthetic data
+    simam2 table {ogm-ge,ave,fop,balancemm}  reproduce a table on synthetic data
     simam2 demo                              SimAM² and decoupling-free modulation on a toy task
 """
 
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs"), help="folder for the runs (default: ./runs)")
     p.add_argument("--data", type=Path, default=None, help="an existing synthetic dataset (default: write one)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per cell (default: the table's own)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per cell, mean ± std (balancemm; default 2)")
     return parser
 
 
@@ -173,6 +174,10 @@ def _cmd_table(ns) -> int:
     kwargs = {"data_dir": ns.data}
     if ns.epochs is not None:
         kwargs["epochs"] = ns.epochs
+    if ns.seeds is not None:
+        if ns.table != "balancemm":
+            raise AdapterError("table: --seeds is balancemm's (the paper's tables run one seed per cell)")
+        kwargs["seeds"] = ns.seeds
     print(module.run_table(ns.out, **kwargs))
     return 0
 
