@@ -147,6 +147,15 @@ UPSTREAMS: dict[str, Upstream] = {
             ("test.py", "evaluation of a checkpoint: --ckpt, --fusion, --alpha"),
         ),
     ),
+    "balancemm": Upstream(
+        "GeWu-Lab", "BalanceBenchmark", "4c1482fca5aaa8d4278af8e26020daa039e3ccf3",
+        license="none in a file: no LICENSE at the pin; setup.py's classifier says MIT. Fetched and "
+                "patched at run time, never redistributed.",
+        entry_scripts=(
+            ("-m balancemm", "train, validate (Shapley) and test from the checkout root: --trainer, "
+                             "--dataset, --model, --device, --alpha; configs/*.yaml for the rest"),
+        ),
+    ),
 }
 
 

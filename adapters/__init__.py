@@ -28,12 +28,15 @@ ADAPTERS = {
     "avga": "simam2.adapters.ave.avga",
     "psp": "simam2.adapters.ave.psp",
     "fop": "simam2.adapters.fop.spec",
+    "balancemm": "simam2.adapters.balancemm.spec",
 }
 
 TABLES = {
     "ogm-ge": ("simam2.adapters.ogm_ge.table", "Table 1: CREMA-D, Top-1 / mAP"),
     "ave": ("simam2.adapters.ave.table", "Table 2: AVE localization accuracy, AVGA and PSP"),
     "fop": ("simam2.adapters.fop.table", "Table 3: face-voice association, EER / AUC"),
+    "balancemm": ("simam2.adapters.balancemm.table", "BalanceMM's trainers beside +SimAM² and "
+                                                     "+Decoupling-Free +SimAM², CREMA-D acc / macro-F1"),
 }
 
 

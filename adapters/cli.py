@@ -3,7 +3,9 @@
     simam2 fetch [NAME ...]                  fetch and patch upstream checkouts (vendor_fetch.py)
     simam2 synth NAME DIR                    write a tiny synthetic dataset in NAME's on-disk format
     simam2 run NAME [options] -- ARGS ...    run NAME's own training script with ARGS
-    simam2 table {ogm-ge,ave,fop} [--seeds N] reproduce a table of the paper on synthetic data (resumes)
+    simam2 run NAME --nproc-per-node N ... -- ARGS
+                                             the same, as N processes per node under torchrun (DDP)
+    simam2 table {ogm-ge,ave,fop,balancemm}  reproduce a table on synthetic data (--seeds N; resumes)
     simam2 demo                              SimAM² and decoupling-free modulation on a toy task
     simam2 plot RECORDS... --out DIR         PNG plots of runs' records (ratios, k1/k2, metrics, ζ)
 """
@@ -13,10 +15,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import ADAPTERS, TABLES, get_spec
-from .machinery import AdapterError, RecordsError, add_run_options, config_from_args, run_script
+from .launch_options import add_launch_options, launch_requested
+from .machinery import AdapterError, RecordsError, RunConfig, Spec, add_run_options, config_from_args, run_script
 from .machinery.install import checkout_of
 from .machinery.table import add_table_options
 
@@ -82,21 +86,32 @@ def run_parser(name: str):
                    help="an upstream checkout to use (default: fetch into the cache)")
     w.add_argument("--workdir", type=Path, default=None,
                    help="working directory of the run (default: the current one)")
+    add_launch_options(p)
     spec.add_arguments(p)
     return spec, p
 
 
-def _cmd_run(ns) -> int:
-    if ns.name in (None, "-h", "--help"):
-        print(f"usage: simam2 run NAME [options] -- ARGS ...\n\nNAME: {', '.join(ADAPTERS)}\n"
-              "simam2 run NAME --help lists NAME's options.")
-        return 0 if ns.name else EXIT_USAGE
-    rest = list(ns.rest)
+@dataclass
+class PreparedRun:
+    """A ``simam2 run`` command line, parsed and checked: what :func:`run_script` needs."""
+
+    spec: Spec
+    args: argparse.Namespace
+    config: RunConfig
+    checkout: Path
+    argv: list[str]
+    cwd: Path | None
+    script: str
+
+
+def prepare_run(name: str, rest: list[str]) -> PreparedRun:
+    """Parse ``simam2 run NAME`` options (``rest``: ours, then ``--`` and the script's arguments)."""
+    rest = list(rest)
     upstream = []
     if "--" in rest:
         i = rest.index("--")
         rest, upstream = rest[:i], rest[i + 1:]
-    spec, parser = run_parser(ns.name)
+    spec, parser = run_parser(name)
     args = parser.parse_args(rest)
     config = config_from_args(args, default_zeta=spec.default_zeta)
     if config.record is not None:  # relative to where the user stands, not the run's workdir
@@ -105,7 +120,14 @@ def _cmd_run(ns) -> int:
     if args.workdir is not None:
         _refuse_inside(Path(args.workdir), checkout, "--workdir")
     argv = spec.upstream_argv(config, args) + upstream
-    ctx = run_script(spec, argv, config, checkout=checkout, cwd=spec.workdir_for(args), script=spec.script_for(args))
+    return PreparedRun(spec, args, config, checkout, argv, spec.workdir_for(args), spec.script_for(args))
+
+
+def run_prepared(run: PreparedRun, config: RunConfig | None = None, start_extra: dict | None = None) -> int:
+    """Run a prepared command line (with ``config`` in place of its own, if given); the exit status."""
+    config = config or run.config
+    ctx = run_script(run.spec, run.argv, config, checkout=run.checkout, cwd=run.cwd, script=run.script,
+                     start_extra=start_extra)
     if config.record is not None:
         print(f"records: {config.record}")
     if ctx.recorder.nonfinite:
@@ -113,6 +135,19 @@ def _cmd_run(ns) -> int:
               file=sys.stderr)
         return EXIT_NONFINITE
     return 0
+
+
+def _cmd_run(ns) -> int:
+    if ns.name in (None, "-h", "--help"):
+        print(f"usage: simam2 run NAME [options] -- ARGS ...\n\nNAME: {', '.join(ADAPTERS)}\n"
+              "simam2 run NAME --help lists NAME's options.")
+        return 0 if ns.name else EXIT_USAGE
+    run = prepare_run(ns.name, ns.rest)
+    if launch_requested(run.args):
+        from .launch import launch
+
+        return launch(run, ns.rest)
+    return run_prepared(run)
 
 
 def _refuse_inside(path: Path, checkout: Path, option: str) -> None:
@@ -142,12 +177,19 @@ def _cmd_synth(ns) -> int:
 
 def _cmd_table(ns) -> int:
     module = importlib.import_module(TABLES[ns.table][0])
-    if ns.seeds < 1:
+    if ns.seeds is not None and ns.seeds < 1:
         raise AdapterError(f"--seeds must be at least 1, got {ns.seeds}")
-    kwargs = {"data_dir": ns.data, "seeds": ns.seeds, "fresh": ns.fresh, "tensorboard": ns.tensorboard,
-              "bar": ns.progress}
+    kwargs = {"data_dir": ns.data}
     if ns.epochs is not None:
         kwargs["epochs"] = ns.epochs
+    if ns.table == "balancemm":  # its own runner: seeds only
+        if ns.fresh or ns.tensorboard is not None:
+            raise AdapterError("table: --fresh and --tensorboard are the grid tables' (ogm-ge, ave, fop)")
+        if ns.seeds is not None:
+            kwargs["seeds"] = ns.seeds
+        print(module.run_table(ns.out, **kwargs))
+        return 0
+    kwargs.update(seeds=ns.seeds or 1, fresh=ns.fresh, tensorboard=ns.tensorboard, bar=ns.progress)
     print(module.run_table(ns.out, **kwargs))
     print(f"(also as Markdown, CSV and JSON: {ns.out / 'table.md'}, .csv, .json)")
     return 0

@@ -1,21 +1,43 @@
-"""Forward+backward time of SimAM² fusion against vanilla summation with the same gate, side by side.
+"""Forward+backward time of SimAM² fusion against vanilla gated summation with the same gate.
 
-    python benchmarks/bench_core.py [--repeats N] [--threads T]
+    python benchmarks/bench_core.py [--repeats N] [--threads T] [--modes eager,compiled] [--device D]
+                                    [--shapes NAME,...] [--clock wall|cpu] [--baseline REF] [--json FILE]
 
 Both sides use the same learnable gate ζ = sigmoid(Linear(concat(pool(x1), pool(x2)))); the vanilla
-side returns ζ x1 + (1 − ζ) x2, SimAM² adds Eq. 6–8 on top. Timings alternate between the two sides
-so that drift in machine load hits both; the report is the ratio of medians (target ≤ 1.3×).
+side returns ζ x1 + (1 − ζ) x2, SimAM² adds Eq. 6–8 on top. For each shape and each mode (eager, and
+``torch.compile`` of each whole module) the two sides are timed in alternation, one call each in turn
+(each round starting with another side), so that drift in machine load hits both alike; the report is the ratio of the two medians (target
+≤ 1.3×). A ratio is the only figure to compare across machines: bare times are printed for context.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
+import json
 import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from simam2.core import LateFusion, SimAM2
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: (name, shape, which module pair): the shapes of issue 12.
+SHAPES = {
+    "sum-2d": ((64, 512), "sum"),
+    "late-3d": ((64, 10, 512), "late"),
+    "sum-2d-small": ((64, 128), "sum"),
+    "map-16": ((16, 512, 7, 7), "sum"),
+    "map-64": ((64, 512, 7, 7), "sum"),
+}
 
 
 class GatedSum(SimAM2):
@@ -33,43 +55,126 @@ class GatedLateSum(LateFusion):
         return z * a + (1 - z) * v
 
 
-def time_once(module, x1, x2) -> float:
-    t0 = time.perf_counter()
-    module(x1, x2).sum().backward()
-    return time.perf_counter() - t0
-
-
-def compare(name, vanilla, simam2, shape, repeats):
+def pair(kind: str, channels: int, device, core=None) -> tuple[torch.nn.Module, ...]:
+    """The vanilla module, SimAM², and SimAM² from ``core`` (a baseline) when given: one gate."""
     torch.manual_seed(0)
-    simam2.load_state_dict(vanilla.state_dict(), strict=False)
-    x1 = torch.randn(shape, requires_grad=True)
-    x2 = torch.randn(shape, requires_grad=True)
-    for m in (vanilla, simam2):  # warm-up
-        for _ in range(5):
-            time_once(m, x1, x2)
-    tv, ts = [], []
-    for _ in range(repeats):
-        tv.append(time_once(vanilla, x1, x2))
-        ts.append(time_once(simam2, x1, x2))
-    mv, ms = statistics.median(tv), statistics.median(ts)
-    print(f"{name:<28} {str(tuple(shape)):<16} vanilla {mv * 1e6:8.1f} us   SimAM² {ms * 1e6:8.1f} us   "
-          f"ratio {ms / mv:5.2f}x")
-    return ms / mv
+    vanilla, simam2 = (GatedSum, SimAM2) if kind == "sum" else (GatedLateSum, LateFusion)
+    classes = [simam2] + ([core.SimAM2 if kind == "sum" else core.LateFusion] if core else [])
+    v = vanilla(channels, zeta="learnable").to(device)
+    out = [v]
+    for cls in classes:
+        m = cls(channels, zeta="learnable").to(device)
+        m.load_state_dict(v.state_dict(), strict=False)
+        out.append(m)
+    return tuple(out)
+
+
+def load_baseline(ref: str):
+    """``simam2.core`` as it is at git revision ``ref`` of this repository, imported under another
+    name, so that the same run times it beside the working tree's (before/after in one run)."""
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "core"], capture_output=True)
+    if tar.returncode != 0:
+        raise SystemExit(f"--baseline: git archive {ref} failed: {tar.stderr.decode().strip()}")
+    pkg = Path(tempfile.mkdtemp(prefix="simam2-baseline-")) / "simam2_baseline"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    tarfile.open(fileobj=io.BytesIO(tar.stdout)).extractall(pkg, filter="data")
+    sys.path.insert(0, str(pkg.parent))
+    return importlib.import_module("simam2_baseline.core")
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+#: wall: elapsed time (what a user waits for); cpu: this process's CPU time, which other people's
+#: load on a shared machine inflates far less (use it with --threads 1, where no thread spins idle)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
+def time_once(fn, x1, x2, device) -> float:
+    _sync(device)
+    t0 = clock()
+    fn(x1, x2).sum().backward()
+    _sync(device)
+    return clock() - t0
+
+
+def compare(shape, kind, mode, repeats, device, core=None, warmup=5):
+    """Median forward+backward times in seconds of (vanilla, SimAM², [baseline SimAM²]), timed in
+    alternation, one call each in turn, the first of each round rotating."""
+    modules = pair(kind, shape[-1] if kind == "late" else shape[1], device, core)
+    fns = list(modules)
+    if mode == "compiled":
+        torch._dynamo.reset()
+        fns = [torch.compile(m, fullgraph=True) for m in fns]
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(shape, generator=g).to(device).requires_grad_()
+    x2 = torch.randn(shape, generator=g).to(device).requires_grad_()
+    for fn in fns:
+        for _ in range(warmup):
+            time_once(fn, x1, x2, device)
+    times = [[] for _ in fns]
+    for i in range(repeats):
+        # each round starts with another side: what one call leaves behind (freed memory, caches)
+        # must not favour the one that always follows it
+        for j in range(len(fns)):
+            k = (i + j) % len(fns)
+            times[k].append(time_once(fns[k], x1, x2, device))
+    return [statistics.median(t) for t in times]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=200)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--repeats", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument("--modes", default="eager,compiled", help="comma-separated: eager, compiled")
+    p.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated of {', '.join(SHAPES)}")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall time, or process CPU time (robust to a loaded machine; use with --threads 1)")
+    p.add_argument("--baseline", metavar="REF", help="also time SimAM² as at this git revision (e.g. main), "
+                   "in the same alternation: before and after in one run")
+    p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, forward+backward, median of {args.repeats}")
-    compare("summation (B, C)", GatedSum(512, zeta="learnable"), SimAM2(512, zeta="learnable"), (64, 512),
-            args.repeats)
-    compare("late fusion (B, T, C)", GatedLateSum(512, zeta="learnable"), LateFusion(512, zeta="learnable"),
-            (64, 10, 512), args.repeats)
+    torch.set_num_threads(args.threads)
+    global clock
+    clock = CLOCKS["wall"] if args.device != "cpu" else CLOCKS[args.clock]
+    device = torch.device(args.device)
+    modes = [m for m in args.modes.split(",") if m]
+    for m in modes:
+        if m not in ("eager", "compiled"):
+            p.error(f"--modes: unknown mode {m!r}; use eager, compiled")
+    names = [n for n in args.shapes.split(",") if n]
+    for n in names:
+        if n not in SHAPES:
+            p.error(f"--shapes: unknown shape {n!r}; known: {', '.join(SHAPES)}")
+    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, forward+backward, "
+          f"median of {args.repeats}, alternating, {clock.__name__}")
+    core = load_baseline(args.baseline) if args.baseline else None
+    head = f"{'shape':<18} {'mode':<9} {'vanilla':>10} {'SimAM²':>10} {'ratio':>7}"
+    print(head + (f" {'at ' + args.baseline:>12} {'ratio':>7}" if core else ""))
+    rows = []
+    for name in names:
+        shape, kind = SHAPES[name]
+        for mode in modes:
+            tv, ts, *tb = compare(shape, kind, mode, args.repeats, device, core)
+            row = dict(name=name, shape=list(shape), mode=mode, vanilla_s=tv, simam2_s=ts, ratio=ts / tv)
+            line = f"{str(shape):<18} {mode:<9} {tv * 1e3:8.3f}ms {ts * 1e3:8.3f}ms {ts / tv:6.2f}x"
+            if tb:
+                row.update(baseline=args.baseline, baseline_s=tb[0], baseline_ratio=tb[0] / tv)
+                line += f" {tb[0] * 1e3:10.3f}ms {tb[0] / tv:6.2f}x"
+            rows.append(row)
+            print(line, flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(torch=torch.__version__, device=args.device, threads=torch.get_num_threads(),
+                           clock=clock.__name__,
+                           repeats=args.repeats, rows=rows), f, indent=1)
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main() else 1)

@@ -60,21 +60,59 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def power_of_two_scale(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(1/s', 1/s'²)`` for a power of two ``s'`` within a factor 2 of each ``s`` (> 0, else 1).
+
+    Importance is invariant under ``x → x / s`` once λ and the EPS floor are scaled by ``1/s²`` too.
+    A power of two makes ``x / s'`` exact (no rounding), so that centring after scaling rounds as
+    ``x − μ`` does. The exponent is kept within ±125, so that ``1/s'`` and ``1/s'²`` stay finite
+    in float32 (the square is capped at the dtype's largest value: ``λ/s²`` with λ = 0 is then 0,
+    never ``0 · inf``).
+    """
+    # floor(log2) and exp2 rather than frexp/ldexp: inductor vectorises them (frexp would make the
+    # loop it is fused into scalar); exp2 of an integer is exact
+    e = torch.where(s > 0, s, torch.ones_like(s)).log2().floor_().clamp_(-125, 125)
+    inv = e.neg_().exp2_()
+    return inv, inv.square().clamp_max(torch.finfo(inv.dtype).max)
+
+
+def channel_scale(x: torch.Tensor, dims: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(1/s, 1/s²)`` per channel, ``s`` a power of two near ``mean |x|`` over the neuron dims.
+
+    (:class:`~simam2.core.fused.PairEnergyAttention` takes ``s`` from the centred input instead;
+    either is exact, the choice only moves rounding.)
+
+    The statistics then run on ``x / s``, whose squares neither overflow (float32 ``(x − μ)²`` is
+    inf from ``|x − μ|`` ≈ 2e19 on) nor underflow. ``s`` is a constant of the computation (the
+    function does not depend on it), hence without gradient. See :func:`power_of_two_scale`.
+    """
+    return power_of_two_scale(x.detach().abs().mean(dims, keepdim=True))
+
+
 def importance(
     x: torch.Tensor, lam=0.0, neuron_dims: Sequence[int] | int | None = None
 ) -> torch.Tensor:
     """``1 / e*_t`` for every neuron of ``x``, SimAM's fast form (Eq. 3 with statistics over all M).
 
-    ``d = (x − μ)²``, ``var = Σ d / (M − 1)``, ``imp = d / (4 (var + λ)) + 0.5``. Returns a tensor
-    of ``x``'s shape and dtype; a neuron far from its channel's mean gets a high value. ``lam`` is a
-    number, or a tensor that broadcasts against the per-channel statistics (one λ per slice).
+    ``d = (x − μ)²``, ``var = Σ d / (M − 1)``, ``imp = d / (4 max(var + λ, EPS)) + 0.5``. Returns a
+    tensor of ``x``'s shape and dtype; a neuron far from its channel's mean gets a high value.
+    ``lam`` is a number, or a tensor that broadcasts against the per-channel statistics (one λ per
+    slice). Computed on ``x / s`` with λ and EPS scaled alike (:func:`channel_scale`): the same
+    numbers, and finite for any input whose per-channel sum is finite (|x| up to about 3e38 / M in
+    float32) where ``(x − μ)²`` itself would overflow.
     """
     dims = resolve_neuron_dims(x, neuron_dims)
     m = neuron_count(x, dims)
     xf = x.to(compute_dtype(x.dtype))
-    d = (xf - xf.mean(dim=dims, keepdim=True)).square()
+    inv, inv2 = channel_scale(xf, dims)
+    # (x − μ) / s with μ taken before scaling: the same numbers (s is a power of two), and both
+    # statistics come from one pass over x (inductor fuses the two reductions under torch.compile)
+    d = ((xf - xf.mean(dim=dims, keepdim=True)) * inv).square()
+    v = d.sum(dim=dims, keepdim=True) / (m - 1)
+    if not (isinstance(lam, (int, float)) and lam == 0):
+        v = v + lam * inv2
     # the reciprocal runs on the small per-channel tensor, so the full-size work is one multiply
-    scale = (d.sum(dim=dims, keepdim=True) / (m - 1) + lam).clamp_min(EPS).reciprocal().mul(0.25)
+    scale = torch.maximum(v, EPS * inv2).reciprocal().mul(0.25)
     return (d * scale + 0.5).to(x.dtype)
 
 

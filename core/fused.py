@@ -8,26 +8,33 @@ in one :class:`torch.autograd.Function` whose backward is derived by hand (below
 and backward take a few dozen raw passes and no per-node bookkeeping. Tests hold it equal to the
 reference, forward and every gradient.
 
-The algebra, per channel of ``M`` neurons (sums and means over the neuron dims), for an input ``y``
-with ``c = y − mean(y)``, ``d = c²``, ``v = Σd / (M − 1) + λ`` and ``q = 1 / (4 max(v, EPS))``:
+The algebra, per channel of ``M`` neurons (sums and means over the neuron dims), for an input ``y``: a constant ``s``, the power of two nearest ``mean |y|``
+(SPEC §1's statistics are invariant under ``y → y / s`` with λ and the floor scaled by ``1/s²``;
+the squares of ``y / s`` cannot overflow, where float32 ``(y − μ)²`` is inf from |y| ≈ 2e19 on; a
+power of two scales without rounding), ``z = (y − μ) / s``,
+``v = Σz² / (M − 1) + λ/s²`` and ``q = 1 / (4 max(v, EPS/s²))``:
 
-    imp(y) = d q + 0.5                                            # SPEC §1
-    ∂/∂y of Σ H ⊙ imp(y) = c ⊙ (2 q H − β) − 2 q mean(H c),  β = 8 q² / (M − 1) · Σ(H d)
+    imp(y) = z² q + 0.5                                           # SPEC §1
+    ∂/∂y of Σ H ⊙ imp(y) = (1/s) [2q (H z − mean(H z)) − β z],   β = 8 q² / (M − 1) · Σ(H z²)
 
-(β vanishes where the clamp at EPS holds, as the clamp's own gradient does.) With
-``U = a x1 + b x2`` (a = ζ and b = 1 − ζ in SimAM2, any two weights in general, each broadcast
-over the neuron dims),
-``E = (2 − r) imp_λ(U) − a² imp(x1) − b² imp(x2)``, ``s = sigmoid(E)`` and ``out = s ⊙ U``:
+(β vanishes where the floor holds, as the clamp's own gradient does.) With ``U = a x1 + b x2``
+(a = ζ and b = 1 − ζ in SimAM2, any two weights in general, each broadcast over the neuron dims),
+``E = k imp_λ(U) − a² imp(x1) − b² imp(x2)`` with ``k = 2 − r``, ``σ = sigmoid(E)``, ``out = σ ⊙ U``:
 
-    ∂E   = G ⊙ U ⊙ s (1 − s)
-    ∂U   = G ⊙ s + (2 − r)-weighted importance gradient of U with H = ∂E
+    ∂E   = G ⊙ U ⊙ σ (1 − σ)
+    ∂U   = G ⊙ σ + importance gradient of U with H = k ∂E
     ∂x1  = a ∂U + importance gradient of x1 with H = −a² ∂E          (x2 alike, with b)
     ∂a   = Σ_bcast (∂U ⊙ x1 − 2 a imp(x1) ⊙ ∂E)                      (b alike, with x2)
 
 where Σ_bcast sums over the dims along which ``a`` is broadcast. ``r`` is a statistic and takes no
-gradient (SPEC §3). Saved for the backward: U, the three centred inputs ``c``, the importances of
-x1 and x2 times their weights, s, and the per-channel ``q`` and clamp mask; nothing is recomputed.
-The backward is not itself differentiable (``once_differentiable``: a second derivative raises).
+gradient (SPEC §3). Saved for the backward: U, the three scaled centred inputs ``z``, the
+importances of x1 and x2 times their weights, σ, and the per-channel ``q``, ``1/s`` and floor mask;
+nothing is recomputed.
+
+A second derivative (``create_graph=True``) runs the backward through the op-by-op reference
+(:func:`reference_pair_attention`) instead, so that higher derivatives are exact. Under
+``torch.compile`` the reference itself is traced: inductor fuses its elementwise passes, which a
+hand-written Function would hide from it.
 """
 
 from __future__ import annotations
@@ -35,9 +42,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from .energy import EPS, neuron_count, resolve_neuron_dims
+from .energy import EPS, importance, neuron_count, power_of_two_scale, resolve_neuron_dims
+
+
+#: Scale every channel, as on an accelerator, even on the CPU where the node scales only channels
+#: whose squares overflow (the numbers are the same; tests set this to run that path on the CPU).
+SCALE_ALWAYS = False
 
 
 def pair_weights(zeta: torch.Tensor) -> torch.Tensor:
@@ -52,6 +63,25 @@ def _as_slots(weights: torch.Tensor, ndim: int) -> torch.Tensor:
     w = weights.movedim(-1, 0)
     # a strided weight makes every full-size multiply it enters several times slower than one copy
     return w.contiguous().view(w.shape + (1,) * (ndim - 2))
+
+
+def _expand_weight(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B, C) → (B, C, 1, …, 1), broadcasting against a (B, C, *S) tensor."""
+    return w.reshape(w.shape + (1,) * (like.dim() - 2))
+
+
+def reference_pair_attention(x1, x2, weights, r, lam, neuron_dims=None) -> torch.Tensor:
+    """Eq. 4, 7, 8 for two inputs, op by op through :func:`~simam2.core.energy.importance`.
+
+    The reference the fused node is held to, its path for second derivatives, and what
+    ``torch.compile`` traces. Same arguments as :func:`fused_pair_attention`.
+    """
+    dims = resolve_neuron_dims(x1, neuron_dims)
+    a, b = _expand_weight(weights[..., 0], x1), _expand_weight(weights[..., 1], x1)
+    u = a * x1 + b * x2  # Eq. 4
+    e = (2 - r) * importance(u, lam, dims)  # Eq. 7: e_U + (1 − r) e_U − a² e_1 − b² e_2
+    e = e - a.square() * importance(x1, 0.0, dims) - b.square() * importance(x2, 0.0, dims)
+    return torch.sigmoid(e) * u  # Eq. 8
 
 
 class PairEnergyAttention(torch.autograd.Function):
@@ -75,13 +105,28 @@ class PairEnergyAttention(torch.autograd.Function):
         for y, cy in zip((u, x1, x2), c.unbind(0)):
             torch.sub(y, y.mean(dims, keepdim=True), out=cy)
         cdims = tuple(d + 1 for d in dims)
-        imp = c * c
-        # v4 = 4 (Σd / (M − 1) + λ) and q = 1 / max(v4, 4 EPS): the reference's 1 / (4 max(v, EPS))
-        v4 = imp.sum(cdims, keepdim=True).mul_(4 / (m - 1))
-        if lam:
-            v4[0].add_(4 * lam)  # λ on U only (SPEC §2)
-        live = v4 >= 4 * EPS  # clamp_min passes gradient here; the backward mirrors that mask
-        q = v4.clamp_min_(4 * EPS).reciprocal_()
+        imp = c * c  # the buffer that holds z², then the importances
+        v4 = imp.sum(cdims, keepdim=True)
+        # Scaling by a power of two commutes with rounding, so it changes no number except where
+        # c² overflows (inf from |c| ≈ 2e19 on in float32). On the CPU, where reading v4 costs
+        # nothing, it runs only then; on an accelerator always, since a check would make the host wait.
+        # v4 = 4 (Σz² / (M − 1) + λ/s²), q = 1 / max(v4, 4 EPS/s²): the reference's 1 / (4 max(v, EPS))
+        if SCALE_ALWAYS or c.device.type != "cpu" or not bool(torch.isfinite(v4).all()):
+            inv, inv2 = power_of_two_scale(torch.abs(c, out=imp).mean(cdims, keepdim=True))
+            torch.mul(c.mul_(inv), c, out=imp)  # z = (y − μ) / s, and z², which cannot overflow
+            v4 = imp.sum(cdims, keepdim=True).mul_(4 / (m - 1))
+            if lam:
+                v4[0].add_(inv2[0], alpha=4 * lam)  # λ on U only (SPEC §2)
+            floor = inv2.mul_(4 * EPS)
+        else:  # s = 1: z = c
+            inv = None
+            v4.mul_(4 / (m - 1))
+            if lam:
+                v4[0].add_(4 * lam)
+            floor = 4 * EPS
+        z = c
+        live = v4 >= floor  # clamp_min passes gradient here; the backward mirrors that mask
+        q = (torch.maximum(v4, floor) if inv is not None else v4.clamp_min_(floor)).reciprocal_()
         imp.mul_(q).add_(0.5)  # SPEC §1, all three at once
         # Eq. 7, E = (2 − r) imp_U − a² imp_1 − b² imp_2, built in U's slot, which then holds s;
         # the other two slots keep a imp_1 and b imp_2, what the weights' gradient needs
@@ -92,33 +137,38 @@ class PairEnergyAttention(torch.autograd.Function):
         e.addcmul_(w1, wimp1, value=-1)
         e.addcmul_(w2, wimp2, value=-1)
         s = e.sigmoid_()
-        ctx.save_for_backward(x1, x2, w, u, c, imp, q, live, k)
-        ctx.m, ctx.cdims = m, cdims
+        ctx.save_for_backward(x1, x2, weights, w, u, z, imp, q, inv, live, k)  # inv: None when s = 1
+        ctx.m, ctx.cdims, ctx.lam, ctx.dims = m, cdims, lam, dims
         return s * u  # Eq. 8
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
-        x1, x2, w, u, c, imp, q, live, k = ctx.saved_tensors
+        x1, x2, weights, w, u, c, imp, q, inv, live, k = ctx.saved_tensors
         m, cdims = ctx.m, ctx.cdims
         need_x1, need_x2, need_w = ctx.needs_input_grad[:3]
         if not (need_x1 or need_x2 or need_w):
             return None, None, None, None, None, None
+        if torch.is_grad_enabled():  # create_graph: a second derivative may follow
+            return _reference_backward(ctx, grad_out, (x1, x2, weights), 2 - k, ctx.needs_input_grad[:3])
         s = imp[0]
 
         gu = grad_out * s  # the direct path of out = s ⊙ U
         ge = u * gu
         ge.addcmul_(ge, s, value=-1)  # ∂E = G U s (1 − s)
-        # slot j's importance has upstream grad −f_j ∂E, f = (−k, a², b²). With p = f ∂E c its
-        # gradient is −2q (p − mean(p)) + β c, β = 8 q² / (M − 1) Σ(p c) where the clamp is live.
+        # slot j's importance has upstream grad −f_j ∂E, f = (−k, a², b²). With p = f ∂E z its
+        # gradient is (1/s) (−2q (p − mean(p)) + β z), β = 8 q² / (M − 1) Σ(p z) where the clamp is live.
         # Slot 0 takes k ∂E c, the opposite sign, and so gives the opposite gradient (all linear).
         p = torch.empty_like(c)
         torch.mul(ge, k, out=p[0])
         torch.mul(w, ge, out=p[1:]).mul_(w)
         p.mul_(c)
         scratch = torch.mul(p, c)
-        beta = scratch.sum(cdims, keepdim=True).mul_(q.square().mul_(live)).mul_(8 / (m - 1))
-        g = p.sub_(p.sum(cdims, keepdim=True), alpha=1 / m).mul_(q.mul(-2))
+        # in z = c / s: the same formulas, and the gradient times 1/s, folded into the per-channel factors
+        qq, q2 = q.square().mul_(live), q.mul(-2)
+        if inv is not None:
+            qq.mul_(inv), q2.mul_(inv)
+        beta = scratch.sum(cdims, keepdim=True).mul_(qq).mul_(8 / (m - 1))
+        g = p.sub_(p.sum(cdims, keepdim=True), alpha=1 / m).mul_(q2)
         g.addcmul_(c, beta)
         g0, g1, g2 = g.unbind(0)
         gu.sub_(g0)  # ∂U in full: the direct path plus U's importance
@@ -137,6 +187,16 @@ class PairEnergyAttention(torch.autograd.Function):
         return g1 if need_x1 else None, g2 if need_x2 else None, g_weights, None, None, None
 
 
+def _reference_backward(ctx, grad_out, inputs, r, need):
+    """The vector-Jacobian product through the reference, with a graph: for second derivatives."""
+    wanted = [t for t, n in zip(inputs, need) if n]
+    out = reference_pair_attention(*inputs, r, ctx.lam, ctx.dims)
+    got = iter(torch.autograd.grad(out, wanted, grad_out, create_graph=True, allow_unused=True))
+    grads = [next(got) if n else None for n in need]
+    grads = [torch.zeros_like(t) if n and g is None else g for t, n, g in zip(inputs, need, grads)]
+    return (*grads, None, None, None)
+
+
 def fused_pair_attention(
     x1: torch.Tensor,
     x2: torch.Tensor,
@@ -151,8 +211,8 @@ def fused_pair_attention(
     first, as :meth:`~simam2.core.MultiSimAM2.fuse` does). ``weights``: (B, C, 2), the weights of
     x1 and x2 (ζ and 1 − ζ), in the same dtype. ``r``: Eq. 6's degradation factor, a number or
     0-dim tensor; it takes no gradient. ``lam``: λ of U's importance. Equal to
-    ``sigmoid(fused_energy(xs, w, superpose(xs, w), r, lam, dims)) * superpose(xs, w)``.
-    Differentiable once: a second derivative is an error.
+    :func:`reference_pair_attention`, through which a second derivative runs, and which is what
+    ``torch.compile`` traces.
     """
     if x1.shape != x2.shape:
         raise ValueError(f"both inputs must have one shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
@@ -168,7 +228,8 @@ def fused_pair_attention(
             f"{sorted(str(d) for d in dtypes)}; cast them first"
         )
     dims = resolve_neuron_dims(x1, neuron_dims)
-    r = torch.as_tensor(r, dtype=x1.dtype, device=x1.device)
-    if r.requires_grad:
-        r = r.detach()
+    neuron_count(x1, dims)
+    r = torch.as_tensor(r, dtype=x1.dtype, device=x1.device).detach()
+    if torch.compiler.is_compiling():  # inductor fuses the reference's passes; the Function hides them
+        return reference_pair_attention(x1, x2, weights, r, lam, dims)
     return PairEnergyAttention.apply(x1, x2, weights, r, float(lam), dims)

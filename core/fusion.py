@@ -13,6 +13,7 @@ autograd node with a derived backward (tests hold the two equal).
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Sequence
 
 import torch
@@ -20,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .checks import SkipReport, check_nonnegative, check_unit_interval
+from .distributed import is_distributed
 from .energy import EPS, compute_dtype, importance, resolve_neuron_dims
 from .fused import fused_pair_attention, pair_weights
 
@@ -73,10 +75,6 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
 def _host_readable(t: torch.Tensor) -> bool:
     """Whether reading ``t`` on the host costs no device synchronisation and no graph break."""
     return t.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class MultiSimAM2(nn.Module):
@@ -161,7 +159,7 @@ class MultiSimAM2(nn.Module):
         variance, so the mean over K is var_b(ζ) itself. Reduced over ranks under DDP in training.
         """
         w = weights.detach()
-        if self.training and self.sync_dist and _distributed():
+        if self.training and self.sync_dist and is_distributed():
             w = w.double()
             n = torch.tensor([float(w.shape[0])], dtype=w.dtype, device=w.device)
             packed = torch.cat([n, w.sum(0).flatten(), w.square().sum(0).flatten()])
@@ -188,7 +186,7 @@ class MultiSimAM2(nn.Module):
         all-reduce.
         """
         with torch.no_grad():
-            syncs = self.training and self.sync_dist and _distributed()
+            syncs = self.training and self.sync_dist and is_distributed()
             if self.training and weights.shape[0] == 0 and not syncs:
                 raise ValueError(
                     "SimAM² got an empty batch (B = 0) in training mode: ζ's batch variance (Eq. 6) is "
@@ -258,14 +256,25 @@ class MultiSimAM2(nn.Module):
         xs = [x.to(ct) for x in xs]
         w = weights.to(ct)
         r = self._update(w)
-        if len(xs) == 2:  # the paper's case: Eq. 4, 7, 8 in one autograd node
-            out = fused_pair_attention(xs[0], xs[1], w, r.to(ct), self.lam, dims)
-        else:
-            u = superpose(xs, w)  # Eq. 4
-            e = fused_energy(xs, w, u, r.to(ct), self.lam, dims)  # Eq. 7
-            out = torch.sigmoid(e) * u  # Eq. 8
+        out = self._attend(xs, w, r.to(ct), dims)
         self.weights, self.r = weights.detach(), r
         return out.to(out_dtype)
+
+    def _attend(self, xs, w, r, dims) -> torch.Tensor:
+        """Eq. 4, 7, 8 on inputs already in the statistics' dtype (SPEC §1: at least float32).
+
+        Autocast is switched off here: it would run the row sums (matrix-vector products) and any
+        matmul in bf16/fp16 again. K = 2 takes the fused node (under torch.compile, the reference
+        it stands for, which inductor fuses); K > 2 the reference.
+        """
+        device = xs[0].device.type
+        off = torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext()
+        with off:
+            if len(xs) == 2:  # the paper's case: Eq. 4, 7, 8 in one autograd node
+                return fused_pair_attention(xs[0], xs[1], w, r, self.lam, dims)
+            u = superpose(xs, w)  # Eq. 4
+            e = fused_energy(xs, w, u, r, self.lam, dims)  # Eq. 7
+            return torch.sigmoid(e) * u  # Eq. 8
 
     def forward(self, *xs: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         return self.fuse(xs, weights)

@@ -16,15 +16,12 @@ import torch.distributed as dist
 from torch.optim.optimizer import Optimizer, register_optimizer_step_pre_hook
 
 from .checks import check_nonnegative
+from .distributed import is_distributed
 
 MODES = ("ogm", "ogm_ge")
 RATIOS = ("zeta", "decoupled")
 #: OGM-GE adds this to the gradient's std before drawing its noise (its main.py).
 GE_STD_FLOOR = 1e-8
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def decoupling_free_ratio(zeta: torch.Tensor) -> torch.Tensor:
@@ -166,7 +163,7 @@ class GradientModulator:
     def observe_logits(self, logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Record OGM-GE's decoupled ratio for this step (SPEC §6); summed over ranks under DDP."""
         scores = decoupled_scores(logits1, logits2, labels)
-        if _distributed():
+        if is_distributed():
             dist.all_reduce(scores)
         self.last["rho_decoupled"] = rho = scores[0] / scores[1]
         return rho
@@ -201,7 +198,7 @@ class GradientModulator:
         if gen is None:
             if self.seed is None:
                 seed = torch.randint(0, 2**62, (1,), dtype=torch.int64)
-                if _distributed():
+                if is_distributed():
                     seed = seed.to(device) if dist.get_backend() == "nccl" else seed
                     dist.broadcast(seed, src=0)
                 self.seed = int(seed.item())  # once per run, at the first step

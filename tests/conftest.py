@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+#: The core's tests run on this device (``SIMAM2_TEST_DEVICE=cuda``; default cpu): each of them runs
+#: with it as torch's default device, so that every tensor they make lands there.
+TEST_DEVICE = os.environ.get("SIMAM2_TEST_DEVICE", "cpu")
+CORE_TEST_MODULES = {"test_energy", "test_fused", "test_fusion", "test_forms", "test_modulation",
+                     "test_autocast_compile"}
+
+
+@pytest.fixture(autouse=True)
+def _core_test_device(request):
+    if TEST_DEVICE == "cpu" or request.module.__name__.rpartition(".")[2] not in CORE_TEST_MODULES:
+        yield
+        return
+    if TEST_DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip(f"SIMAM2_TEST_DEVICE={TEST_DEVICE} but torch sees no CUDA device")
+    torch.set_default_device(TEST_DEVICE)
+    try:
+        yield
+    finally:
+        torch.set_default_device(None)
 
 
 @pytest.fixture(scope="session")

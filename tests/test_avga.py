@@ -272,3 +272,22 @@ def test_test_mode_loads_the_pickled_simam2_model(checkout, ave, runs):
     assert evals[0]["acc"] == pytest.approx(float(printed.getvalue().strip().splitlines()[-1]), abs=1e-12)
     # per-modality evaluation runs on the unpickled model: each modality alone by the test set's own mean
     assert evals[0]["ablation_mean"] == "eval" and 0 <= evals[0]["acc_m1"] <= 1 and 0 <= evals[0]["acc_m2"] <= 1
+
+
+class _Planted:
+    """A pickle that, loaded, would create a file: what a planted model/AV_att.pt could do."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_planted_checkpoint_is_refused_not_run(checkout, ave, tmp_path):
+    (tmp_path / "model").mkdir()
+    opened = tmp_path / "pwned.txt"
+    torch.save(_Planted(opened), tmp_path / "model" / "AV_att.pt")
+    with pytest.raises(AdapterError, match="refused to load a checkpoint.*Unsupported global"):
+        run_script(ADAPTER, data_args(ave, "--dir_labels", "labels.h5"), RunConfig(), checkout=checkout, cwd=tmp_path)
+    assert not opened.exists()  # nothing of the pickle ran

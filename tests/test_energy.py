@@ -13,7 +13,7 @@ from simam2.core.energy import energy_eq1
 def test_closed_form_equals_numerical_minimum_of_eq1(lam):
     rng = np.random.default_rng(0)
     x = rng.normal(size=7)
-    closed = exact_minimal_energy(torch.tensor(x).view(1, 1, 7), lam).view(-1).numpy()
+    closed = exact_minimal_energy(torch.tensor(x).view(1, 1, 7), lam).view(-1).cpu().numpy()
     for t in range(7):
         others = np.delete(x, t)
         res = minimize(lambda p: energy_eq1(p[0], p[1], x[t], others, lam), x0=[0.0, 0.0],
@@ -78,3 +78,18 @@ def test_low_precision_inputs_give_finite_output_in_their_dtype(dtype):
     assert out.dtype == dtype and torch.isfinite(out).all()
     ref = importance(x.float(), 1e-6)
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e30])
+def test_importance_of_huge_inputs_is_the_scaled_importance(scale):
+    """SPEC §1's importance is invariant under x → s·x when λ = 0: float32 inputs of 1e20, where
+    (x − μ)² overflows, give the same finite importances as the same inputs at unit scale."""
+    x = torch.randn(3, 4, 6, 6, generator=torch.Generator().manual_seed(0), device="cpu").to(
+        torch.get_default_device())
+    out = importance(x * scale, 0.0)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, importance(x, 0.0), rtol=1e-5, atol=1e-5)
+    from simam2.core import MultiSimAM2
+
+    three = MultiSimAM2(4, 3, zeta="learnable")  # K > 2 runs through importance
+    assert torch.isfinite(three(x * scale, x.flip(0) * scale, x.flip(1) * scale)).all()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -382,3 +383,36 @@ def test_run_table_trains_and_evaluates_every_cell(checkout, data, tmp_path):
         # main.py's online evaluation, then test.py's two lists appended as a second run
         assert [(e["split"]) for e in recs if e["event"] == "eval"][-2:] == ["seenheard", "unseenunheard"]
         assert [e["script"] for e in recs if e["event"] == "start"] == ["main.py", "test.py"]
+
+
+
+def test_a_working_directory_with_files_of_its_own_is_never_overwritten(data, tmp_path):
+    mine = tmp_path / "mine"
+    write_fop(mine, seed=1)  # a dataset folder of the user's: real CSVs under features/
+    before = {p.name: p.read_bytes() for p in (mine / "features").iterdir()}
+    with pytest.raises(AdapterError, match="holds files of its own"):
+        prepare_workdir(data, mine)
+    assert {p.name: p.read_bytes() for p in (mine / "features").iterdir()} == before
+    assert not any(p.is_symlink() for p in (mine / "features").iterdir())
+    # a folder prepared before (links only) is prepared again, from another dataset
+    work = prepare_workdir(mine, tmp_path / "work")
+    again = prepare_workdir(data, work)
+    assert all(p.resolve().parent == (data / "features").resolve() for p in (again / "features").iterdir())
+
+
+def test_nan_training_data_marks_the_run_and_the_exit_status(checkout, data, tmp_path):
+    import csv as _csv
+
+    bad = tmp_path / "bad"
+    shutil.copytree(data, bad)
+    train = bad / "features" / "faceTrain.csv"
+    rows = list(_csv.reader(open(train)))
+    rows[0][0] = "nan"
+    with open(train, "w", newline="") as f:
+        _csv.writer(f).writerows(rows)
+    record = tmp_path / "nan.jsonl"
+    rc = cli_main(["run", "fop", "--record", str(record), "--data", str(bad), "--workdir", str(tmp_path / "w"),
+                   "--", *TRAIN])
+    end = _records(record)[-1]
+    assert end["event"] == "end" and end["nonfinite"] is True and rc == 3
+    assert any(r.get("loss") is None for r in _records(record) if r["event"] == "step")

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import simam2.core.fused as fused
 import simam2.core.fusion as fusion
 from simam2.core import MultiSimAM2, SimAM2, fused_energy, superpose
 from simam2.core.energy import resolve_neuron_dims
@@ -18,20 +19,22 @@ def reference_pair(x1, x2, weights, r, lam, neuron_dims=None):
 
 def inputs(shape, seed=0, weights="pair", dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    x1 = torch.randn(shape, generator=g, dtype=dtype).requires_grad_()
-    x2 = (0.5 * torch.randn(shape, generator=g, dtype=dtype) + 0.3).requires_grad_()
-    zeta = torch.rand(shape[:2], generator=g, dtype=dtype)
+    dev = torch.get_default_device()  # SIMAM2_TEST_DEVICE (tests/conftest.py); drawn on the CPU
+    x1 = torch.randn(shape, generator=g, dtype=dtype, device="cpu").to(dev).requires_grad_()
+    x2 = (0.5 * torch.randn(shape, generator=g, dtype=dtype, device="cpu") + 0.3).to(dev).requires_grad_()
+    zeta = torch.rand(shape[:2], generator=g, dtype=dtype, device="cpu").to(dev)
     if weights == "pair":  # ζ, 1 − ζ, as SimAM2 builds them
         w = pair_weights(zeta)
     elif weights == "interleaved":  # any (B, C, 2) layout, e.g. MultiSimAM2's softmax
         w = torch.stack([zeta, 1 - zeta], dim=-1)
     else:  # given weights that need not sum to one
-        w = torch.rand(shape[:2] + (2,), generator=g, dtype=dtype)
+        w = torch.rand(shape[:2] + (2,), generator=g, dtype=dtype, device="cpu").to(dev)
     return x1, x2, w.detach().requires_grad_()
 
 
 def grads(out, tensors, seed=1):
-    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype, device="cpu")
+    upstream = upstream.to(out.device)
     return torch.autograd.grad(out, tensors, upstream)
 
 
@@ -47,7 +50,11 @@ CASES = [
 
 @pytest.mark.parametrize("shape, neuron_dims", CASES)
 @pytest.mark.parametrize("layout", ["pair", "interleaved", "free"])
-def test_equals_reference_forward_and_every_gradient(shape, neuron_dims, layout):
+@pytest.mark.parametrize("scale_always", [False, True], ids=["scaled-on-overflow", "scaled-always"])
+def test_equals_reference_forward_and_every_gradient(monkeypatch, shape, neuron_dims, layout, scale_always):
+    """Both paths of the node: scaled only where squares overflow (the CPU's), and always (an
+    accelerator's)."""
+    monkeypatch.setattr(fused, "SCALE_ALWAYS", scale_always)
     x1, x2, w = inputs(shape, weights=layout)
     r = torch.tensor(0.37, dtype=torch.float64)
     fast = fused_pair_attention(x1, x2, w, r, 1e-3, neuron_dims)
@@ -76,8 +83,10 @@ def test_gradcheck(shape):
     assert torch.autograd.gradcheck(lambda a, b, c: fused_pair_attention(a, b, c, r, 1e-2), (x1, x2, w))
 
 
-def test_clamped_variance_matches_reference_gradient():
+@pytest.mark.parametrize("scale_always", [False, True], ids=["scaled-on-overflow", "scaled-always"])
+def test_clamped_variance_matches_reference_gradient(monkeypatch, scale_always):
     """A channel whose variance is below EPS: the clamp holds q fixed, and so must the backward."""
+    monkeypatch.setattr(fused, "SCALE_ALWAYS", scale_always)
     x1, x2, w = inputs((3, 8))
     with torch.no_grad():
         x1[0] = 1 + 1e-8 * torch.arange(8, dtype=torch.float64)  # var ≈ 6e-16 < EPS
@@ -98,12 +107,45 @@ def test_constant_input_is_finite():
     torch.testing.assert_close(out, reference_pair(x, x, w, torch.tensor(0.0), 0.0))
 
 
-def test_second_derivative_is_a_clear_error():
-    x1, x2, w = inputs((3, 5))
-    out = fused_pair_attention(x1, x2, w, torch.tensor(0.1, dtype=torch.float64), 1e-6)
-    (g,) = torch.autograd.grad(out.square().sum(), x1, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable"):
-        g.sum().backward()
+@pytest.mark.parametrize("shape, neuron_dims", [((3, 5), None), ((2, 3, 4), None), ((3, 2, 4), (0,))])
+def test_second_derivatives_equal_the_reference(shape, neuron_dims):
+    """Double backward runs through the reference: exact, even when the incoming gradient has no
+    graph (``grad(out.sum(), x, create_graph=True)``), where a once-differentiable node would
+    silently drop SimAM²'s second-order term."""
+    x1, x2, w = inputs(shape, seed=4, weights="free")
+    r = torch.tensor(0.3, dtype=torch.float64)
+    for f in (lambda o: o.sum(), lambda o: o.square().sum()):  # incoming gradient without / with a graph
+        gg = []
+        for attend in (fused_pair_attention, reference_pair):
+            (g,) = torch.autograd.grad(f(attend(x1, x2, w, r, 1e-3, neuron_dims)), x1, create_graph=True)
+            gg.append(torch.autograd.grad(g.square().sum(), (x1, x2, w)))
+        for a, b in zip(*gg):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    assert torch.autograd.gradgradcheck(
+        lambda a, b, c: fused_pair_attention(a, b, c, r, 1e-2, neuron_dims), (x1, x2, w))
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e30, 1e-30])
+@pytest.mark.parametrize("shape", [(4, 16), (2, 3, 5, 5)])
+def test_huge_and_tiny_inputs_give_the_scaled_result(scale, shape):
+    """Importance is scale-invariant up to λ: inputs times 1e20 (where float32 (x − μ)² overflows)
+    give finite output equal to the float64 result, and so do the gradients."""
+    x1, x2, w = inputs(shape, seed=6)
+    r = torch.tensor(0.4)
+    big1, big2 = (x.detach().float().mul(scale).requires_grad_() for x in (x1, x2))
+    w32 = w.detach().float().requires_grad_()
+    out = fused_pair_attention(big1, big2, w32, r, 0.0)
+    assert torch.isfinite(out).all()
+    exact = fused_pair_attention(big1.double(), big2.double(), w32.double(), r.double(), 0.0)
+    torch.testing.assert_close(out.double() / scale, exact / scale, rtol=1e-4, atol=1e-5)
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), device="cpu").to(out.device)
+    for g, ge in zip(torch.autograd.grad(out, (big1, big2, w32), upstream),
+                     torch.autograd.grad(exact, (big1, big2, w32), upstream.double())):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g.double(), ge.double(), rtol=1e-3, atol=1e-3 * ge.abs().max().item())
+    # and through the module, in float32 with λ = 1e-6: λ is negligible at this scale
+    m = SimAM2(shape[1], zeta="learnable")
+    assert torch.isfinite(m(big1, big2)).all()
 
 
 def test_backward_leaves_saved_tensors_intact_for_a_retained_graph():
@@ -134,6 +176,18 @@ def test_bad_input_is_a_clear_error():
 # -- through the modules: the fast path is taken for K = 2 and changes nothing ------------------
 
 
+def uses_fused_node(out) -> bool:
+    """Whether the graph behind ``out`` holds the fused node (behind at most a few view nodes)."""
+    fn = out.grad_fn
+    for _ in range(4):
+        if fn is None:
+            return False
+        if type(fn).__name__ == "PairEnergyAttentionBackward":
+            return True
+        fn = fn.next_functions[0][0]
+    return False
+
+
 def twin_modules(cls, *args, **kwargs):
     torch.manual_seed(0)
     fast = cls(*args, **kwargs).double()
@@ -154,12 +208,12 @@ def test_modules_take_the_fast_path_and_match_the_reference(monkeypatch, cls, kw
     fast, ref = twin_modules(cls, **kwargs)
     x1, x2, _ = inputs(shape, seed=5)
     out = fast(x1, x2)
-    assert type(out.grad_fn).__name__ == "PairEnergyAttentionBackward"
+    assert uses_fused_node(out)
     params = [x1, x2] + list(fast.parameters())
     g_fast = grads(out, params)
     monkeypatch.setattr(fusion, "fused_pair_attention", reference_pair)
     out_ref = ref(x1, x2)
-    assert type(out_ref.grad_fn).__name__ != "PairEnergyAttentionBackward"
+    assert not uses_fused_node(out_ref)
     torch.testing.assert_close(out, out_ref, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(fast.var_max, ref.var_max, rtol=1e-12, atol=0)
     assert fast.r.item() == pytest.approx(ref.r.item(), rel=1e-12)

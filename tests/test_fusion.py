@@ -36,16 +36,16 @@ def test_output_r_and_var_max_match_hand_computation():
     m = SimAM2(3, zeta="given").double()
     out = m(torch.tensor(x1), torch.tensor(x2), zeta=torch.tensor(zeta))
     ref, r, var_max = by_hand(x1, x2, zeta, np.zeros(3))
-    np.testing.assert_allclose(out.detach().numpy(), ref, rtol=1e-10)
+    np.testing.assert_allclose(out.detach().cpu().numpy(), ref, rtol=1e-10)
     assert m.r.item() == pytest.approx(r, rel=1e-10)
-    np.testing.assert_allclose(m.var_max.numpy(), var_max, rtol=1e-10)
-    np.testing.assert_allclose(m.zeta.numpy(), zeta)
+    np.testing.assert_allclose(m.var_max.cpu().numpy(), var_max, rtol=1e-10)
+    np.testing.assert_allclose(m.zeta.cpu().numpy(), zeta)
     # a second batch with less spread: var_max keeps its maximum, r falls below tanh(s)
     zeta2 = 0.5 + (zeta - 0.5) * 0.3
     out2 = m(torch.tensor(x1), torch.tensor(x2), zeta=torch.tensor(zeta2))
     ref2, r2, var_max2 = by_hand(x1, x2, zeta2, var_max)
-    np.testing.assert_allclose(out2.detach().numpy(), ref2, rtol=1e-10)
-    np.testing.assert_allclose(m.var_max.numpy(), var_max, rtol=1e-10)
+    np.testing.assert_allclose(out2.detach().cpu().numpy(), ref2, rtol=1e-10)
+    np.testing.assert_allclose(m.var_max.cpu().numpy(), var_max, rtol=1e-10)
     assert m.r.item() == pytest.approx(r2, rel=1e-10) and r2 < r
 
 
@@ -71,8 +71,8 @@ def test_fixed_zeta_is_plain_summation_with_r_from_lambda():
     m = SimAM2(3, zeta="fixed", lam=1e-6)
     x1, x2 = torch.randn(2, 5, 3, 4, dtype=torch.float64)
     out = m(x1, x2)
-    ref, r, _ = by_hand(x1.numpy(), x2.numpy(), np.full((5, 3), 0.5), np.zeros(3))
-    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10)
+    ref, r, _ = by_hand(x1.cpu().numpy(), x2.cpu().numpy(), np.full((5, 3), 0.5), np.zeros(3))
+    np.testing.assert_allclose(out.cpu().numpy(), ref, rtol=1e-10)
     assert m.r.item() == pytest.approx(math.tanh(1.0))  # tanh(λ / (0 + λ))
     assert r == pytest.approx(math.tanh(1.0))
 

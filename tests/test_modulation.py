@@ -54,8 +54,8 @@ class TwoBranch(nn.Module):
 
 def _step(model, opt, seed=0):
     g = torch.Generator().manual_seed(seed)
-    a, v = torch.randn(2, 8, 6, generator=g)
-    y = torch.randint(0, 3, (8,), generator=g)
+    a, v = torch.randn(2, 8, 6, generator=g, device="cpu").to(torch.get_default_device())
+    y = torch.randint(0, 3, (8,), generator=g, device="cpu").to(torch.get_default_device())
     opt.zero_grad()
     nn.functional.cross_entropy(model(a, v), y).backward()
 

@@ -424,3 +424,13 @@ def test_run_table_runs_the_fifteen_cells(checkout, cremad, tmp_path):
     assert run_table(tmp_path, data_dir=cremad, epochs=1, progress=lines.append, checkout=checkout, batch_size=6,
                      bar=False) == table
     assert lines == ["15 of 15 runs already complete in " + str(tmp_path) + ", not run again (--fresh reruns them)"]
+
+
+
+def test_a_list_whose_clips_are_all_missing_is_named_before_main_py_starts(tmp_path):
+    data = write_cremad(tmp_path / "cremad", n_train=6, n_test=6, frame_size=32)
+    (data / "data" / "CREMAD" / "test.csv").write_text("")  # main.py would train one epoch, then divide by zero
+    with pytest.raises(AdapterError, match="test.csv lists 0 clips"):
+        check_dataset(["--audio_path", "AudioWAV", "--visual_path", "."], data)
+    write_cremad(tmp_path / "whole", n_train=6, n_test=6, frame_size=32)
+    check_dataset(["--audio_path", "AudioWAV", "--visual_path", "."], tmp_path / "whole")  # a whole set passes

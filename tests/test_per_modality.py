@@ -112,7 +112,7 @@ def test_the_head_runs_on_the_model_that_evaluates(tmp_path):
             return model.k * (x1 + x2)
 
     run = SimpleNamespace(spec=OneSpec(), config=RunConfig(), recorder=RecordWriter(None), script=None,
-                          add_cleanup=lambda fn: None)
+                          add_cleanup=lambda fn: None, start_extra={})
     probe = RunProbe(run)
     built, loaded = Scale(1.0), Scale(10.0)
     probe.on_model(built)

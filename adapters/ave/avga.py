@@ -47,6 +47,7 @@ modality's logits are the head with only its half of ``L1``'s input weight and h
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -56,7 +57,7 @@ from torch import nn
 from simam2.core import ConcatFusion
 
 from ..machinery import Replacement, option_value
-from ..machinery.layers import InitShim, named, publish
+from ..machinery.layers import InitShim, allow_checkpoints, named, publish
 from .common import AveSpec, SegmentScorer
 from .synth import AveInputError
 
@@ -142,6 +143,9 @@ class AvgaSpec(AveSpec):
     name = "avga"
     upstream = "avga"
     script = "supervised_main.py"
+    distributed = ("supervised_main.py neither wraps its model in nn.DataParallel nor batches through a DataLoader "
+                   "(AVEDataset.get_batch slices in-memory h5 arrays): there is nothing for DDP and a "
+                   "DistributedSampler to take over, and the model moves itself with .cuda()")
     epoch_source = "explicit"
     criterion = nn.MultiLabelSoftMarginLoss
     encoder_prefixes = {"audio": ("lstm_audio.",),
@@ -158,8 +162,10 @@ class AvgaSpec(AveSpec):
 
         self.check_zeta(run.config, "AV_att")
         scorer = SegmentScorer(run.probe)
+        adapted = adapted_att_net(models, self, run, scorer)
+        allow_checkpoints(run, models, sys.modules[__name__])  # test mode loads the pickled model
         return [
-            Replacement("models", "att_Net", adapted_att_net(models, self, run, scorer)),
+            Replacement("models", "att_Net", adapted),
             Replacement("dataloader", "AVEDataset", recorded_dataset(dataloader, run, scorer)),
         ]
 
@@ -181,9 +187,7 @@ class AvgaSpec(AveSpec):
         labels = args[1] if len(args) >= 2 else None
         if not (torch.is_tensor(labels) and labels.dim() == 3):
             return None
-        labels = labels.argmax(-1)
-        streams = probe._streams
-        return labels if streams is None or labels.shape == streams[0].shape[:-1] else None
+        return labels.argmax(-1)
 
     def needed_orders(self, train: bool) -> list[str]:
         return ["train", "val"] if train else ["test"]

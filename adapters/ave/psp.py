@@ -43,6 +43,7 @@ class (SPEC §6).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -52,7 +53,7 @@ from torch import nn
 from simam2.core import LateFusion
 
 from ..machinery import Replacement, option_value
-from ..machinery.layers import InitShim, named, publish
+from ..machinery.layers import InitShim, allow_checkpoints, named, publish
 from .common import AveSpec, SegmentScorer
 from .synth import AveInputError
 
@@ -129,6 +130,9 @@ class PspSpec(AveSpec):
     name = "psp"
     upstream = "psp"
     script = "fully_supervised_main.py"
+    distributed = ("fully_supervised_main.py neither wraps its model in nn.DataParallel nor batches through a "
+                   "DataLoader (AVEDataset.get_batch slices in-memory h5 arrays): there is nothing for DDP and a "
+                   "DistributedSampler to take over")
     epoch_source = "train_calls"
     criterion = nn.CrossEntropyLoss
     encoder_prefixes = {"audio": ("fa.", "lstm_a_v.lstm_audio."),
@@ -146,11 +150,13 @@ class PspSpec(AveSpec):
 
         self.check_zeta(run.config, "PSP")
         scorer = SegmentScorer(run.probe)
-        return [
+        reps = [
             Replacement("fully_model", "PSP", adapted_psp(fully_model, run)),
             Replacement("fully_model", "psp_net", adapted_psp_net(fully_model, run, scorer)),
             Replacement("dataloader", "AVE_Fully_Dataset", recorded_dataset(dataloader, scorer)),
         ]
+        allow_checkpoints(run, fully_model, sys.modules[__name__])  # --trained_model_path loads a pickled model
+        return reps
 
     def fusion(self, model):
         return getattr(getattr(model, "psp", None), "simam2", None)
@@ -170,10 +176,7 @@ class PspSpec(AveSpec):
 
     def labels(self, probe, args):
         labels = args[1] if len(args) >= 2 else None
-        if not (torch.is_tensor(labels) and labels.dim() == 2 and not labels.is_floating_point()):
-            return None
-        streams = probe._streams
-        return labels if streams is None or labels.shape == streams[0].shape[:-1] else None
+        return labels if torch.is_tensor(labels) and labels.dim() == 2 and not labels.is_floating_point() else None
 
     def needed_orders(self, train: bool) -> list[str]:
         return ["train", "val", "test"] if train else ["test"]

@@ -52,6 +52,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import torch
+from torch import nn
+
 from ..machinery import AdapterError, Replacement, RunConfig, Spec, option_value
 from . import layers
 from .checks import (READ_SPLIT, SPLITS_HELP, csv_shape, prepare_workdir, validate_features, validate_imports,
@@ -67,6 +70,9 @@ class FopSpec(Spec):
     name = "fop"
     upstream = "fop"
     script = "main.py"
+    distributed = ("FOP's main.py neither wraps its model in nn.DataParallel nor batches through a DataLoader "
+                   "(its get_batch slices in-memory feature arrays): there is nothing for DDP and a "
+                   "DistributedSampler to take over")
     modalities = ("face", "voice")
     metrics = ("eer", "auc")
     primary = "eer"
@@ -74,6 +80,7 @@ class FopSpec(Spec):
     zeta_sources = ("fixed", "learnable", "given")
     default_zeta = "given"
     epoch_source = "evaluations"
+    criterion = nn.CrossEntropyLoss  # main.py's ce_loss on the fused logits: the records' ``loss`` (CE part)
 
     def replacements(self, run) -> list[Replacement]:
         import online_evaluation
@@ -107,6 +114,9 @@ class FopSpec(Spec):
         if fusion is not None:
             return fusion.weight_sums
         return getattr(model.fusion_layer, "gate_sums", None)
+
+    def labels(self, probe, args):
+        return args[1] if len(args) >= 2 and torch.is_tensor(args[1]) else None
 
     def zeta(self, model):
         fusion = self.fusion(model)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
 import runpy
 import sys
@@ -37,7 +38,12 @@ class AdapterError(RuntimeError):
 
 @dataclass(frozen=True)
 class Replacement:
-    """One upstream attribute, ``module.attribute``, replaced by ``value`` while installed."""
+    """One attribute, ``module.attribute``, replaced by ``value`` while installed.
+
+    A spec's replacements name upstream modules (imported from the checkout, refused elsewhere);
+    :func:`patched` takes replacements of any importable module (``torch.nn``, ``os``) for the
+    layers that wrap a run from outside, such as the distributed one.
+    """
 
     module: str
     attribute: str
@@ -57,6 +63,8 @@ class RunContext:
     cwd: Path | None = None
     models: list = field(default_factory=list)
     probe: "RunProbe | None" = None
+    #: extra fields of the run's ``start`` record (e.g. the distributed layer's world size)
+    start_extra: dict = field(default_factory=dict)
     _cleanups: list = field(default_factory=list)
 
     @property
@@ -72,6 +80,55 @@ class RunContext:
     def add_cleanup(self, fn: Callable[[], Any]) -> None:
         """Run ``fn`` when the spec is uninstalled (e.g. a hook handle's ``remove``)."""
         self._cleanups.append(fn)
+
+
+# -- replacing attributes, reversibly ---------------------------------------------------------------
+
+def _swap(replacements: Sequence[Replacement], importer: Callable[[str], Any], originals: list) -> None:
+    """Set each replacement, appending ``(module, attribute, old value)`` to ``originals`` first, so
+    that :func:`_restore` undoes exactly what was done even when a later one fails."""
+    for rep in replacements:
+        module = importer(rep.module)
+        originals.append((module, rep.attribute, module.__dict__.get(rep.attribute, _MISSING)))
+        setattr(module, rep.attribute, rep.value)
+
+
+def _restore(originals: list) -> None:
+    """Undo :func:`_swap`, last first (an attribute replaced twice gets its first value back)."""
+    for module, attribute, value in reversed(originals):
+        if value is _MISSING:
+            delattr(module, attribute)
+        else:
+            setattr(module, attribute, value)
+    originals.clear()
+
+
+def _import_any(name: str):
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise AdapterError(f"cannot import module {name!r} to patch it: {e}") from e
+
+
+@contextlib.contextmanager
+def patched(replacements: Sequence[Replacement]) -> Iterator[None]:
+    """Replace attributes of importable modules (third-party or standard library) for the length of
+    the block, and put every original back afterwards, also after an exception.
+
+    The one mechanism for layers that wrap a run from outside the upstream (a spec's own
+    replacements go through :func:`installed`, which also checks they come from the checkout).
+    Modules that did ``from module import attribute`` before the block keep the original: the
+    replacement is seen by code that looks the attribute up inside the block, as an upstream script
+    run by :func:`run_script` does at its imports.
+    """
+    originals: list = []
+    try:
+        _swap(replacements, _import_any, originals)
+        yield
+    finally:
+        _restore(originals)
 
 
 # -- installing -----------------------------------------------------------------------------------
@@ -118,8 +175,8 @@ def checkout_of(spec: "Spec") -> Path:
 
 @contextlib.contextmanager
 def installed(spec: "Spec", config: RunConfig | None = None, checkout: Path | str | None = None,
-              argv: Sequence[str] = (), script: str | None = None, cwd: Path | str | None = None
-              ) -> Iterator[RunContext]:
+              argv: Sequence[str] = (), script: str | None = None, cwd: Path | str | None = None,
+              start_extra: dict | None = None) -> Iterator[RunContext]:
     """Replace ``spec``'s upstream attributes for the length of the block; undo everything after.
 
     The checkout goes first on ``sys.path``; modules of the same top-level names imported from
@@ -152,9 +209,9 @@ def installed(spec: "Spec", config: RunConfig | None = None, checkout: Path | st
     wrote_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     sys.path.insert(0, str(checkout))
     ctx = RunContext(spec, config, checkout, recorder, tuple(map(str, argv)), script,
-                     Path(cwd) if cwd is not None else None)
+                     Path(cwd) if cwd is not None else None, start_extra=dict(start_extra or {}))
     ctx.probe = RunProbe(ctx)
-    originals: list[tuple[Any, str, Any]] = []
+    originals: list = []
     _ACTIVE.append(ctx)
     failure: BaseException | None = None
     try:
@@ -165,10 +222,7 @@ def installed(spec: "Spec", config: RunConfig | None = None, checkout: Path | st
         except ImportError as e:
             raise AdapterError(f"{checkout} is not a {spec.upstream} checkout ({e}); point --checkout at one, "
                                f"or leave it out to use the cache") from None
-        for rep in reps:
-            module = _import_upstream(rep.module, checkout)
-            originals.append((module, rep.attribute, module.__dict__.get(rep.attribute, _MISSING)))
-            setattr(module, rep.attribute, rep.value)
+        _swap(reps, lambda name: _import_upstream(name, checkout), originals)
         ctx.probe.install()
         spec.on_start(ctx)
         yield ctx
@@ -184,11 +238,7 @@ def installed(spec: "Spec", config: RunConfig | None = None, checkout: Path | st
         finally:
             for fn in reversed(ctx._cleanups):
                 fn()
-            for module, attribute, value in reversed(originals):
-                if value is _MISSING:
-                    delattr(module, attribute)
-                else:
-                    setattr(module, attribute, value)
+            _restore(originals)
             _ACTIVE.remove(ctx)
             status, error = status_of(failure)
             ctx.probe.end(status, error)
@@ -238,18 +288,20 @@ def run_script(
     checkout: Path | str | None = None,
     cwd: Path | str | None = None,
     script: str | None = None,
+    start_extra: dict | None = None,
 ) -> RunContext:
     """Run the upstream's own ``script`` (default ``spec.script``) unchanged, as ``__main__``.
 
     ``script`` is a path relative to the checkout, or ``-m package`` for a module entry point
     (``python -m package``). ``sys.argv`` is ``[script, *argv]``, as the script expects; the
     working directory is ``cwd`` (default: the current one) for the length of the run. A non-zero
-    ``SystemExit`` becomes an :class:`AdapterError`. Returns the run's context.
+    ``SystemExit`` becomes an :class:`AdapterError`. ``start_extra``: more fields of the ``start``
+    record. Returns the run's context.
     """
     script = script or spec.script
     cwd = Path(cwd) if cwd is not None else Path.cwd()
     argv = [str(a) for a in argv]
-    with installed(spec, config, checkout, argv=argv, script=script, cwd=cwd) as ctx:
+    with installed(spec, config, checkout, argv=argv, script=script, cwd=cwd, start_extra=start_extra) as ctx:
         module = script[3:].strip() if script.startswith("-m ") else None
         path = ctx.checkout / script if module is None else None
         if path is not None and not path.is_file():
@@ -270,6 +322,11 @@ def run_script(
         except SystemExit as e:
             if e.code not in (None, 0):
                 raise AdapterError(f"{spec.name}: {script} exited with status {e.code}") from e
+        except pickle.UnpicklingError as e:
+            lines = [l for l in str(e).splitlines() if "Unsupported global" in l or "Unsupported operand" in l]
+            first = lines[0].strip() if lines else (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise AdapterError(f"{spec.name}: refused to load a checkpoint that holds more than the model's "
+                               f"classes (it could run code): {first}") from None
         finally:
             sys.argv = old_argv
             os.chdir(old_cwd)

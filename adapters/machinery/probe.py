@@ -33,6 +33,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from simam2.core import GradientModulator, decoupled_scores, ogm_coefficients
 
+from simam2.core.distributed import is_distributed
+
 from .ablation import MeanAblation
 from .install import AdapterError
 from .spec import Spec
@@ -44,6 +46,17 @@ if TYPE_CHECKING:
 STEP_FIELDS = ("loss", "rho_df", "rho_decoupled", "k1", "k2", "r", "zeta_mean")
 ZETA_BINS = 20
 EPOCH_SOURCES = ("train_calls", "evaluations", "explicit")
+
+
+def _mean_over_ranks(loss: torch.Tensor) -> torch.Tensor:
+    """The step's loss as the mean over ranks: under DDP each rank holds the mean over its own batch,
+    and with equal per-rank batches (DistributedSampler) their mean is the mean over the union, whose
+    gradient DDP's averaged gradients are. One all-reduce of a scalar, on the device, no host read."""
+    import torch.distributed as dist
+
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
 
 
 class RunProbe:
@@ -117,7 +130,8 @@ class RunProbe:
         self.run.recorder.start(
             upstream=spec.name, script=run.script, modalities=spec.modalities_of(model) if model is not None
             else spec.modalities, metrics=spec.metrics, primary=spec.primary, higher_is_better=spec.higher_is_better,
-            config=run.config.plain(), upstream_options=spec.upstream_options(run, model) if model is not None else {})
+            config=run.config.plain(), upstream_options=spec.upstream_options(run, model) if model is not None else {},
+            **run.start_extra)
 
     def finish(self) -> None:
         """Flush what is pending (the run is leaving its block)."""
@@ -227,8 +241,8 @@ class RunProbe:
             self._loss = output.detach().reshape(()).float()
             bad = ~torch.isfinite(self._loss)
             self._bad_loss = bad if self._bad_loss is None else self._bad_loss | bad
-        if self._streams is None:
-            return
+        if self._streams is None or labels.shape != self._streams[0].shape[:-1]:
+            return  # no fusion inputs this step, or a criterion call on other samples than they hold
         split = self.spec.modality_logits(self.model, *self._streams)
         if split is None:
             return
@@ -238,6 +252,10 @@ class RunProbe:
             self._rho_decoupled = self.modulator.observe_logits(l1, l2, labels)
         else:
             scores = decoupled_scores(l1, l2, labels)
+            if is_distributed():  # over the union of the ranks' batches, as the modulator's own
+                import torch.distributed as dist
+
+                dist.all_reduce(scores)
             self._rho_decoupled = scores[0] / scores[1]
 
     def _holds_model(self, optimizer) -> bool:
@@ -279,7 +297,10 @@ class RunProbe:
         elif (self.spec.own_ogm_ge and config.modulation == "ogm-ge" and self._rho_decoupled is not None
               and config.modulation_start <= self.epoch <= config.modulation_end):
             k1, k2 = ogm_coefficients(self._rho_decoupled, config.alpha)  # the upstream's own rule, for the record
-        values = (self._loss if self._loss is not None else nan, rho_df,
+        loss = self._loss if self._loss is not None else nan
+        if is_distributed():
+            loss = _mean_over_ranks(loss)
+        values = (loss, rho_df,
                   self._rho_decoupled if self._rho_decoupled is not None else nan, k1, k2, r, zeta_mean)
         if not self._steps:
             self._steps_epoch = self.epoch

@@ -28,6 +28,8 @@ declaration                meaning
                            follows it): per-modality metrics by mean ablation (SPEC §8)
 ``labels(probe, args)``    the class indices from the criterion's positional arguments
 ``upstream_argv(config)``  our options in the upstream script's own vocabulary
+``distributed``            None where the script runs under torchrun (``--nproc-per-node``),
+                           else the one-line reason it does not (docs/distributed.md)
 =========================  ==================================================================
 """
 
@@ -63,6 +65,9 @@ class Spec:
     epoch_source: str = "train_calls"
     criterion: type | None = None
     own_ogm_ge: bool = False
+    #: None: the script runs under torchrun (it wraps its model in nn.DataParallel and trains from a
+    #: shuffling DataLoader, the two places the distributed layer takes over); else why it does not
+    distributed: str | None = "its script has no nn.DataParallel and DataLoader for DDP to take over"
 
     # -- what is replaced ------------------------------------------------------------------------
 
@@ -111,8 +116,9 @@ class Spec:
         return None
 
     def labels(self, probe: "RunProbe", args: tuple) -> torch.Tensor | None:
-        """Class indices (any shape; flattened with the logits) from the criterion's positional
-        arguments; None when this criterion call is not the fused loss of a training step."""
+        """Class indices from the criterion's positional arguments, one per sample of the fusion
+        inputs (their shape without the feature dim; flattened with the logits); None when this
+        criterion call is not the fused loss of a training step."""
         return None
 
     # -- a run's life ----------------------------------------------------------------------------

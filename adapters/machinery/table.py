@@ -36,8 +36,8 @@ class Method(Row):
 def add_table_options(parser: argparse.ArgumentParser) -> None:
     """``simam2 table``'s options that every table shares (the runner's)."""
     g = parser.add_argument_group("seeds and resume")
-    g.add_argument("--seeds", type=int, default=1, help="seeds per cell, 0 … N−1 (default 1): the table shows "
-                                                        "mean ± std and paired differences to the baseline")
+    g.add_argument("--seeds", type=int, default=None, help="seeds per cell, 0 … N−1 (default 1; balancemm 2): the "
+                                                           "table shows mean ± std and paired differences to the baseline")
     g.add_argument("--fresh", action="store_true", help="rerun every cell, also those whose records are complete")
     g.add_argument("--tensorboard", type=Path, default=None,
                    help="write each run's TensorBoard curves under this folder (<cell>/seed<k>)")

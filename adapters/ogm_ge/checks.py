@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +23,15 @@ def check_dataset(argv: Sequence[str], cwd: Path) -> None:
     if dataset == "CREMAD":
         audio = Path(cwd) / option_value(argv, "--audio_path", "/home/hudi/data/CREMA-D/AudioWAV")
         visual = Path(cwd) / option_value(argv, "--visual_path", "/home/hudi/data/CREMA-D/")
-        if not audio.is_dir() or not (visual / "Image-{:02d}-FPS".format(int(option_value(argv, "--fps", 1)))).is_dir():
+        frames = visual / "Image-{:02d}-FPS".format(int(option_value(argv, "--fps", 1)))
+        if not audio.is_dir() or not frames.is_dir():
             raise AdapterError(f"main.py finds no CREMA-D clips: --audio_path {audio} needs the .wav files and "
                                f"--visual_path {visual} the Image-NN-FPS frame folders (for simam2 synth's "
                                f"layout: --audio_path AudioWAV --visual_path .)")
+        for split in ("train", "test"):
+            listed = Path(cwd) / f"data/CREMAD/{split}.csv"
+            with open(listed, newline="") as f:
+                clips = [row[0] for row in csv.reader(f) if row]
+            if not any((audio / f"{c}.wav").is_file() and (frames / c).is_dir() for c in clips):
+                raise AdapterError(f"{listed} lists {len(clips)} clips and none has both its {audio}/<clip>.wav "
+                                   f"and {frames}/<clip>/: main.py would skip them all and fail mid-run")

@@ -48,6 +48,7 @@ class OgmGeSpec(Spec):
     epoch_source = "train_calls"
     criterion = nn.CrossEntropyLoss
     own_ogm_ge = True
+    distributed = None  # main.py wraps AVClassifier in nn.DataParallel and trains from a shuffling DataLoader
 
     def replacements(self, run) -> list[Replacement]:
         import dataset.CramedDataset as cremad

@@ -1,0 +1,355 @@
+"""BalanceMM (GeWu-Lab/BalanceBenchmark) declared: SimAM² in its fusion modules, a decoupling-free
+trainer beside its trainers, its own metrics in the one record schema.
+
+The upstream's own entry point, ``python -m balancemm``, runs unchanged (after ``patches/balancemm``;
+see docs/adapters-balancemm.md). Installing the spec replaces, in ``balancemm.train`` (names that
+``train_and_test`` looks up when it runs):
+
+- ``train_and_test`` by one that applies the run's :class:`~.seam.Overrides` to the resolved config
+  (data paths, epochs, batch size, workers, fusion, the output folder = the run's working directory,
+  the trainer block's α and window), seeds with ``--seed`` (their own ``set_seed``; else their
+  config's 42 stands) and removes the 257 MB checkpoint afterwards unless kept;
+- ``create_model`` by one that registers the first model built with the run (its ζ, its groups) and
+  hands the two modality features of each training forward to the probe;
+- ``create_optimizer`` by one whose ``step(closure)`` evaluates the closure first and then steps: the
+  trainers pass their whole forward and backward as the closure, which the optimizer calls *inside*
+  ``step``, after every step pre-hook — so the modulator and the step recorder would see the previous
+  step's gradients. Calling it first is what ``step`` does anyway (AdamW and SGD evaluate the closure
+  once, under ``enable_grad``, before updating); the numbers stay bitwise the same;
+- ``create_trainer`` by one that follows the trainer: its epoch (``current_epoch``) and every full
+  evaluation (``val_loop``), recorded with their accuracy and macro-F1, fused and per modality
+  (the per-modality heads of their split classifier: ``acc_head_m1``, ``f1_head_m1``, …);
+- ``Calculate_Shapley`` by one that keeps the Shapley values (``shapley_m1``, ``shapley_m2`` in the
+  test's eval record) and keeps its partial evaluations out of the records;
+
+and, with ``--simam2``, ``ConcatFusion_N``, ``SumFusion`` and ``FiLM`` in
+``balancemm.models.avclassify_model`` by the SimAM² subclasses of :mod:`.layers`. The trainer
+``OGMTrainerDF`` is appended to ``balancemm.trainer._trainer_modules``, which ``create_trainer``
+searches by name; no upstream file is edited.
+
+Modulation: ``--modulation ogm-ge`` runs their own ``OGMTrainer`` (``method: OGM_GE``, or ``OGM``
+with ``--no-ge``: their OGM branch raises KeyError at the pin, so ``--no-ge`` is refused);
+``--modulation df`` runs ``OGMTrainerDF`` and the probe attaches core's GradientModulator (Eq. 11).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import types
+from pathlib import Path
+from typing import Sequence
+
+from torch import nn
+
+from ..machinery import AdapterError, Replacement, RunConfig, Spec, option_value
+from . import layers, synth
+from .seam import FUSIONS, Overrides
+
+
+def _scalar(value) -> float:
+    return float(value)
+
+
+class BalanceMMSpec(Spec):
+    """BalanceMM's ``python -m balancemm`` on CREMA-D (two ResNet-18s, audio and visual)."""
+
+    name = "balancemm"
+    upstream = "balancemm"
+    script = "-m balancemm"
+    modalities = ("audio", "visual")
+    metrics = ("acc", "f1")
+    primary = "acc"
+    epoch_source = "explicit"
+    criterion = nn.CrossEntropyLoss
+    own_ogm_ge = True
+
+    def __init__(self):
+        # the options of the next run that BalanceMM's CLI cannot take (set from `simam2 run`'s own
+        # options by upstream_argv, or by run()); consumed by replacements()
+        self.next_overrides: dict = {}
+
+    # -- what is replaced ------------------------------------------------------------------------
+
+    def replacements(self, run) -> list[Replacement]:
+        import balancemm.models.avclassify_model as avclassify
+        import balancemm.models.fusion_arch as fusion_arch
+        import balancemm.train as train
+
+        self.check_zeta(run.config, "BalanceMM")
+        options, self.next_overrides = self.next_overrides, {}
+        run.overrides = dict(options)  # validate() reads them
+        state = types.SimpleNamespace(split="val", in_shapley=False, shapley=None, model=None)
+        reps = [
+            Replacement("balancemm.train", "train_and_test", self._train_and_test(run, train.train_and_test, options)),
+            Replacement("balancemm.train", "create_model", self._create_model(run, train.create_model, state)),
+            Replacement("balancemm.train", "create_optimizer", _closure_first(train.create_optimizer)),
+            Replacement("balancemm.train", "create_trainer", self._create_trainer(run, train.create_trainer, state)),
+            Replacement("balancemm.train", "Calculate_Shapley", self._shapley(train.Calculate_Shapley, state)),
+        ]
+        if run.config.simam2:
+            classes = layers.simam2_fusion_classes(fusion_arch, run.config.zeta, run.config.lam, run.config.s)
+            reps += [Replacement("balancemm.models.avclassify_model", n, c) for n, c in classes.items()
+                     if hasattr(avclassify, n)]
+        return reps
+
+    def on_start(self, run) -> None:
+        import balancemm.trainer as trainers
+        from balancemm.trainer.OGM_trainer import OGMTrainer
+
+        module = types.ModuleType("simam2_balancemm_trainers")
+        setattr(module, layers.DF_TRAINER, layers.decoupling_free_trainer(OGMTrainer))
+        trainers._trainer_modules.append(module)
+        run.add_cleanup(lambda: trainers._trainer_modules.remove(module))
+
+    def _train_and_test(self, run, original, options: dict):
+        config = run.config
+
+        def train_and_test(args: dict):
+            block = dict(options.pop("trainer", None) or {})
+            if config.modulation != "none":
+                block.update(alpha=config.alpha, modulation_starts=config.modulation_start,
+                             modulation_ends=config.modulation_end)
+                if config.modulation == "ogm-ge":
+                    block["method"] = "OGM_GE"
+            out_dir = Path(run.cwd or ".").absolute()
+            overrides = Overrides(out_dir=out_dir, trainer=block or None, **options)
+            overrides.apply(args)
+            if config.seed is not None:
+                # __main__ seeded with its config's seed (42) just before; nothing random ran since,
+                # so seeding again here is the same as running with this seed in its config
+                from balancemm.utils.train_utils import set_seed
+
+                args["seed"] = config.seed
+                set_seed(config.seed)
+            try:
+                return original(args)
+            finally:
+                if not overrides.keep_checkpoint:
+                    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+
+        return train_and_test
+
+    def _create_model(self, run, original, state):
+        def create_model(model_opt):
+            model = original(model_opt)
+            if state.model is None and hasattr(model, "fusion_module"):
+                state.model = model
+                run.register_model(model)
+                first, second = self.modalities_of(model)
+
+                def hand_features(module, args, output):
+                    if module.training and first in module.encoder_result and second in module.encoder_result:
+                        run.probe.on_fusion_inputs(module.encoder_result[first], module.encoder_result[second])
+
+                model.register_forward_hook(hand_features)
+            return model
+
+        return create_model
+
+    def _create_trainer(self, run, original, state):
+        spec = self
+
+        def create_trainer(*args, **kwargs):
+            trainer = original(*args, **kwargs)
+            train_loop, val_loop, fit = trainer.train_loop, trainer.val_loop, trainer.fit
+
+            def train_loop_(*a, **k):
+                run.probe.set_epoch(trainer.current_epoch)
+                return train_loop(*a, **k)
+
+            def val_loop_(model, val_loader, *a, **k):
+                result = val_loop(model, val_loader, *a, **k)
+                if not state.in_shapley and isinstance(result, tuple) and len(result) == 2:
+                    spec._record_eval(run, state, val_loader, *result)
+                return result
+
+            def fit_(*a, **k):
+                try:
+                    return fit(*a, **k)
+                finally:
+                    state.split = "test"
+
+            trainer.train_loop, trainer.val_loop, trainer.fit = train_loop_, val_loop_, fit_
+            return trainer
+
+        return create_trainer
+
+    def _record_eval(self, run, state, loader, loss, metrics) -> None:
+        model = state.model
+        if model is None:
+            return
+        m1, m2 = self.modalities_of(model)
+        values = {"acc": metrics["acc"]["output"], "f1": metrics["f1"]["output"]}
+        for tag, m in (("m1", m1), ("m2", m2)):
+            if m in metrics["acc"]:
+                values[f"acc_head_{tag}"] = metrics["acc"][m]
+                values[f"f1_head_{tag}"] = metrics["f1"][m]
+        if state.split == "test" and state.shapley is not None:
+            values["shapley_m1"] = state.shapley.get(m1)
+            values["shapley_m2"] = state.shapley.get(m2)
+        values["loss"] = loss
+        run.probe.record_eval(state.split, _scored(loader), **{k: _scalar(v) for k, v in values.items() if v is not None})
+
+    @staticmethod
+    def _shapley(original, state):
+        def calculate_shapley(*args, **kwargs):
+            state.in_shapley = True
+            try:
+                result = original(*args, **kwargs)
+            finally:
+                state.in_shapley = False
+            state.shapley = dict(result) if result is not None else None
+            return result
+
+        return calculate_shapley
+
+    # -- where things are ------------------------------------------------------------------------
+
+    def modalities_of(self, model):
+        first = layers.x1_modality(model.fusion_module, self.modalities)
+        return (first, "visual" if first == "audio" else "audio")
+
+    def groups(self, model):
+        groups = layers.ogm_groups(model, self.modalities)
+        return {m: groups[m] for m in self.modalities_of(model)}
+
+    def fusion(self, model):
+        return getattr(model.fusion_module, "simam2", None)
+
+    def modality_logits(self, model, x1, x2):
+        """Their own split of the fusion classifier (``unimodal_result``), in modality order."""
+        first, second = self.modalities_of(model)
+        result = getattr(model, "unimodal_result", {})
+        if first in result and second in result:
+            return result[first], result[second]
+        return None
+
+    def labels(self, probe, args):
+        model = probe.model
+        if len(args) >= 2 and model is not None and args[0] is getattr(model, "unimodal_result", {}).get("output"):
+            return args[1]
+        return None
+
+    def upstream_options(self, run, model):
+        return {"fusion": model.fusion, "device": str(model.device), "argv": list(run.argv)}
+
+    def validate(self, run, argv: Sequence[str], cwd: Path) -> None:
+        data = getattr(run, "overrides", {}).get("data")
+        if data is not None:
+            missing = [p for p in synth.dataset_paths(data).values() if not Path(p).exists()]
+            if missing:
+                raise AdapterError(f"--data {data} is not a CREMA-D in BalanceMM's layout: no {', '.join(missing)} "
+                                   "(simam2 synth balancemm DIR writes one)")
+        elif _config_paths_unset(run.checkout):
+            raise AdapterError("BalanceMM's dataset_config.yaml leaves CREMA-D's paths at None: give --data DIR")
+        trainer = option_value(argv, "--trainer", None)
+        if run.config.modulation == "df" and trainer != layers.DF_TRAINER:
+            raise AdapterError(f"--modulation df runs with --trainer {layers.DF_TRAINER} (their OGM trainer without "
+                               f"its own modulation), got {trainer}")
+        if trainer == layers.DF_TRAINER and run.config.modulation != "df":
+            raise AdapterError(f"--trainer {layers.DF_TRAINER} modulates only with --modulation df "
+                               "--simam2 --zeta learnable")
+        if run.config.modulation == "ogm-ge" and trainer != "OGMTrainer":
+            raise AdapterError(f"--modulation ogm-ge runs their own --trainer OGMTrainer, got {trainer}")
+        if run.config.modulation == "ogm-ge" and not run.config.ge:
+            raise AdapterError("--no-ge: their OGMTrainer's plain OGM branch raises KeyError at the pin; "
+                               "BalanceMM runs OGM-GE only")
+
+    # -- the command line ------------------------------------------------------------------------
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("BalanceMM (set in its resolved config; outputs go to --workdir)")
+        g.add_argument("--data", type=Path, default=None, help="a synthetic CREMA-D (simam2 synth balancemm DIR)")
+        g.add_argument("--epochs", type=int, default=None, help="the trainer's max_epochs (default: its config, 30)")
+        g.add_argument("--batch-size", type=int, default=None, help="batch per device (default: its config, 32)")
+        g.add_argument("--workers", type=int, default=0, help="loader processes (default 0: in-process)")
+        g.add_argument("--fusion", choices=FUSIONS, default=None, help="BaseClassifier's fusion (default: concat)")
+        g.add_argument("--keep-checkpoint", action="store_true",
+                       help="keep the best model's checkpoint (257 MB) in --workdir/checkpoints")
+
+    def upstream_argv(self, config: RunConfig, ns: argparse.Namespace | None = None) -> list[str]:
+        if ns is not None:
+            self.next_overrides = {"data": ns.data, "epochs": ns.epochs, "batch_size": ns.batch_size,
+                                   "workers": ns.workers, "fusion": ns.fusion, "keep_checkpoint": ns.keep_checkpoint}
+        argv = ["--dataset", "CREMAD", "--model", "BaseClassifier", "--device", "cpu"]
+        if config.modulation == "df":
+            argv += ["--trainer", layers.DF_TRAINER]
+        elif config.modulation == "ogm-ge":
+            argv += ["--trainer", "OGMTrainer"]
+        else:
+            argv += ["--trainer", "baselineTrainer"]
+        if config.modulation != "none":
+            argv += ["--alpha", str(config.alpha)]
+        return argv
+
+    def workdir_for(self, ns: argparse.Namespace) -> Path | None:
+        if ns.workdir is None:
+            raise AdapterError("simam2 run balancemm needs --workdir: BalanceMM writes its training.log, logs and "
+                               "checkpoint there")
+        ns.workdir.mkdir(parents=True, exist_ok=True)
+        return ns.workdir
+
+    def synth(self, out_dir, **kwargs) -> Path:
+        """Write a tiny synthetic CREMA-D in BalanceMM's layout to ``out_dir``."""
+        return synth.write_cremad(out_dir, **kwargs)
+
+
+def _config_paths_unset(checkout: Path) -> bool:
+    import yaml
+
+    with contextlib.suppress(OSError, yaml.YAMLError, KeyError, TypeError):
+        cremad = yaml.safe_load((Path(checkout) / "configs" / "dataset_config.yaml").read_text())["dataset"]["CREMAD"]
+        return str(cremad.get("train_txt")) == "None"
+    return False
+
+
+def _scored(loader) -> int | None:
+    """Samples a pass over ``loader`` scores (drop_last drops the partial batch)."""
+    with contextlib.suppress(Exception):
+        n, batch = len(loader.dataset), loader.batch_size
+        return (n // batch) * batch if getattr(loader, "drop_last", False) else n
+    return None
+
+
+def _closure_first(create_optimizer):
+    """``create_optimizer`` whose optimizers evaluate a step's closure before ``step`` (and its hooks)."""
+    import torch
+
+    def create(*args, **kwargs):
+        optimizer = create_optimizer(*args, **kwargs)
+        step = optimizer.step
+
+        def step_after_closure(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            step()
+            return loss
+
+        # a bound method: the LR scheduler re-wraps optimizer.step through its __func__
+        optimizer.step = types.MethodType(step_after_closure, optimizer)
+        return optimizer
+
+    return create
+
+
+def run(argv: Sequence[str], config: RunConfig | None = None, workdir: Path | str = ".",
+        checkout: Path | str | None = None, **overrides):
+    """``python -m balancemm ARGV`` through the spec, from Python: ``overrides`` are
+    :class:`~.seam.Overrides`' fields (``data``, ``epochs``, ``batch_size``, ``workers``, ``fusion``,
+    ``trainer``, ``keep_checkpoint``); outputs go to ``workdir``. Returns the run's context."""
+    from ..machinery import run_script
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    SPEC.next_overrides = dict(overrides)
+    try:
+        return run_script(SPEC, list(argv), config, checkout=checkout, cwd=workdir)
+    finally:
+        SPEC.next_overrides = {}
+
+
+SPEC = BalanceMMSpec()
