@@ -118,6 +118,12 @@ UPSTREAMS: dict[str, Upstream] = {
             ("test.py", "evaluation of a checkpoint: --ckpt, --fusion, --alpha"),
         ),
     ),
+    # data, not code: the study's spoken digits (`simam2 study avdigits`); no patches, no entry scripts
+    "fsdd": Upstream(
+        "Jakobovski", "free-spoken-digit-dataset", "26eb9aaf76e81b692f806f9140c2d2777410d7a1",
+        license="CC BY-SA 4.0 (the dataset's Zenodo record); Free Spoken Digit Dataset by Zohar "
+                "Jackson et al. Fetched at run time, never redistributed.",
+    ),
 }
 
 

@@ -367,6 +367,7 @@ def test_pins_and_default_locations(monkeypatch, tmp_path):
         "avga": ("YapengTian/AVE-ECCV18", "93f843fed72fb17394df76330df958b0c2dbde76"),
         "psp": ("jasongief/PSP_CVPR_2021", "ddd20f3b0a17aec55333bff472eef3ca3ef19958"),
         "fop": ("msaadsaeed/FOP", "e30c0574c84e7ac4c47c6e892d727d6db6de9d35"),
+        "fsdd": ("Jakobovski/free-spoken-digit-dataset", "26eb9aaf76e81b692f806f9140c2d2777410d7a1"),
     }
     assert vendor_fetch.UPSTREAMS["ogm-ge"].license.startswith("MIT")
     monkeypatch.setenv("SIMAM2_HOME", str(tmp_path))
