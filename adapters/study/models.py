@@ -93,9 +93,9 @@ def mlp(dim: int) -> nn.Module:
 def cnn() -> nn.Module:
     """Encoder for a (1, H, W) image or log-mel spectrogram: three 3×3 conv blocks, global pooling."""
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, EMBED, 3, padding=1), nn.BatchNorm2d(EMBED), nn.ReLU(),
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, EMBED, 3, padding=1), nn.BatchNorm2d(EMBED), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 

@@ -97,8 +97,8 @@ class Recipe:
     ge: bool = True
 
 
-RECIPES = {"mfeat": Recipe(epochs=40), "avdigits": Recipe(epochs=12)}
-QUICK_EPOCHS = {"mfeat": 15, "avdigits": 4}
+RECIPES = {"mfeat": Recipe(epochs=40), "avdigits": Recipe(epochs=8, lr=0.05)}
+QUICK_EPOCHS = {"mfeat": 15, "avdigits": 2}
 
 
 def run_config(method: Method, recipe: Recipe, seed: int, record: Path | None) -> RunConfig:
