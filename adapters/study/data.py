@@ -56,7 +56,7 @@ NOISE_SEED = 12345
 SPLIT_SEED = 0
 
 
-class DataError(RuntimeError):
+class DataError(ValueError):
     """The data cannot be had or read (one line that says what to do)."""
 
 
