@@ -88,6 +88,8 @@ def test_ablated_energies_are_eq7_with_r_one_and_simam_on_u():
         else:
             e = importance(u, att.lam, (1,))
         assert torch.allclose(out, torch.sigmoid(e) * u, atol=1e-6)
+    head = Head("late", 3, Attention(True, "fixed", energy="none"), dim=4)
+    assert torch.equal(head.attention(a, b), 0.5 * a + 0.5 * b)  # Eq. 4 alone: half the sum
     full = Head("late", 3, Attention(True, "fixed"), dim=4).attention
     # the full energy with fixed ζ differs from both: r = tanh(1) there, not 1
     assert not torch.allclose(full(a, b), Head("late", 3, Attention(True, "fixed", energy="nodeg"), dim=4).attention(a, b))

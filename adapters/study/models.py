@@ -14,7 +14,9 @@ two embeddings — the fusion input, where per-modality accuracy is measured by 
 feature, so that X1 = γ ⊙ F carries modality 1 in every head and ζ is always modality 1's weight.
 
 :class:`Ablated` (diagnosis only, never a default) swaps Eq. 7 for a reduced energy: ``nodeg``
-drops the degradation term ((1 − r) e_U, i.e. r = 1), ``simam_u`` keeps e_U alone (plain SimAM on U).
+drops the degradation term ((1 − r) e_U, i.e. r = 1), ``simam_u`` keeps e_U alone (plain SimAM on U),
+``none`` drops the attention and keeps the superposition U of Eq. 4 (the ζ-weighted sum: with ζ = 0.5
+half the vanilla sum, which tells the attention's effect from the halving's).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from simam2.core.energy import resolve_neuron_dims
 from simam2.core.fusion import fused_energy, superpose
 
 FUSIONS = ("sum", "concat", "film", "late")
-ENERGIES = ("full", "nodeg", "simam_u")
+ENERGIES = ("full", "nodeg", "simam_u", "none")
 EMBED = 64
 
 
@@ -54,7 +56,8 @@ class Ablated:
     """Mixin over a core SimAM² form: Eq. 8 with a reduced Eq. 7 (diagnosis ablations).
 
     ``nodeg``: ``E = e_U − ζ² e_1 − (1 − ζ)² e_2`` (Eq. 7 with r = 1: no ``(1 − r) e_U``);
-    ``simam_u``: ``E = e_U`` (SimAM on the superposition U alone). Runs through the core's reference
+    ``simam_u``: ``E = e_U`` (SimAM on the superposition U alone); ``none``: ``U`` itself, no
+    attention (Eq. 4 alone). Runs through the core's reference
     functions (:func:`superpose`, :func:`fused_energy`, :func:`importance`); ζ, r and the
     ``var_max`` / ``weight_sums`` statistics are the core's, so modulation reads them as usual.
     """
@@ -70,11 +73,13 @@ class Ablated:
             weights = self.compute_weights(xs)
         r = self._update(weights)
         u = superpose(xs, weights)
+        self.weights, self.r = weights.detach(), r
+        if self.energy == "none":
+            return u
         if self.energy == "nodeg":
             e = fused_energy(xs, weights, u, torch.ones((), dtype=u.dtype), self.lam, dims)
         else:
             e = importance(u, self.lam, dims)
-        self.weights, self.r = weights.detach(), r
         return torch.sigmoid(e) * u
 
 

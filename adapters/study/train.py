@@ -50,6 +50,7 @@ METHODS = {
 }
 #: the diagnosis ablations of docs/results.md (any ``NAME:key=value,...`` works the same way)
 DIAGNOSIS = (
+    "simam2:energy=none",
     "simam2:zeta=learnable",
     "simam2:energy=nodeg",
     "simam2:energy=simam_u",
@@ -59,6 +60,7 @@ DIAGNOSIS = (
     "simam2:zeta=learnable,s=10",
     "df+simam2:energy=nodeg",
     "df+simam2:energy=simam_u",
+    "df+simam2:energy=none",
 )
 
 
