@@ -227,6 +227,50 @@ def _plt():
     return plt
 
 
+SHORT = {"sum": "sum", "concat": "concat", "film": "FiLM", "late": "late"}
+
+
+def plot_deltas(res: dict, path: Path, methods=None, regimes=None, title: str = "") -> Path | None:
+    """Per regime, the paired difference of each method's accuracy to the baseline of the same
+    fusion (mean ± std over seeds, percentage points), one horizontal bar per method and fusion."""
+    plt = _plt()
+    cells = [c for c in res["cells"] if c["vs_baseline"] and c["vs_baseline"]["n"]
+             and (methods is None or c["method"] in methods) and (regimes is None or c["regime"] in regimes)]
+    if not cells:
+        return None
+    regs = list(dict.fromkeys(c["regime"] for c in cells))
+    ms = list(methods) if methods else _order({c["method"] for c in cells}, METHOD_ORDER)
+    ms = [m for m in ms if any(c["method"] == m for c in cells)]
+    fusions = _order({c["fusion"] for c in cells}, FUSION_ORDER)
+    height = 0.8 / len(fusions)
+    fig, axes = plt.subplots(1, len(regs), figsize=(3.3 * len(regs) + 1.6, 0.32 * len(ms) * max(1, len(fusions) / 2) + 1.1),
+                             squeeze=False, dpi=80, sharey=True)
+    colors = plt.get_cmap("tab10")
+    for ax, regime in zip(axes[0], regs):
+        get = {(c["fusion"], c["method"]): c["vs_baseline"] for c in cells if c["regime"] == regime}
+        for j, f in enumerate(fusions):
+            ys, xs, es = [], [], []
+            for i, m in enumerate(ms):
+                d = get.get((f, m))
+                if d:
+                    ys.append(i + (j - (len(fusions) - 1) / 2) * height)
+                    xs.append(100 * d["mean"])
+                    es.append(100 * d["std"])
+            ax.barh(ys, xs, height, xerr=es, color=colors(j), label=SHORT.get(f, f), capsize=1.5,
+                    error_kw={"lw": 0.7})
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(range(len(ms)), [_label(m) for m in ms], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("accuracy − baseline (points)", fontsize=8)
+        ax.set_title(f"{res['dataset']}, {regime}" + (f": {title}" if title else ""), fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0][-1].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_accuracy(res: dict, path: Path, methods=METHOD_ORDER) -> Path | None:
     """Per regime: fused accuracy of each method, grouped by fusion, with the std over seeds."""
     plt = _plt()
@@ -252,12 +296,12 @@ def plot_accuracy(res: dict, path: Path, methods=METHOD_ORDER) -> Path | None:
                     es.append(100 * s["std"])
                     lo = min(lo, s["mean"] - s["std"])
             ax.bar(xs, ys, width, yerr=es, label=_label(m), color=colors(j), capsize=2)
-        ax.set_xticks(range(len(fusions)), [FUSION_LABELS.get(f, f)[:6] for f in fusions])
-        ax.set_ylim(max(0, 100 * lo - 5), 100)
+        ax.set_xticks(range(len(fusions)), [SHORT.get(f, f) for f in fusions])
+        ax.set_ylim(max(0, 100 * lo - 5), 100.5)
         ax.set_title(f"{res['dataset']}: {regime}", fontsize=9)
         ax.set_ylabel("test accuracy (%)")
-    axes[0][-1].legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, loc="upper center", ncol=5, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -297,7 +341,7 @@ def plot_probes(res: dict, path: Path, regime: str | None = None) -> Path | None
             ax.axhline(100 * a["summary"]["probe"]["mean"], ls="--", color="k", lw=1, label="trained alone")
             lows.append(100 * a["summary"]["probe"]["mean"])
         ax.set_ylim(max(0, min(lows) - 8), min(100, max(lows) + 4))
-        ax.set_xticks(range(len(fusions)), [FUSION_LABELS.get(f, f)[:6] for f in fusions])
+        ax.set_xticks(range(len(fusions)), [SHORT.get(f, f) for f in fusions])
         ax.set_title(f"probe of {names[k - 1]}'s encoder ({regime})", fontsize=9)
         ax.set_ylabel("probe accuracy (%)")
     axes[1].legend(fontsize=6, loc="lower right")
@@ -327,12 +371,10 @@ def plot_ratios(out: Path, res: dict, path: Path, regime: str | None = None, fus
     axes[0].plot(x, lw=0.8, label="ρ_DF (Eq. 11)")
     axes[0].plot(y, lw=0.8, label="ρ decoupled (OGM-GE)")
     axes[0].set_xlabel("step")
-    axes[0].set_yscale("log")
     axes[0].legend(fontsize=7)
     axes[1].scatter(x, y, s=3, alpha=0.5)
     axes[1].set_xlabel("ρ_DF")
     axes[1].set_ylabel("ρ decoupled")
-    axes[1].set_yscale("log")
     r = cell["values"]["ratio_r"].get(cell["seeds"][0])
     axes[1].set_title(f"{cell['regime']}, {fusion}, seed {cell['seeds'][0]}: r = {r:.2f}" if r is not None
                       else f"{cell['regime']}, {fusion}", fontsize=9)
@@ -350,7 +392,11 @@ def write_report(out: Path, figures: bool = True) -> dict:
     atomic_write_text(out / "tables.md", markdown(res))
     atomic_write_text(out / "tables.csv", csv_text(res))
     if figures:
-        paths = [plot_accuracy(res, out / "accuracy.png"), plot_probes(res, out / "probes.png"),
-                 plot_ratios(out, res, out / "ratios.png")]
+        main = [m for m in METHOD_ORDER if m != "baseline"]
+        other = [m for m in _order({c["method"] for c in res["cells"]}, METHOD_ORDER) if m not in METHOD_ORDER]
+        paths = [plot_accuracy(res, out / "accuracy.png"), plot_deltas(res, out / "deltas.png", main),
+                 plot_probes(res, out / "probes.png"), plot_ratios(out, res, out / "ratios.png")]
+        if other:
+            paths.append(plot_deltas(res, out / "diagnosis.png", ["simam2"] + other, title="diagnosis"))
         res["figures"] = [str(p) for p in paths if p is not None]
     return res
