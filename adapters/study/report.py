@@ -11,6 +11,7 @@ results.json schema (``format`` 1)::
                            "zeta_mean", "r"},     # per seed; the last seven are means over the run's steps
                 "summary": {name: {"mean", "std", "n"}},        # mean ± std over seeds (ddof 1)
                 "vs_baseline": {"mean", "std", "n", "p"} | null}],  # paired by seed, acc − baseline's acc
+     "comparisons": [{"regime", "fusion", "a": "ogm-ge", "b": "df+simam2", "mean", "std", "n", "p"}],  # b − a
      "alone": [{"regime", "modality": 1 | 2, "values": {"acc": {seed: v}, "probe": {seed: v}},
                 "summary": {...}}]}
 """
@@ -98,6 +99,14 @@ def collect(out: Path) -> dict:
             vs = vars(paired_difference({s: v.get("acc") for s, v in base.items()}, values["acc"]))
         rows.append({"regime": regime, "fusion": fusion, "method": method, "seeds": seeds, "values": values,
                      "summary": summary, "vs_baseline": vs})
+    comparisons = []  # claim 3 of the paper: +DF +SimAM² against +OGM-GE, paired by seed
+    for (regime, fusion, method), by_seed in cells.items():
+        other = cells.get((regime, fusion, "ogm-ge"))
+        if method == "df+simam2" and other:
+            d = paired_difference({s: v.get("acc") for s, v in other.items()},
+                                  {s: v.get("acc") for s, v in by_seed.items()})
+            comparisons.append({"regime": regime, "fusion": fusion, "a": "ogm-ge", "b": "df+simam2", **vars(d)})
+    comparisons.sort(key=lambda d: FUSION_ORDER.index(d["fusion"]) if d["fusion"] in FUSION_ORDER else 9)
     regimes = manifest["regimes"]
     rows.sort(key=lambda r: (regimes.index(r["regime"]) if r["regime"] in regimes else 99,
                              _order([r["fusion"]], FUSION_ORDER) and FUSION_ORDER.index(r["fusion"])
@@ -111,7 +120,7 @@ def collect(out: Path) -> dict:
                            "summary": {n: vars(summarize(list(v.values()))) for n, v in values.items()}})
     return {"format": 1, "dataset": manifest["dataset"], "modalities": modalities, "views": manifest.get("views"),
             "pairing": pairing, "recipe": manifest["recipe"], "limit": manifest.get("limit"),
-            "cells": rows, "alone": alone_rows, "incomplete": incomplete}
+            "cells": rows, "alone": alone_rows, "comparisons": comparisons, "incomplete": incomplete}
 
 
 # -- tables ----------------------------------------------------------------------------------------
@@ -182,6 +191,12 @@ def markdown(res: dict) -> str:
                 row.append(f"abl {_fmt(s.get('acc_m1'), digits=0)} / {_fmt(s.get('acc_m2'), digits=0)}; "
                            f"probe {_fmt(s.get('probe_m1'), digits=1)} / {_fmt(s.get('probe_m2'), digits=1)}")
             lines.append(f"| {_label(m)} | " + " | ".join(row) + " |")
+        comps = [d for d in res.get("comparisons", []) if d["regime"] == regime]
+        if comps:
+            lines += ["", "### +DF +SimAM² − +OGM-GE (paired by seed)", "",
+                      "| " + " | ".join(FUSION_LABELS.get(d["fusion"], d["fusion"]) for d in comps) + " |",
+                      "|" + "---|" * len(comps),
+                      "| " + " | ".join(_fmt_diff(d) for d in comps) + " |"]
         ratio_cells = [c for c in cells if c["summary"].get("ratio_r", {}).get("n")]
         if ratio_cells:
             lines += ["", "### Eq. 11's ratio against OGM-GE's decoupled ratio (Pearson r over a run's steps)", "",
