@@ -10,7 +10,8 @@ results.json schema (``format`` 1)::
                            "probe_m1", "probe_m2", "ratio_r", "rho_df", "rho_decoupled", "k1", "k2",
                            "zeta_mean", "r"},     # per seed; the last seven are means over the run's steps
                 "summary": {name: {"mean", "std", "n"}},        # mean ± std over seeds (ddof 1)
-                "vs_baseline": {"mean", "std", "n", "p"} | null}],  # paired by seed, acc − baseline's acc
+                "vs_baseline": {"mean", "std", "n", "p"} | null,  # paired by seed, acc − baseline's acc
+                "vs_baseline_all": {name: {"mean", "std", "n", "p"}} | null}],  # the same for each accuracy and probe
      "comparisons": [{"regime", "fusion", "a": "ogm-ge", "b": "df+simam2", "mean", "std", "n", "p"}],  # b − a
      "alone": [{"regime", "modality": 1 | 2, "values": {"acc": {seed: v}, "probe": {seed: v}},
                 "summary": {...}}]}
@@ -94,11 +95,13 @@ def collect(out: Path) -> dict:
         values = {k: {s: by_seed[s].get(k) for s in seeds} for k in names}
         summary = {k: vars(summarize(list(values[k].values()))) for k in names}
         base = cells.get((regime, fusion, "baseline"))
-        vs = None
+        vs, vs_all = None, None
         if method != "baseline" and base:
-            vs = vars(paired_difference({s: v.get("acc") for s, v in base.items()}, values["acc"]))
+            vs_all = {k: vars(paired_difference({s: v.get(k) for s, v in base.items()}, values[k]))
+                      for k in VALUES if k in values}
+            vs = vs_all["acc"]
         rows.append({"regime": regime, "fusion": fusion, "method": method, "seeds": seeds, "values": values,
-                     "summary": summary, "vs_baseline": vs})
+                     "summary": summary, "vs_baseline": vs, "vs_baseline_all": vs_all})
     comparisons = []  # claim 3 of the paper: +DF +SimAM² against +OGM-GE, paired by seed
     for (regime, fusion, method), by_seed in cells.items():
         other = cells.get((regime, fusion, "ogm-ge"))
