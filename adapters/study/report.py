@@ -248,12 +248,13 @@ def _plt():
 SHORT = {"sum": "sum", "concat": "concat", "film": "FiLM", "late": "late"}
 
 
-def plot_deltas(res: dict, path: Path, methods=None, regimes=None, title: str = "") -> Path | None:
+def plot_deltas(res: dict, path: Path, methods=None, regimes=None, title: str = "", fusions=None) -> Path | None:
     """Per regime, the paired difference of each method's accuracy to the baseline of the same
     fusion (mean ± std over seeds, percentage points), one horizontal bar per method and fusion."""
     plt = _plt()
     cells = [c for c in res["cells"] if c["vs_baseline"] and c["vs_baseline"]["n"]
-             and (methods is None or c["method"] in methods) and (regimes is None or c["regime"] in regimes)]
+             and (methods is None or c["method"] in methods) and (regimes is None or c["regime"] in regimes)
+             and (fusions is None or c["fusion"] in fusions)]
     if not cells:
         return None
     regs = list(dict.fromkeys(c["regime"] for c in cells))
@@ -261,7 +262,7 @@ def plot_deltas(res: dict, path: Path, methods=None, regimes=None, title: str = 
     ms = [m for m in ms if any(c["method"] == m for c in cells)]
     fusions = _order({c["fusion"] for c in cells}, FUSION_ORDER)
     height = 0.8 / len(fusions)
-    fig, axes = plt.subplots(1, len(regs), figsize=(3.3 * len(regs) + 1.6, 0.32 * len(ms) * max(1, len(fusions) / 2) + 1.1),
+    fig, axes = plt.subplots(1, len(regs), figsize=(3.3 * len(regs) + 1.6, 0.13 * len(ms) * len(fusions) + 0.25 * len(ms) + 1.0),
                              squeeze=False, dpi=80, sharey=True)
     colors = plt.get_cmap("tab10")
     for ax, regime in zip(axes[0], regs):
@@ -415,6 +416,9 @@ def write_report(out: Path, figures: bool = True) -> dict:
         paths = [plot_accuracy(res, out / "accuracy.png"), plot_deltas(res, out / "deltas.png", main),
                  plot_probes(res, out / "probes.png"), plot_ratios(out, res, out / "ratios.png")]
         if other:
-            paths.append(plot_deltas(res, out / "diagnosis.png", ["simam2"] + other, title="diagnosis"))
+            fus = {c["fusion"] for c in res["cells"] if c["method"] in other}
+            regs = {c["regime"] for c in res["cells"] if c["method"] in other}
+            paths.append(plot_deltas(res, out / "diagnosis.png", ["simam2"] + other, regimes=regs,
+                                     title="diagnosis", fusions=fus))
         res["figures"] = [str(p) for p in paths if p is not None]
     return res
