@@ -319,8 +319,10 @@ def plot_accuracy(res: dict, path: Path, methods=METHOD_ORDER) -> Path | None:
         ax.set_ylim(max(0, 100 * lo - 5), 100.5)
         ax.set_title(f"{res['dataset']}: {regime}", fontsize=9)
         ax.set_ylabel("test accuracy (%)")
-    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, loc="upper center", ncol=5, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    wide = len(regimes) > 1  # one panel is too narrow for five labels in a row
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, loc="upper center", ncol=5 if wide else 3,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.9 if wide else 0.82))
     fig.savefig(path)
     plt.close(fig)
     return path
