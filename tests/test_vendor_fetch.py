@@ -344,7 +344,7 @@ def test_main_fetches_and_reports_failures_in_one_line(toy, capsys):
 def test_main_rejects_unknown_names_and_a_plain_source_for_many(toy, capsys):
     assert vendor_fetch.main(["nope", "toy", "also-not"]) == 2
     err = capsys.readouterr().err
-    assert err == "error: unknown upstreams nope, also-not; known: ogm-ge, avga, psp, fop, toy\n"
+    assert err == "error: unknown upstreams nope, also-not; known: ogm-ge, avga, psp, fop, fsdd, toy\n"
     assert vendor_fetch.main(["ogm-ge", "avga", "--source", str(toy.bare), "--home", str(toy.home)]) == 2
     assert "can serve only one upstream" in capsys.readouterr().err
     assert _entries(toy.home) == []
