@@ -217,3 +217,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "unknown mfeat view 'nope'" in err
     assert main(["mfeat", "--out", str(tmp_path), "--methods", "simam3"]) == 2
     assert "unknown method" in capsys.readouterr().err
+
+
+def test_simam2_cli_registers_study_and_demo(tmp_path, capsys):
+    from simam2.adapters.cli import main
+
+    assert main(["study", "mfeat", "--out", str(tmp_path), "--views", "fac", "nope"]) == 2
+    assert "unknown mfeat view 'nope'" in capsys.readouterr().err
+    assert main(["demo", "--seeds", "1"]) == 2
+    assert "--seeds must be at least 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "mfeat" in capsys.readouterr().out
