@@ -275,15 +275,20 @@ def plot_deltas(res: dict, path: Path, methods=None, regimes=None, title: str = 
                     ys.append(i + (j - (len(fusions) - 1) / 2) * height)
                     xs.append(100 * d["mean"])
                     es.append(100 * d["std"])
-            ax.barh(ys, xs, height, xerr=es, color=colors(j), label=SHORT.get(f, f), capsize=1.5,
-                    error_kw={"lw": 0.7})
+            if ys:  # an empty bar set would still take a legend entry, without its colour
+                ax.barh(ys, xs, height, xerr=es, color=colors(j), label=SHORT.get(f, f), capsize=1.5,
+                        error_kw={"lw": 0.7})
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(range(len(ms)), [_label(m) for m in ms], fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel("accuracy − baseline (points)", fontsize=8)
         ax.set_title(f"{res['dataset']}, {regime}" + (f": {title}" if title else ""), fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-    axes[0][-1].legend(fontsize=6, loc="best")
+    handles = {}
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    axes[0][0].legend(handles.values(), handles.keys(), fontsize=6, loc="best")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
