@@ -156,6 +156,12 @@ UPSTREAMS: dict[str, Upstream] = {
                              "--dataset, --model, --device, --alpha; configs/*.yaml for the rest"),
         ),
     ),
+    # data, not code: the study's spoken digits (`simam2 study avdigits`); no patches, no entry scripts
+    "fsdd": Upstream(
+        "Jakobovski", "free-spoken-digit-dataset", "26eb9aaf76e81b692f806f9140c2d2777410d7a1",
+        license="CC BY-SA 4.0 (the dataset's Zenodo record); Free Spoken Digit Dataset by "
+                "Jakobovski and contributors. Fetched at run time, never redistributed.",
+    ),
 }
 
 

@@ -6,8 +6,9 @@
     simam2 run NAME --nproc-per-node N ... -- ARGS
                                              the same, as N processes per node under torchrun (DDP)
     simam2 table {ogm-ge,ave,fop,balancemm}  reproduce a table on synthetic data (--seeds N; resumes)
-    simam2 demo                              SimAM² and decoupling-free modulation on a toy task
+    simam2 study {avdigits,mfeat} --out DIR  the paper's claims on real data, with seeds (docs/results.md)
     simam2 plot RECORDS... --out DIR         PNG plots of runs' records (ratios, k1/k2, metrics, ζ)
+    simam2 demo                              one minute of the study: SimAM² on real data (mfeat)
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help=f"the upstream: {', '.join(ADAPTERS)}")
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
-    p = sub.add_parser("demo", help="SimAM² and decoupling-free modulation on a toy task (no upstream)",
+    from .study import add_study_parser
+
+    add_study_parser(sub)
+
+    p = sub.add_parser("demo", help="one minute of simam2 study: SimAM² on real data (mfeat)",
                        add_help=False, description="See simam2 demo --help.")
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -214,14 +219,20 @@ def _cmd_fetch(ns) -> int:
     return vendor_fetch.main(argv)
 
 
+def _cmd_study(ns) -> int:
+    from .study import run_study
+
+    return run_study(ns)
+
+
 def _cmd_demo(ns) -> int:
-    from . import demo
+    from .study import demo
 
     return demo.main(ns.rest)
 
 
-COMMANDS = {"demo": _cmd_demo, "fetch": _cmd_fetch, "synth": _cmd_synth, "run": _cmd_run, "table": _cmd_table,
-            "plot": _cmd_plot}
+COMMANDS = {"demo": _cmd_demo, "study": _cmd_study, "fetch": _cmd_fetch, "synth": _cmd_synth, "run": _cmd_run,
+            "table": _cmd_table, "plot": _cmd_plot}
 
 
 def main(argv=None) -> int:

@@ -344,7 +344,7 @@ def test_main_fetches_and_reports_failures_in_one_line(toy, capsys):
 def test_main_rejects_unknown_names_and_a_plain_source_for_many(toy, capsys):
     assert vendor_fetch.main(["nope", "toy", "also-not"]) == 2
     err = capsys.readouterr().err
-    assert err == "error: unknown upstreams nope, also-not; known: ogm-ge, avga, psp, fop, balancemm, toy\n"
+    assert err == "error: unknown upstreams nope, also-not; known: ogm-ge, avga, psp, fop, balancemm, fsdd, toy\n"
     assert vendor_fetch.main(["ogm-ge", "avga", "--source", str(toy.bare), "--home", str(toy.home)]) == 2
     assert "can serve only one upstream" in capsys.readouterr().err
     assert _entries(toy.home) == []
@@ -368,6 +368,7 @@ def test_pins_and_default_locations(monkeypatch, tmp_path):
         "psp": ("jasongief/PSP_CVPR_2021", "ddd20f3b0a17aec55333bff472eef3ca3ef19958"),
         "fop": ("msaadsaeed/FOP", "e30c0574c84e7ac4c47c6e892d727d6db6de9d35"),
         "balancemm": ("GeWu-Lab/BalanceBenchmark", "4c1482fca5aaa8d4278af8e26020daa039e3ccf3"),
+        "fsdd": ("Jakobovski/free-spoken-digit-dataset", "26eb9aaf76e81b692f806f9140c2d2777410d7a1"),
     }
     assert vendor_fetch.UPSTREAMS["ogm-ge"].license.startswith("MIT")
     monkeypatch.setenv("SIMAM2_HOME", str(tmp_path))

@@ -1,0 +1,431 @@
+"""The study's report: ``results.json`` (one row per cell, every seed's numbers), Markdown and CSV
+tables and small PNG figures, all read back from the runs' records (docs/records.md).
+
+results.json schema (``format`` 1)::
+
+    {"format": 1, "dataset", "modalities": [m1, m2], "views", "pairing", "recipe": {...},
+     "cells": [{"regime", "fusion", "method",
+                "seeds": [s, ...],
+                "values": {"acc": {seed: v}, "acc_m1", "acc_m2", "acc_head_m1", "acc_head_m2",
+                           "probe_m1", "probe_m2", "ratio_r", "rho_df", "rho_decoupled", "k1", "k2",
+                           "zeta_mean", "r"},     # per seed; the last seven are means over the run's steps
+                "summary": {name: {"mean", "std", "n"}},        # mean ± std over seeds (ddof 1)
+                "vs_baseline": {"mean", "std", "n", "p"} | null,  # paired by seed, acc − baseline's acc
+                "vs_baseline_all": {name: {"mean", "std", "n", "p"}} | null}],  # the same for each accuracy and probe
+     "comparisons": [{"regime", "fusion", "a": "ogm-ge", "b": "df+simam2", "mean", "std", "n", "p"}],  # b − a
+     "alone": [{"regime", "modality": 1 | 2, "values": {"acc": {seed: v}, "probe": {seed: v}},
+                "summary": {...}}]}
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from simam2.adapters.machinery.records import atomic_write_text, is_complete, read_records, runs
+from simam2.adapters.machinery.stats import paired_difference, ratio_correlation, summarize
+
+VALUES = ("acc", "acc_m1", "acc_m2", "acc_head_m1", "acc_head_m2", "probe_m1", "probe_m2")
+STEP_MEANS = ("rho_df", "rho_decoupled", "k1", "k2", "zeta_mean", "r")
+FUSION_ORDER = ("sum", "concat", "film", "late")
+METHOD_ORDER = ("baseline", "simam2", "ogm-ge", "ogm-ge+simam2", "df+simam2")
+LABELS = {"baseline": "Baseline", "simam2": "+SimAM²", "ogm-ge": "+OGM-GE", "ogm-ge+simam2": "+OGM-GE +SimAM²",
+          "df+simam2": "+DF +SimAM²"}
+FUSION_LABELS = {"sum": "Summation", "concat": "Concatenation", "film": "FiLM", "late": "Late fusion"}
+
+
+def _mean(values) -> float | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def run_values(records: list[dict]) -> dict:
+    """One run's numbers: the eval record's accuracies, the probes, the ratio correlation and step means."""
+    out: dict = {}
+    for r in records:
+        if r.get("event") == "eval":
+            out.update({k: r.get(k) for k in VALUES if k in r})
+        elif r.get("event") == "note" and r.get("what") == "linear_probe":
+            out.update({k: v for k, v in r.items() if k.startswith("probe_")})
+    steps = [r for r in records if r.get("event") == "step"]
+    for k in STEP_MEANS:
+        out[k] = _mean(s.get(k) for s in steps)
+    out["ratio_r"] = ratio_correlation(records)[0]
+    return out
+
+
+def _order(items, order):
+    return sorted(items, key=lambda x: (order.index(x) if x in order else len(order), x))
+
+
+def collect(out: Path) -> dict:
+    """Read every complete run under ``out/runs`` into results.json's structure."""
+    out = Path(out)
+    manifest = json.loads((out / "study.json").read_text())
+    cells: dict = defaultdict(dict)
+    alone: dict = defaultdict(dict)
+    modalities, pairing = None, None
+    incomplete = []
+    for path in sorted((out / "runs").rglob("seed*.jsonl")):
+        records = read_records(path)
+        if not is_complete(records):
+            incomplete.append(str(path.relative_to(out)))
+            continue
+        records = runs(records)[-1]
+        start = records[0]
+        opts = start["upstream_options"]
+        modalities = start["modalities"]
+        pairing = opts.get("pairing") or pairing
+        seed = start["config"]["seed"]
+        vals = run_values(records)
+        if opts["fusion"] is None:
+            alone[(opts["regime"], int(opts["method"][-1]))][seed] = vals
+        else:
+            cells[(opts["regime"], opts["fusion"], opts["method"])][seed] = vals
+    rows = []
+    for (regime, fusion, method), by_seed in cells.items():
+        seeds = sorted(by_seed)
+        names = sorted({k for v in by_seed.values() for k in v})
+        values = {k: {s: by_seed[s].get(k) for s in seeds} for k in names}
+        summary = {k: vars(summarize(list(values[k].values()))) for k in names}
+        base = cells.get((regime, fusion, "baseline"))
+        vs, vs_all = None, None
+        if method != "baseline" and base:
+            vs_all = {k: vars(paired_difference({s: v.get(k) for s, v in base.items()}, values[k]))
+                      for k in VALUES if k in values}
+            vs = vs_all["acc"]
+        rows.append({"regime": regime, "fusion": fusion, "method": method, "seeds": seeds, "values": values,
+                     "summary": summary, "vs_baseline": vs, "vs_baseline_all": vs_all})
+    comparisons = []  # claim 3 of the paper: +DF +SimAM² against +OGM-GE, paired by seed
+    for (regime, fusion, method), by_seed in cells.items():
+        other = cells.get((regime, fusion, "ogm-ge"))
+        if method == "df+simam2" and other:
+            d = paired_difference({s: v.get("acc") for s, v in other.items()},
+                                  {s: v.get("acc") for s, v in by_seed.items()})
+            comparisons.append({"regime": regime, "fusion": fusion, "a": "ogm-ge", "b": "df+simam2", **vars(d)})
+    comparisons.sort(key=lambda d: FUSION_ORDER.index(d["fusion"]) if d["fusion"] in FUSION_ORDER else 9)
+    regimes = manifest["regimes"]
+    rows.sort(key=lambda r: (regimes.index(r["regime"]) if r["regime"] in regimes else 99,
+                             _order([r["fusion"]], FUSION_ORDER) and FUSION_ORDER.index(r["fusion"])
+                             if r["fusion"] in FUSION_ORDER else 9,
+                             METHOD_ORDER.index(r["method"]) if r["method"] in METHOD_ORDER else 9, r["method"]))
+    alone_rows = []
+    for (regime, k), by_seed in sorted(alone.items()):
+        values = {"acc": {s: v.get("acc") for s, v in by_seed.items()},
+                  "probe": {s: v.get(f"probe_m{k}") for s, v in by_seed.items()}}
+        alone_rows.append({"regime": regime, "modality": k, "values": values,
+                           "summary": {n: vars(summarize(list(v.values()))) for n, v in values.items()}})
+    return {"format": 1, "dataset": manifest["dataset"], "modalities": modalities, "views": manifest.get("views"),
+            "pairing": pairing, "recipe": manifest["recipe"], "limit": manifest.get("limit"),
+            "cells": rows, "alone": alone_rows, "comparisons": comparisons, "incomplete": incomplete}
+
+
+# -- tables ----------------------------------------------------------------------------------------
+
+def _fmt(s: dict | None, scale=100.0, digits=1) -> str:
+    if not s or s["n"] == 0 or s["mean"] is None or (isinstance(s["mean"], float) and math.isnan(s["mean"])):
+        return "—"
+    if s["n"] == 1:
+        return f"{scale * s['mean']:.{digits}f}"
+    return f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+
+
+def _fmt_diff(d: dict | None) -> str:
+    if not d or d["n"] == 0:
+        return ""
+    p = "p n/a" if d["p"] is None or math.isnan(d["p"]) else f"p={d['p']:.2g}"
+    return f"{100 * d['mean']:+.1f} ({p})"
+
+
+def _label(method: str) -> str:
+    return LABELS.get(method, method)
+
+
+def markdown(res: dict) -> str:
+    """Tables: accuracy with the paired difference to the baseline; per-modality accuracy and
+    probes; ratio correlation; the encoders alone."""
+    m1, m2 = res["modalities"] or ("m1", "m2")
+    lines = [f"# Study: {res['dataset']} ({m1} = modality 1, {m2} = modality 2)", ""]
+    if res.get("pairing"):
+        lines += [f"Pairing of the two modalities: **{res['pairing']}**.", ""]
+    n_seeds = sorted({len(c["seeds"]) for c in res["cells"]})
+    lines += [f"Test accuracy in %, mean ± std over {'/'.join(map(str, n_seeds))} seeds; in brackets the "
+              "paired difference to the Baseline of the same fusion (same seeds) and its paired t-test "
+              "p-value. Recipe: " + ", ".join(f"{k} {v}" for k, v in res["recipe"].items()) + ".", ""]
+    by_regime = defaultdict(list)
+    for c in res["cells"]:
+        by_regime[c["regime"]].append(c)
+    alone = {(a["regime"], a["modality"]): a for a in res["alone"]}
+    for regime, cells in by_regime.items():
+        fusions = _order({c["fusion"] for c in cells}, FUSION_ORDER)
+        methods = _order({c["method"] for c in cells}, METHOD_ORDER)
+        get = {(c["fusion"], c["method"]): c for c in cells}
+        a1, a2 = alone.get((regime, 1)), alone.get((regime, 2))
+        lines += [f"## Regime `{regime}`", ""]
+        if a1 or a2:
+            lines += [f"Encoders trained alone: {m1} {_fmt(a1 and a1['summary']['acc'])}, "
+                      f"{m2} {_fmt(a2 and a2['summary']['acc'])} (linear probe {_fmt(a1 and a1['summary']['probe'])}"
+                      f" / {_fmt(a2 and a2['summary']['probe'])}).", ""]
+        lines += ["### Fused accuracy", "", "| method | " + " | ".join(FUSION_LABELS.get(f, f) for f in fusions) + " |",
+                  "|---|" + "---|" * len(fusions)]
+        for m in methods:
+            row = []
+            for f in fusions:
+                c = get.get((f, m))
+                row.append("—" if c is None else f"{_fmt(c['summary']['acc'])} {_fmt_diff(c['vs_baseline'])}".strip())
+            lines.append(f"| {_label(m)} | " + " | ".join(row) + " |")
+        lines += ["", f"### Per modality: mean-ablation accuracy and linear probe ({m1} / {m2})", "",
+                  "| method | " + " | ".join(FUSION_LABELS.get(f, f) for f in fusions) + " |",
+                  "|---|" + "---|" * len(fusions)]
+        for m in methods:
+            row = []
+            for f in fusions:
+                c = get.get((f, m))
+                if c is None:
+                    row.append("—")
+                    continue
+                s = c["summary"]
+                row.append(f"abl {_fmt(s.get('acc_m1'), digits=0)} / {_fmt(s.get('acc_m2'), digits=0)}; "
+                           f"probe {_fmt(s.get('probe_m1'), digits=1)} / {_fmt(s.get('probe_m2'), digits=1)}")
+            lines.append(f"| {_label(m)} | " + " | ".join(row) + " |")
+        comps = [d for d in res.get("comparisons", []) if d["regime"] == regime]
+        if comps:
+            lines += ["", "### +DF +SimAM² − +OGM-GE (paired by seed)", "",
+                      "| " + " | ".join(FUSION_LABELS.get(d["fusion"], d["fusion"]) for d in comps) + " |",
+                      "|" + "---|" * len(comps),
+                      "| " + " | ".join(_fmt_diff(d) for d in comps) + " |"]
+        ratio_cells = [c for c in cells if c["summary"].get("ratio_r", {}).get("n")]
+        if ratio_cells:
+            lines += ["", "### Eq. 11's ratio against OGM-GE's decoupled ratio (Pearson r over a run's steps)", "",
+                      "| fusion | method | r (mean ± std over seeds) | mean ρ_DF | mean ρ_decoupled | mean k1 / k2 |",
+                      "|---|---|---|---|---|---|"]
+            for c in ratio_cells:
+                s = c["summary"]
+                k = f"{_fmt(s.get('k1'), 1, 3)} / {_fmt(s.get('k2'), 1, 3)}"
+                lines.append(f"| {FUSION_LABELS.get(c['fusion'], c['fusion'])} | {_label(c['method'])} | "
+                             f"{_fmt(s['ratio_r'], 1, 2)} | {_fmt(s.get('rho_df'), 1, 3)} | "
+                             f"{_fmt(s.get('rho_decoupled'), 1, 3)} | {k} |")
+        lines.append("")
+    if res.get("incomplete"):
+        lines += [f"Incomplete runs left out: {len(res['incomplete'])}.", ""]
+    return "\n".join(lines)
+
+
+def csv_text(res: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    names = list(VALUES) + ["ratio_r"] + list(STEP_MEANS)
+    w.writerow(["regime", "fusion", "method", "n"] + [f"{n}_{s}" for n in names for s in ("mean", "std")]
+               + ["diff_acc", "diff_std", "p"])
+    for c in res["cells"]:
+        row = [c["regime"], c["fusion"], c["method"], len(c["seeds"])]
+        for n in names:
+            s = c["summary"].get(n)
+            row += [s["mean"], s["std"]] if s and s["n"] else ["", ""]
+        d = c["vs_baseline"]
+        row += [d["mean"], d["std"], d["p"]] if d else ["", "", ""]
+        w.writerow(row)
+    return buf.getvalue()
+
+
+# -- figures ---------------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+SHORT = {"sum": "sum", "concat": "concat", "film": "FiLM", "late": "late"}
+
+
+def plot_deltas(res: dict, path: Path, methods=None, regimes=None, title: str = "", fusions=None) -> Path | None:
+    """Per regime, the paired difference of each method's accuracy to the baseline of the same
+    fusion (mean ± std over seeds, percentage points), one horizontal bar per method and fusion."""
+    plt = _plt()
+    cells = [c for c in res["cells"] if c["vs_baseline"] and c["vs_baseline"]["n"]
+             and (methods is None or c["method"] in methods) and (regimes is None or c["regime"] in regimes)
+             and (fusions is None or c["fusion"] in fusions)]
+    if not cells:
+        return None
+    regs = list(dict.fromkeys(c["regime"] for c in cells))
+    ms = list(methods) if methods else _order({c["method"] for c in cells}, METHOD_ORDER)
+    ms = [m for m in ms if any(c["method"] == m for c in cells)]
+    fusions = _order({c["fusion"] for c in cells}, FUSION_ORDER)
+    height = 0.8 / len(fusions)
+    fig, axes = plt.subplots(1, len(regs), figsize=(3.3 * len(regs) + 1.6, 0.13 * len(ms) * len(fusions) + 0.25 * len(ms) + 1.0),
+                             squeeze=False, dpi=80, sharey=True)
+    colors = plt.get_cmap("tab10")
+    for ax, regime in zip(axes[0], regs):
+        get = {(c["fusion"], c["method"]): c["vs_baseline"] for c in cells if c["regime"] == regime}
+        for j, f in enumerate(fusions):
+            ys, xs, es = [], [], []
+            for i, m in enumerate(ms):
+                d = get.get((f, m))
+                if d:
+                    ys.append(i + (j - (len(fusions) - 1) / 2) * height)
+                    xs.append(100 * d["mean"])
+                    es.append(100 * d["std"])
+            if ys:  # an empty bar set would still take a legend entry, without its colour
+                ax.barh(ys, xs, height, xerr=es, color=colors(j), label=SHORT.get(f, f), capsize=1.5,
+                        error_kw={"lw": 0.7})
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(range(len(ms)), [_label(m) for m in ms], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("accuracy − baseline (points)", fontsize=8)
+        ax.set_title(f"{res['dataset']}, {regime}" + (f": {title}" if title else ""), fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    handles = {}
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    axes[0][0].legend(handles.values(), handles.keys(), fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy(res: dict, path: Path, methods=METHOD_ORDER) -> Path | None:
+    """Per regime: fused accuracy of each method, grouped by fusion, with the std over seeds."""
+    plt = _plt()
+    regimes = list(dict.fromkeys(c["regime"] for c in res["cells"]))
+    if not regimes:
+        return None
+    fig, axes = plt.subplots(1, len(regimes), figsize=(3.4 * len(regimes) + 0.8, 3.0), squeeze=False, dpi=80)
+    colors = plt.get_cmap("tab10")
+    for ax, regime in zip(axes[0], regimes):
+        cells = {(c["fusion"], c["method"]): c for c in res["cells"] if c["regime"] == regime}
+        fusions = _order({f for f, _ in cells}, FUSION_ORDER)
+        ms = [m for m in methods if any((f, m) in cells for f in fusions)]
+        width = 0.8 / max(1, len(ms))
+        lo = 1.0
+        for j, m in enumerate(ms):
+            xs, ys, es = [], [], []
+            for i, f in enumerate(fusions):
+                c = cells.get((f, m))
+                if c:
+                    s = c["summary"]["acc"]
+                    xs.append(i + (j - (len(ms) - 1) / 2) * width)
+                    ys.append(100 * s["mean"])
+                    es.append(100 * s["std"])
+                    lo = min(lo, s["mean"] - s["std"])
+            ax.bar(xs, ys, width, yerr=es, label=_label(m), color=colors(j), capsize=2)
+        ax.set_xticks(range(len(fusions)), [SHORT.get(f, f) for f in fusions])
+        ax.set_ylim(max(0, 100 * lo - 5), 100.5)
+        ax.set_title(f"{res['dataset']}: {regime}", fontsize=9)
+        ax.set_ylabel("test accuracy (%)")
+    wide = len(regimes) > 1  # one panel is too narrow for five labels in a row
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, loc="upper center", ncol=5 if wide else 3,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.9 if wide else 0.82))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_probes(res: dict, path: Path, regime: str | None = None) -> Path | None:
+    """Linear probe of each frozen encoder per method (sum fusion and the others), against the
+    same encoder trained alone (dashed)."""
+    plt = _plt()
+    regimes = list(dict.fromkeys(c["regime"] for c in res["cells"]))
+    if regime is None and regimes:
+        regime = regimes[0]
+    cells = [c for c in res["cells"] if c["regime"] == regime and c["method"] in METHOD_ORDER]
+    if not cells:
+        return None
+    alone = {a["modality"]: a for a in res["alone"] if a["regime"] == regime}
+    fusions = _order({c["fusion"] for c in cells}, FUSION_ORDER)
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.9), dpi=80)
+    colors = plt.get_cmap("tab10")
+    names = res["modalities"] or ("m1", "m2")
+    for k, ax in zip((1, 2), axes):
+        ms = _order({c["method"] for c in cells}, METHOD_ORDER)
+        width = 0.8 / len(ms)
+        for j, m in enumerate(ms):
+            xs, ys, es = [], [], []
+            for i, f in enumerate(fusions):
+                c = next((c for c in cells if c["fusion"] == f and c["method"] == m), None)
+                if c and c["summary"].get(f"probe_m{k}", {}).get("n"):
+                    s = c["summary"][f"probe_m{k}"]
+                    xs.append(i + (j - (len(ms) - 1) / 2) * width)
+                    ys.append(100 * s["mean"])
+                    es.append(100 * s["std"])
+            ax.bar(xs, ys, width, yerr=es, color=colors(j), label=_label(m), capsize=2)
+        a = alone.get(k)
+        lows = [100 * c["summary"][f"probe_m{k}"]["mean"] for c in cells if c["summary"].get(f"probe_m{k}", {}).get("n")]
+        if a:
+            ax.axhline(100 * a["summary"]["probe"]["mean"], ls="--", color="k", lw=1, label="trained alone")
+            lows.append(100 * a["summary"]["probe"]["mean"])
+        ax.set_ylim(max(0, min(lows) - 8), min(100, max(lows) + 4))
+        ax.set_xticks(range(len(fusions)), [SHORT.get(f, f) for f in fusions])
+        ax.set_title(f"probe of {names[k - 1]}'s encoder ({regime})", fontsize=9)
+        ax.set_ylabel("probe accuracy (%)")
+    axes[1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_ratios(out: Path, res: dict, path: Path, regime: str | None = None, fusion: str = "sum") -> Path | None:
+    """Eq. 11's ratio against OGM-GE's decoupled ratio at each step of one DF run."""
+    plt = _plt()
+    cell = next((c for c in res["cells"] if c["method"] == "df+simam2" and c["fusion"] == fusion
+                 and (regime is None or c["regime"] == regime)), None)
+    if cell is None:
+        return None
+    from .grid import Job
+
+    records = read_records(Job(cell["regime"], fusion, "df+simam2", cell["seeds"][0]).path(Path(out)))
+    steps = [r for r in records if r.get("event") == "step" and r.get("rho_df") is not None
+             and r.get("rho_decoupled") is not None]
+    if not steps:
+        return None
+    x = np.array([s["rho_df"] for s in steps])
+    y = np.array([s["rho_decoupled"] for s in steps])
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.8), dpi=80)
+    axes[0].plot(x, lw=0.8, label="ρ_DF (Eq. 11)")
+    axes[0].plot(y, lw=0.8, label="ρ decoupled (OGM-GE)")
+    axes[0].set_xlabel("step")
+    axes[0].legend(fontsize=7)
+    axes[1].scatter(x, y, s=3, alpha=0.5)
+    axes[1].set_xlabel("ρ_DF")
+    axes[1].set_ylabel("ρ decoupled")
+    r = cell["values"]["ratio_r"].get(cell["seeds"][0])
+    axes[1].set_title(f"{cell['regime']}, {fusion}, seed {cell['seeds'][0]}: r = {r:.2f}" if r is not None
+                      else f"{cell['regime']}, {fusion}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(out: Path, figures: bool = True) -> dict:
+    """results.json, tables.md, tables.csv and the figures into ``out``; returns the results."""
+    out = Path(out)
+    res = collect(out)
+    atomic_write_text(out / "results.json", json.dumps(res, indent=1) + "\n")
+    atomic_write_text(out / "tables.md", markdown(res))
+    atomic_write_text(out / "tables.csv", csv_text(res))
+    if figures:
+        main = [m for m in METHOD_ORDER if m != "baseline"]
+        other = [m for m in _order({c["method"] for c in res["cells"]}, METHOD_ORDER) if m not in METHOD_ORDER]
+        paths = [plot_accuracy(res, out / "accuracy.png"), plot_deltas(res, out / "deltas.png", main),
+                 plot_probes(res, out / "probes.png"), plot_ratios(out, res, out / "ratios.png")]
+        if other:
+            fus = {c["fusion"] for c in res["cells"] if c["method"] in other}
+            regs = {c["regime"] for c in res["cells"] if c["method"] in other}
+            paths.append(plot_deltas(res, out / "diagnosis.png", ["simam2"] + other, regimes=regs,
+                                     title="diagnosis", fusions=fus))
+        res["figures"] = [str(p) for p in paths if p is not None]
+    return res

@@ -1,0 +1,333 @@
+"""One cell × one seed of the study: train, modulate, record, measure (docs/results.md).
+
+The model trains with the core's modules and :class:`~simam2.core.GradientModulator` exactly as
+the OGM-GE adapter uses them: the modulator is attached to the optimizer as a step pre-hook, OGM-GE's
+decoupled ratio is fed through ``observe_logits`` between ``backward()`` and ``step()`` (the
+``+OGM-GE`` rows modulate with it, the decoupling-free rows only record it beside Eq. 11's), and
+every parameter of each modality's encoder is modulated. Records follow docs/records.md.
+
+After training (SPEC §8): the fused test accuracy first; then per-modality accuracy by mean
+ablation, the other modality's embedding (the fusion input) replaced by its mean over the training
+set, taken in one pass in evaluation mode after the last epoch; then a linear probe of each frozen
+encoder (multinomial logistic regression on its embeddings, fitted on the training split).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from simam2.adapters.machinery.config import RunConfig
+from simam2.adapters.machinery.records import RecordWriter, status_of
+from simam2.core import GradientModulator, decoupled_ratio
+
+from .data import Pair
+from .models import Alone, Attention, Head, Model, encoder_for
+
+
+@dataclass(frozen=True)
+class Method:
+    """A row of Table 1: the fusion's attention and the modulation (RunConfig's ``none``,
+    ``ogm-ge`` or ``df``)."""
+
+    name: str
+    att: Attention
+    modulation: str = "none"
+
+
+#: Table 1's five rows with the paper's ζ conventions (SPEC §7): learnable ζ only in the DF row.
+METHODS = {
+    "baseline": Method("baseline", Attention()),
+    "simam2": Method("simam2", Attention(True, "fixed")),
+    "ogm-ge": Method("ogm-ge", Attention(), "ogm-ge"),
+    "ogm-ge+simam2": Method("ogm-ge+simam2", Attention(True, "fixed"), "ogm-ge"),
+    "df+simam2": Method("df+simam2", Attention(True, "learnable"), "df"),
+}
+#: the diagnosis ablations of docs/results.md (any ``NAME:key=value,...`` works the same way)
+DIAGNOSIS = (
+    "simam2:energy=none",
+    "simam2:zeta=learnable",
+    "simam2:energy=nodeg",
+    "simam2:energy=simam_u",
+    "simam2:lam=0.01",
+    "simam2:lam=1",
+    "simam2:zeta=learnable,s=0.5",
+    "simam2:zeta=learnable,s=10",
+    "df+simam2:energy=nodeg",
+    "df+simam2:energy=simam_u",
+    "df+simam2:energy=none",
+)
+
+
+def parse_method(spec: str) -> Method:
+    """``NAME`` of :data:`METHODS`, optionally ``NAME:key=value,...`` with keys zeta, lam, s, energy."""
+    name, _, rest = spec.partition(":")
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)} (optionally NAME:key=value,...)")
+    m = METHODS[name]
+    if not rest:
+        return m
+    changes = {}
+    for item in rest.split(","):
+        key, eq, value = item.partition("=")
+        if not eq or key not in ("zeta", "lam", "s", "energy"):
+            raise ValueError(f"method {spec!r}: expected key=value with key zeta, lam, s or energy, got {item!r}")
+        changes[key] = float(value) if key in ("lam", "s") else value
+    if not m.att.simam2:
+        raise ValueError(f"method {spec!r}: {name} has no SimAM² to change")
+    att = replace(m.att, **changes)
+    if m.modulation == "df" and att.zeta == "fixed":
+        raise ValueError(f"method {spec!r}: decoupling-free modulation needs a learnable ζ")
+    return Method(spec, att, m.modulation)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The optimisation, the same for every cell of a dataset (OGM-GE's SGD, momentum 0.9, wd 1e-4)."""
+
+    epochs: int
+    batch: int = 64
+    lr: float = 0.01
+    alpha: float = 0.1
+    modulation_start: int = 0
+    modulation_end: int = 50
+    ge: bool = True
+
+
+RECIPES = {"mfeat": Recipe(epochs=20), "avdigits": Recipe(epochs=5, lr=0.05)}
+QUICK_EPOCHS = {"mfeat": 8, "avdigits": 2}
+
+
+def run_config(method: Method, recipe: Recipe, seed: int, record: Path | None) -> RunConfig:
+    att = method.att
+    return RunConfig(simam2=att.simam2, zeta=att.zeta, modulation=method.modulation, ge=recipe.ge,
+                     alpha=recipe.alpha, modulation_start=recipe.modulation_start,
+                     modulation_end=recipe.modulation_end, lam=att.lam, s=att.s, seed=seed, record=record)
+
+
+def _tensors(pair: Pair):
+    t = torch.from_numpy
+    return (t(pair.x1_train), t(pair.x2_train), t(pair.y_train)), (t(pair.x1_test), t(pair.x2_test), t(pair.y_test))
+
+
+def _batches(n: int, size: int, gen: torch.Generator | None = None):
+    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    return [order[i:i + size] for i in range(0, n, size)]
+
+
+NAN = float("nan")
+
+
+# -- measurement -----------------------------------------------------------------------------------
+
+@torch.no_grad()
+def embed(enc: nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    return torch.cat([enc(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+@torch.no_grad()
+def evaluate(model: Model, train, test, batch: int = 250, ablate: bool = True, logits: bool = False) -> dict:
+    """Fused accuracy, then per-modality accuracy by mean ablation (SPEC §8) and the split heads'.
+
+    The fused logits are computed first and alone, from the same batches as without the ablation,
+    so that measuring the per-modality accuracies cannot change the fused one (``ablate=False``
+    skips them; ``logits=True`` also returns the fused logits, for the test that holds this).
+    """
+    model.eval()
+    x1, x2, y = test
+    a, b = embed(model.enc1, x1), embed(model.enc2, x2)
+    idx = _batches(len(y), batch)
+    fused = torch.cat([model.head(a[i], b[i]) for i in idx])
+
+    def acc(logits):
+        return float((logits.argmax(1) == y).double().mean())
+
+    out = {"n": len(y), "acc": acc(fused)}
+    if logits:
+        out["logits"] = fused
+    if not ablate:
+        return out
+    mean_a = embed(model.enc1, train[0]).mean(0, keepdim=True)
+    mean_b = embed(model.enc2, train[1]).mean(0, keepdim=True)
+    only1 = torch.cat([model.head(a[i], mean_b.expand(len(i), -1)) for i in idx])
+    only2 = torch.cat([model.head(mean_a.expand(len(i), -1), b[i]) for i in idx])
+    heads = [model.head.split_logits(a[i], b[i]) for i in idx]
+    h1, h2 = torch.cat([h[0] for h in heads]), torch.cat([h[1] for h in heads])
+    out.update(acc_m1=acc(only1), acc_m2=acc(only2), acc_head_m1=acc(h1), acc_head_m2=acc(h2))
+    return out
+
+
+def linear_probe(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor,
+                 classes: int, l2: float = 1e-3, iters: int = 200) -> float:
+    """Test accuracy of a multinomial logistic regression on frozen features (standardised on the
+    training split, L2 ``l2``, full-batch L-BFGS from zero: deterministic)."""
+    mu, sd = f_train.mean(0, keepdim=True), f_train.std(0, keepdim=True).clamp_min(1e-6)
+    xtr, xte = ((f_train - mu) / sd).double(), ((f_test - mu) / sd).double()
+    w = torch.zeros(xtr.shape[1], classes, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=iters, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(xtr @ w + b, y_train) + l2 * w.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return float(((xte @ w + b).argmax(1) == y_test).double().mean())
+
+
+def probes(encoders, train, test, classes: int) -> list[float]:
+    out = []
+    for k, enc in enumerate(encoders):
+        enc.eval()
+        out.append(linear_probe(embed(enc, train[k]), train[2], embed(enc, test[k]), test[2], classes))
+    return out
+
+
+# -- training --------------------------------------------------------------------------------------
+
+class StepBuffer:
+    """Step values stacked on the device and written once per epoch (docs/records.md)."""
+
+    FIELDS = ("loss", "rho_df", "rho_decoupled", "k1", "k2", "r", "zeta_mean")
+
+    def __init__(self):
+        self.rows: list[torch.Tensor] = []
+
+    def add(self, *values) -> None:
+        self.rows.append(torch.stack([torch.as_tensor(v, dtype=torch.float64).detach().reshape(()) for v in values]))
+
+    def flush(self, writer: RecordWriter, epoch: int) -> None:
+        if not self.rows:
+            return
+        table = torch.stack(self.rows).tolist()
+        self.rows = []
+        for step, row in enumerate(table):
+            writer.write("step", epoch=epoch, step=step, **{k: (None if math.isnan(v) else v)
+                                                             for k, v in zip(self.FIELDS, row)})
+
+
+def _seed(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    return torch.Generator().manual_seed(seed)
+
+
+def _start(writer: RecordWriter, pair: Pair, config: RunConfig, options: dict) -> None:
+    writer.start(upstream="study", script=None, modalities=pair.modalities, metrics=["acc"],
+                 config=config.plain(), upstream_options=options)
+
+
+def train_cell(pair: Pair, fusion: str, method: Method | str, seed: int, recipe: Recipe,
+               record: Path | None = None) -> list[dict]:
+    """Train one model of the grid and write its records (returned as well)."""
+    method = parse_method(method) if isinstance(method, str) else method
+    config = run_config(method, recipe, seed, record)
+    writer = RecordWriter(record)
+    options = {"dataset": pair.name, "regime": pair.info.get("regime"), "fusion": fusion,
+               "method": method.name, "energy": method.att.energy, "epochs": recipe.epochs,
+               "batch": recipe.batch, "lr": recipe.lr, "pairing": pair.info.get("pairing"),
+               "noise": pair.info.get("noise")}
+    _start(writer, pair, config, options)
+    try:
+        _train(pair, fusion, method, seed, recipe, writer)
+    except BaseException as e:
+        writer.end(*status_of(e))
+        raise
+    writer.end()
+    return writer.read()
+
+
+def _train(pair, fusion, method, seed, recipe, writer):
+    gen = _seed(seed)
+    train, test = _tensors(pair)
+    x1, x2, y = train
+    model = Model(encoder_for(x1), encoder_for(x2), Head(fusion, pair.classes, method.att))
+    att = model.head.attention
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=1e-4)
+    mod = None
+    if method.modulation != "none":
+        groups = {pair.modalities[0]: list(model.enc1.parameters()), pair.modalities[1]: list(model.enc2.parameters())}
+        mod = GradientModulator(groups, fusion=att, alpha=recipe.alpha, mode="ogm_ge" if recipe.ge else "ogm",
+                                start_epoch=recipe.modulation_start, end_epoch=recipe.modulation_end,
+                                ratio="zeta" if method.modulation == "df" else "decoupled", seed=seed)
+        mod.attach(opt)
+    buf = StepBuffer()
+    criterion = nn.CrossEntropyLoss()
+    for epoch in range(recipe.epochs):
+        model.train()
+        if mod is not None:
+            mod.epoch = epoch
+        for idx in _batches(len(y), recipe.batch, gen):
+            if len(idx) < 2:
+                continue  # BatchNorm and r's batch variance need two samples
+            a, b, out = model(x1[idx], x2[idx])
+            loss = criterion(out, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            with torch.no_grad():
+                l1, l2 = model.head.split_logits(a.detach(), b.detach())
+            rho_dec = mod.observe_logits(l1, l2, y[idx]) if mod is not None else decoupled_ratio(l1, l2, y[idx])
+            opt.step()  # the modulator's pre-hook rescales the encoders' gradients first
+            applied = mod is not None and mod.last.get("applied")
+            zeta = att.zeta if att is not None else None
+            buf.add(loss, att.weight_sums[0] / att.weight_sums[1] if att is not None else NAN, rho_dec,
+                    mod.last["k1"] if applied else NAN, mod.last["k2"] if applied else NAN,
+                    att.r if att is not None else NAN, zeta.mean() if zeta is not None else NAN)
+        buf.flush(writer, epoch)
+        if att is not None and att.zeta is not None:
+            edges = np.linspace(0, 1, 21)
+            counts, _ = np.histogram(att.zeta.numpy().ravel(), bins=edges)
+            writer.write("zeta", epoch=epoch, edges=edges, counts=counts)
+    metrics = evaluate(model, train, test)
+    writer.write("eval", epoch=recipe.epochs - 1, evaluation=0, split="test", **metrics)
+    p1, p2 = probes((model.enc1, model.enc2), train, test, pair.classes)
+    writer.write("note", what="linear_probe", probe_m1=p1, probe_m2=p2)
+
+
+def train_alone(pair: Pair, modality: int, seed: int, recipe: Recipe, record: Path | None = None) -> list[dict]:
+    """Modality ``modality`` (1 or 2)'s encoder trained alone with a linear classifier, same recipe;
+    its test accuracy and the linear probe of its encoder (the reference of the probes)."""
+    config = RunConfig(seed=seed, record=record, alpha=recipe.alpha)
+    writer = RecordWriter(record)
+    _start(writer, pair, config, {"dataset": pair.name, "regime": pair.info.get("regime"), "fusion": None,
+                                  "method": f"alone-m{modality}", "epochs": recipe.epochs,
+                                  "batch": recipe.batch, "lr": recipe.lr, "noise": pair.info.get("noise")})
+    try:
+        gen = _seed(seed)
+        train, test = _tensors(pair)
+        k = modality - 1
+        x, y = train[k], train[2]
+        model = Alone(encoder_for(x), pair.classes)
+        opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=1e-4)
+        buf = StepBuffer()
+        for epoch in range(recipe.epochs):
+            model.train()
+            for idx in _batches(len(y), recipe.batch, gen):
+                if len(idx) < 2:
+                    continue
+                loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                buf.add(loss, NAN, NAN, NAN, NAN, NAN, NAN)
+            buf.flush(writer, epoch)
+        model.eval()
+        with torch.no_grad():
+            acc = float((model(test[k]).argmax(1) == test[2]).double().mean())
+        writer.write("eval", epoch=recipe.epochs - 1, evaluation=0, split="test", n=len(test[2]), acc=acc,
+                     **{f"acc_m{modality}": acc, f"acc_m{3 - modality}": None})
+        probe = probes((model.enc,), (train[k], None, train[2]), (test[k], None, test[2]), pair.classes)[0]
+        writer.write("note", what="linear_probe", **{f"probe_m{modality}": probe})
+    except BaseException as e:
+        writer.end(*status_of(e))
+        raise
+    writer.end()
+    return writer.read()
