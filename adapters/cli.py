@@ -136,7 +136,7 @@ def run_prepared(run: PreparedRun, config: RunConfig | None = None, start_extra:
     if config.record is not None:
         print(f"records: {config.record}")
     if ctx.recorder.nonfinite:
-        print(f"simam2 run: a loss or metric of the run was NaN or infinite (see the records' end record)",
+        print("simam2 run: a loss or metric of the run was NaN or infinite (see the records' end record)",
               file=sys.stderr)
         return EXIT_NONFINITE
     return 0

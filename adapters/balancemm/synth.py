@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+
+from ..machinery.synthetic import balanced_labels, palette, tinted_frame
 
 #: CREMADDataset's class_dict order.
 CREMAD_EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
@@ -41,9 +42,6 @@ def dataset_paths(root) -> dict[str, str]:
             "audio_path": str(root / "audio") + "/", "visual_path": str(root / "visual") + "/"}
 
 
-def _labels(n: int, classes: int, rng: np.random.Generator) -> np.ndarray:
-    """Every class as evenly as n allows (so accuracy and macro-F1 see each class), shuffled."""
-    return rng.permutation(np.arange(n) % classes)
 
 
 def _fbank(label: int, classes: int, shape: tuple[int, int], snr: float, rng: np.random.Generator) -> torch.Tensor:
@@ -55,16 +53,8 @@ def _fbank(label: int, classes: int, shape: tuple[int, int], snr: float, rng: np
     return torch.from_numpy(x)
 
 
-def _palette(classes: int, seed: int) -> np.ndarray:
-    """(classes, 3) unit colour directions, one per class, fixed by the seed."""
-    p = np.random.default_rng(seed + 7919).standard_normal((classes, 3))
-    return p / np.linalg.norm(p, axis=1, keepdims=True)
 
 
-def _frame(tint: np.ndarray, size: int, snr: float, rng: np.random.Generator) -> Image.Image:
-    """Mid-grey, plus ``snr`` × the class tint, plus unit pixel noise; 40 grey levels per unit."""
-    pixels = 128 + 40 * (snr * tint + rng.standard_normal((size, size, 3)))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def write_cremad(out_dir, n_train: int = 12, n_test: int = 12, audio_snr: float = 1.0,
@@ -91,11 +81,11 @@ def write_cremad(out_dir, n_train: int = 12, n_test: int = 12, audio_snr: float 
     audio_dir.mkdir(parents=True, exist_ok=True)
     visual_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    palette = _palette(classes, seed)
+    tints = palette(classes, seed)
     index = 0
     for split, n in (("train", n_train), ("test", n_test)):
         rows = []
-        for label in _labels(n, classes, rng):
+        for label in balanced_labels(n, classes, rng):
             # CREMA-D's naming: actor_sentence_emotion_level
             clip = f"{1001 + index}_SYN_{CREMAD_EMOTIONS[label]}_XX"
             index += 1
@@ -103,7 +93,7 @@ def write_cremad(out_dir, n_train: int = 12, n_test: int = 12, audio_snr: float 
             folder = visual_dir / clip
             folder.mkdir(exist_ok=True)
             for i in range(frames):
-                _frame(palette[label], frame_size, visual_snr, rng).save(folder / f"{i:05d}.jpg", quality=90)
+                tinted_frame(tints[label], frame_size, visual_snr, rng).save(folder / f"{i:05d}.jpg", quality=90)
             rows.append((clip, CREMAD_EMOTIONS[label]))
         with open(out / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(rows)

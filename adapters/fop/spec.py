@@ -55,7 +55,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..machinery import AdapterError, Replacement, RunConfig, Spec, option_value
+from ..machinery import AdapterError, Replacement, Spec, option_value
 from . import layers
 from .checks import (READ_SPLIT, SPLITS_HELP, csv_shape, prepare_workdir, validate_features, validate_imports,
                      validate_main_args)

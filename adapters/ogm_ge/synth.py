@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-from PIL import Image
+
+from ..machinery.synthetic import balanced_labels, palette, tinted_frame
 
 #: CramedDataset's class_dict order.
 CREMAD_EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
@@ -44,9 +45,6 @@ def _check(n_train: int, n_test: int, classes: int, audio_snr: float, visual_snr
         raise ValueError(f"signal strengths must be non-negative, got audio_snr={audio_snr}, visual_snr={visual_snr}")
 
 
-def _labels(n: int, classes: int, rng: np.random.Generator) -> np.ndarray:
-    """Every class as evenly as n allows (so test accuracy and per-class AP are defined), shuffled."""
-    return rng.permutation(np.arange(n) % classes)
 
 
 def _tone(label: int, classes: int, sr: int, seconds: float, snr: float, rng: np.random.Generator) -> np.ndarray:
@@ -59,16 +57,8 @@ def _tone(label: int, classes: int, sr: int, seconds: float, snr: float, rng: np
     return (0.2 * wave / (1 + snr)).astype(np.float32)
 
 
-def _palette(classes: int, seed: int) -> np.ndarray:
-    """(classes, 3) unit colour directions, one per class, fixed by the seed."""
-    p = np.random.default_rng(seed + 7919).standard_normal((classes, 3))
-    return p / np.linalg.norm(p, axis=1, keepdims=True)
 
 
-def _frame(tint: np.ndarray, size: int, snr: float, rng: np.random.Generator) -> Image.Image:
-    """Mid-grey, plus ``snr`` × the class tint, plus unit pixel noise; 40 grey levels per unit."""
-    pixels = 128 + 40 * (snr * tint + rng.standard_normal((size, size, 3)))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def _write_frames(folder: Path, tint: np.ndarray, frames: int, size: int, snr: float,
@@ -76,7 +66,7 @@ def _write_frames(folder: Path, tint: np.ndarray, frames: int, size: int, snr: f
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(frames):
         # the names CREMA-D's preprocessing writes: the frame index, five digits
-        _frame(tint, size, snr, rng).save(folder / f"{i * 30:05d}.jpg", quality=90)
+        tinted_frame(tint, size, snr, rng).save(folder / f"{i * 30:05d}.jpg", quality=90)
 
 
 def write_cremad(out_dir, n_train: int = 36, n_test: int = 12, audio_snr: float = 1.0,
@@ -96,7 +86,7 @@ def write_cremad(out_dir, n_train: int = 36, n_test: int = 12, audio_snr: float 
     out = Path(out_dir)
     classes = len(CREMAD_EMOTIONS)
     rng = np.random.default_rng(seed)
-    palette = _palette(classes, seed)
+    tints = palette(classes, seed)
     lists = out / "data" / "CREMAD"
     audio_dir, image_dir = out / "AudioWAV", out / f"Image-{fps:02d}-FPS"
     for d in (lists, audio_dir, image_dir):
@@ -104,13 +94,13 @@ def write_cremad(out_dir, n_train: int = 36, n_test: int = 12, audio_snr: float 
     index = 0
     for split, n in (("train", n_train), ("test", n_test)):
         rows = []
-        for label in _labels(n, classes, rng):
+        for label in balanced_labels(n, classes, rng):
             # CREMA-D's naming: actor_sentence_emotion_level
             clip = f"{1001 + index}_SYN_{CREMAD_EMOTIONS[label]}_XX"
             index += 1
             soundfile.write(audio_dir / f"{clip}.wav", _tone(label, classes, CREMAD_SR, seconds, audio_snr, rng),
                             CREMAD_SR, subtype="PCM_16")
-            _write_frames(image_dir / clip, palette[label], frames, frame_size, visual_snr, rng)
+            _write_frames(image_dir / clip, tints[label], frames, frame_size, visual_snr, rng)
             rows.append((clip, CREMAD_EMOTIONS[label]))
         with open(lists / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(rows)
@@ -133,20 +123,20 @@ def write_vggsound(out_dir, n_train: int = 12, n_test: int = 6, classes: int = 3
         raise ValueError(f"every class must appear in train and test: n_train, n_test >= classes={classes}")
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
-    palette = _palette(classes, seed)
+    tints = palette(classes, seed)
     names = [f"synthetic sound {c}" for c in range(classes)]
     rows = []
     for split, n in (("train", n_train), ("test", n_test)):
         audio_dir = out / f"{split}-audios" / f"{split}-set"
         image_dir = out / f"{split}-videos" / f"{split}-set-img" / f"Image-{fps:02d}-FPS"
         audio_dir.mkdir(parents=True, exist_ok=True)
-        for i, label in enumerate(_labels(n, classes, rng)):
+        for i, label in enumerate(balanced_labels(n, classes, rng)):
             ytid, start = f"syn{split}{i:05d}", 10 * i
             clip = f"{ytid}_{start}"
             soundfile.write(audio_dir / f"{clip}.wav",
                             _tone(label, classes, VGGSOUND_SR, seconds, audio_snr, rng), VGGSOUND_SR,
                             subtype="PCM_16")
-            _write_frames(image_dir / f"{clip}.mp4", palette[label], frames, frame_size, visual_snr, rng)
+            _write_frames(image_dir / f"{clip}.mp4", tints[label], frames, frame_size, visual_snr, rng)
             rows.append((ytid, start, names[label], split))
     lists = out / "data" / "VGGSound"
     lists.mkdir(parents=True, exist_ok=True)

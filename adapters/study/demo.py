@@ -66,7 +66,7 @@ def _demo(ns) -> int:
         print(f"{LABELS[c['method']]:<22}{_fmt(s['acc']):>16}   {_fmt_diff(c['vs_baseline']):<20}"
               f"{_fmt(s['acc_m1'], digits=0):>12}{_fmt(s['acc_m2'], digits=0):>12}")
     fig = plot_accuracy(res, out / "accuracy.png")
-    print(f"\n(abl. = accuracy with the other view mean-ablated; p = paired t-test over seeds)")
+    print("\n(abl. = accuracy with the other view mean-ablated; p = paired t-test over seeds)")
     print(f"{time.perf_counter() - start:.0f}s; records and results in {out}")
     if fig:
         print(f"plot: {fig}")
