@@ -21,16 +21,14 @@ training transform.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..machinery.synthetic import balanced_labels, palette, tinted_frame
+from ..machinery.synthetic import CREMAD_EMOTIONS, palette, tinted_frame, write_cremad_lists
 
 #: CREMADDataset's class_dict order.
-CREMAD_EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 FPS = 2  # dataset_config.yaml's CREMAD fps: frames drawn per clip
 
 
@@ -82,19 +80,13 @@ def write_cremad(out_dir, n_train: int = 12, n_test: int = 12, audio_snr: float 
     visual_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     tints = palette(classes, seed)
-    index = 0
-    for split, n in (("train", n_train), ("test", n_test)):
-        rows = []
-        for label in balanced_labels(n, classes, rng):
-            # CREMA-D's naming: actor_sentence_emotion_level
-            clip = f"{1001 + index}_SYN_{CREMAD_EMOTIONS[label]}_XX"
-            index += 1
-            torch.save(_fbank(label, classes, tuple(audio_shape), audio_snr, rng), audio_dir / f"{clip}.pt")
-            folder = visual_dir / clip
-            folder.mkdir(exist_ok=True)
-            for i in range(frames):
-                tinted_frame(tints[label], frame_size, visual_snr, rng).save(folder / f"{i:05d}.jpg", quality=90)
-            rows.append((clip, CREMAD_EMOTIONS[label]))
-        with open(out / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows(rows)
+
+    def write_clip(clip: str, label: int) -> None:
+        torch.save(_fbank(label, classes, tuple(audio_shape), audio_snr, rng), audio_dir / f"{clip}.pt")
+        folder = visual_dir / clip
+        folder.mkdir(exist_ok=True)
+        for i in range(frames):
+            tinted_frame(tints[label], frame_size, visual_snr, rng).save(folder / f"{i:05d}.jpg", quality=90)
+
+    write_cremad_lists(out, n_train, n_test, rng, write_clip)
     return out

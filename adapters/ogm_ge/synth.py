@@ -28,10 +28,9 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from ..machinery.synthetic import balanced_labels, palette, tinted_frame
+from ..machinery.synthetic import CREMAD_EMOTIONS, balanced_labels, palette, tinted_frame, write_cremad_lists
 
 #: CramedDataset's class_dict order.
-CREMAD_EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 CREMAD_SR = 22050  # CramedDataset loads at 22050 Hz and tiles the clip to 3 s
 VGGSOUND_SR = 16000  # VGGSound loads at 16 kHz and tiles the clip to 10 s
 
@@ -91,19 +90,13 @@ def write_cremad(out_dir, n_train: int = 36, n_test: int = 12, audio_snr: float 
     audio_dir, image_dir = out / "AudioWAV", out / f"Image-{fps:02d}-FPS"
     for d in (lists, audio_dir, image_dir):
         d.mkdir(parents=True, exist_ok=True)
-    index = 0
-    for split, n in (("train", n_train), ("test", n_test)):
-        rows = []
-        for label in balanced_labels(n, classes, rng):
-            # CREMA-D's naming: actor_sentence_emotion_level
-            clip = f"{1001 + index}_SYN_{CREMAD_EMOTIONS[label]}_XX"
-            index += 1
-            soundfile.write(audio_dir / f"{clip}.wav", _tone(label, classes, CREMAD_SR, seconds, audio_snr, rng),
-                            CREMAD_SR, subtype="PCM_16")
-            _write_frames(image_dir / clip, tints[label], frames, frame_size, visual_snr, rng)
-            rows.append((clip, CREMAD_EMOTIONS[label]))
-        with open(lists / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows(rows)
+
+    def write_clip(clip: str, label: int) -> None:
+        soundfile.write(audio_dir / f"{clip}.wav", _tone(label, classes, CREMAD_SR, seconds, audio_snr, rng),
+                        CREMAD_SR, subtype="PCM_16")
+        _write_frames(image_dir / clip, tints[label], frames, frame_size, visual_snr, rng)
+
+    write_cremad_lists(lists, n_train, n_test, rng, write_clip)
     return out
 
 
