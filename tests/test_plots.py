@@ -149,3 +149,14 @@ def test_simam2_plot_and_table_options_through_the_cli(three, tmp_path, capsys):
     assert main(["plot", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "cli")]) == 2
     assert main(["table", "ogm-ge", "--seeds", "0", "--out", str(tmp_path / "t")]) == 2
     assert "--seeds must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_files_of_the_same_name_are_told_apart_by_their_folders():
+    from pathlib import Path
+
+    from simam2.adapters.machinery.plots import _distinct_labels
+
+    assert _distinct_labels([Path("/r/sum/baseline/seed0.jsonl"), Path("/r/sum/simam2/seed0.jsonl"),
+                             Path("/r/other.jsonl")]) == ["baseline/seed0", "simam2/seed0", "other"]
+    assert _distinct_labels([Path("/t/c1/seed0/records.jsonl"), Path("/t/c2/seed0/records.jsonl")]) == \
+        ["c1/seed0", "c2/seed0"]

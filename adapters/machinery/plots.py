@@ -36,8 +36,9 @@ from .records import read_records, runs
 from .stats import ratio_correlation
 
 #: how each series of a metric is drawn: (suffix, line style, width, marker, legend text)
-_METRIC_KINDS = (("", "-", 2.0, "o", "fused"), ("_m1", "--", 1.5, None, "{m1} alone (mean ablation)"),
-                 ("_m2", ":", 2.0, None, "{m2} alone (mean ablation)"),
+# every kind has a marker: a run with one evaluation draws points, not lines
+_METRIC_KINDS = (("", "-", 2.0, "o", "fused"), ("_m1", "--", 1.5, "s", "{m1} alone (mean ablation)"),
+                 ("_m2", ":", 2.0, "D", "{m2} alone (mean ablation)"),
                  ("_head_m1", "-.", 0.8, "^", "{m1} head (upstream's)"),
                  ("_head_m2", "-.", 0.8, "v", "{m2} head (upstream's)"))
 
@@ -97,11 +98,29 @@ def _default_label(path: Path) -> str:
     return path.stem
 
 
+def _distinct_labels(paths: list[Path]) -> list[str]:
+    """Default labels; where two files would share one (``baseline/seed0.jsonl`` and
+    ``simam2/seed0.jsonl``), each takes as many of its folders as it needs to tell them apart."""
+    labels = [_default_label(p) for p in paths]
+    for _ in range(3):
+        clashing = {lab for lab in labels if labels.count(lab) > 1}
+        if not clashing:
+            break
+        for i, p in enumerate(paths):
+            if labels[i] in clashing:
+                depth = labels[i].count("/") + 2
+                parts = p.absolute().with_suffix("").parts
+                labels[i] = "/".join(parts[-depth:])
+    return labels
+
+
 def load(paths: Sequence[Path | str], labels: Sequence[str] | None = None) -> list[Run]:
     """The runs of ``paths`` (each run of a file that holds several, numbered), labelled."""
     paths = [Path(p) for p in paths]
     if labels is not None and len(labels) != len(paths):
         raise PlotError(f"--labels gives {len(labels)} label(s) for {len(paths)} records file(s)")
+    if labels is None:
+        labels = _distinct_labels(paths)
     out: list[Run] = []
     for i, path in enumerate(paths):
         if not path.is_file():
@@ -112,7 +131,7 @@ def load(paths: Sequence[Path | str], labels: Sequence[str] | None = None) -> li
             raise PlotError(f"{path} is not a records file (JSON lines): {e}") from None
         if not any(isinstance(r, dict) and r.get("event") for r in found):
             raise PlotError(f"{path} holds no records (no line with an 'event')")
-        label = labels[i] if labels is not None else _default_label(path)
+        label = labels[i]
         split = runs(found)
         for k, records in enumerate(split):
             out.append(Run(label if len(split) == 1 else f"{label} [run {k + 1}]", path, records))
