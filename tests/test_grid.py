@@ -168,3 +168,25 @@ def test_bad_declarations_are_one_line_errors():
     with pytest.raises(grid.GridError, match="--seeds must be at least 1"):
         grid.seed_list(0)
     assert grid.slug("+OGM-GE +SimAM²") == "ogmge_simam2"
+
+
+def test_runs_whose_zeta_weighs_the_other_modality_are_put_in_the_tables_order(tmp_path):
+    """OGM-GE's FiLM runs name their modalities ["visual", "audio"] (ζ weighs the filmed visual term):
+    their per-modality values land under the table's audio and visual columns all the same."""
+    def cells(cs):
+        film = cs.column.key == "sum"
+        w = write_run(None, epochs=1, steps=2, seed=cs.seed, simam2=False, modulation="none")
+        with open(cs.records, "w") as f:
+            for r in w.read():
+                if r["event"] == "start" and film:
+                    r["modalities"] = ["visual", "audio"]
+                if r["event"] == "eval":  # audio alone 0.7, visual alone 0.3, in each run's own order
+                    r.update(top1=0.8, top1_m1=0.3 if film else 0.7, top1_m2=0.7 if film else 0.3)
+                f.write(json.dumps(r) + "\n")
+
+    table = grid.Table("t", (grid.Row("Baseline"),), COLS, cells, split="test")
+    result = grid.run_table(table, tmp_path, seeds=1, progress=False, say=lambda s: None)
+    assert result.modalities == ("audio", "visual")
+    for col in ("concat", "sum"):
+        c = result.cell("Baseline", col)
+        assert (c.summary["top1_m1"].mean, c.summary["top1_m2"].mean) == (0.7, 0.3)

@@ -386,8 +386,12 @@ def aggregate(table: Table, out: Path | str, seeds: int | Sequence[int]) -> Resu
                 split = col.split or table.split
                 picked = (pick_evaluation(records, split, table.pick, primary, higher)
                           if status == "completed" and primary else None)
+                values = {k: picked.get(k) for k in wanted if k in picked} if picked else {}
+                run_mods = next((r.get("modalities") for r in records if r.get("event") == "start"), None)
+                if run_mods and list(run_mods) == [modalities[1], modalities[0]]:
+                    values = _swap_modalities(values)  # this run's ζ weighs the table's modality 2
                 per_seed[seed] = {"status": status if picked or status != "completed" else "no evaluation",
-                                  **({k: picked.get(k) for k in wanted if k in picked} if picked else {})}
+                                  **values}
                 if status == "completed" and any((r.get("config") or {}).get("modulation") == "df"
                                                  for r in records if r.get("event") == "start"):
                     df = True
@@ -409,16 +413,36 @@ def aggregate(table: Table, out: Path | str, seeds: int | Sequence[int]) -> Resu
     return Result(table, seeds, cells, primary, higher, metrics, modalities)
 
 
+def _swap_modalities(values: dict) -> dict:
+    """``_m1`` ↔ ``_m2`` and ``_head_m1`` ↔ ``_head_m2``: a run's values in the table's modality order."""
+    swap = {"_m1": "_m2", "_m2": "_m1", "_head_m1": "_head_m2", "_head_m2": "_head_m1"}
+    out = {}
+    for key, value in values.items():
+        for old, new in swap.items():
+            if key.endswith(old) and not (old == "_m1" and key.endswith("_head_m1")) \
+                    and not (old == "_m2" and key.endswith("_head_m2")):
+                key = key[: -len(old)] + new
+                break
+        out[key] = value
+    return out
+
+
 def _declared(table: Table, starts: list[dict]) -> tuple[str | None, bool, list[str], tuple[str, str]]:
-    """(primary, higher_is_better, metrics shown, modality names) from the runs' start records."""
+    """(primary, higher_is_better, metrics shown, modality names) from the runs' start records.
+
+    Runs may name their modalities in either order (modality 1 is ζ's: OGM-GE's FiLM weighs the
+    visual term), but the same two; the table uses the first run's order."""
     if not starts:
         metrics = list(table.metrics or [])
         return (metrics[0] if metrics else None), True, metrics, ("m1", "m2")
     first = starts[0]
     for s in starts[1:]:
-        for key in ("primary", "higher_is_better", "modalities"):
+        for key in ("primary", "higher_is_better"):
             if s.get(key) != first.get(key):
                 raise GridError(f"the table's runs disagree on {key}: {first.get(key)!r} and {s.get(key)!r}")
+        if sorted(s.get("modalities") or []) != sorted(first.get("modalities") or []):
+            raise GridError(f"the table's runs disagree on modalities: {first.get('modalities')!r} and "
+                            f"{s.get('modalities')!r}")
     primary = first.get("primary")
     metrics = list(table.metrics) if table.metrics else list(first.get("metrics") or [primary])
     if primary in metrics:
