@@ -9,8 +9,6 @@ state at exit, through torch's global module hooks.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import signal
 import socket
@@ -29,7 +27,8 @@ from simam2.adapters.machinery.distributed import Rank, _loader_class, atomic_sa
 from simam2.adapters.machinery.install import patched
 from simam2.adapters.machinery.records import read_records
 from simam2.adapters.ogm_ge.spec import SPEC as OGM_GE
-from simam2.adapters.ogm_ge.synth import CREMAD_EMOTIONS, write_cremad
+
+from cremad_sets import cremad_every_label
 
 CAPTURE = Path(__file__).parent / "ddp_capture"
 TIMEOUT = 240  # no process of a test outlives it
@@ -42,14 +41,8 @@ def checkout(upstream_checkout):
 
 @pytest.fixture(scope="module")
 def cremad(tmp_path_factory):
-    """8 training clips; one test clip listed under all 6 labels (Top-1 = 1/6 > 0 for any model, so
-    main.py always writes its checkpoint after epoch 0)."""
-    root = write_cremad(tmp_path_factory.mktemp("cremad"), n_train=8, n_test=1, frame_size=32)
-    test_csv = root / "data" / "CREMAD" / "test.csv"
-    clips = [row[0] for row in csv.reader(open(test_csv))]
-    with open(test_csv, "w", newline="") as f:
-        csv.writer(f).writerows((clip, emo) for clip in clips for emo in CREMAD_EMOTIONS)
-    return root
+    """8 training clips; one test clip listed under all 6 labels (Top-1 = 1/6 for any model)."""
+    return cremad_every_label(tmp_path_factory.mktemp("cremad"), n_train=8, n_test=1, frame_size=32)
 
 
 def _free_port() -> int:

@@ -7,7 +7,6 @@ end-to-end runs train main.py for one epoch on a tiny synthetic CREMA-D through 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 
@@ -21,9 +20,10 @@ from simam2.adapters.ogm_ge.checks import check_dataset
 from simam2.adapters.ogm_ge.layers import top1_and_map
 from simam2.adapters.ogm_ge.spec import SPEC as ADAPTER
 from simam2.adapters.ogm_ge.spec import split_logits as modality_logits
-from simam2.adapters.ogm_ge.synth import CREMAD_EMOTIONS, write_cremad, write_vggsound
+from simam2.adapters.ogm_ge.synth import write_cremad, write_vggsound
 from simam2.core import ogm_coefficients
 
+from cremad_sets import cremad_every_label
 from upstream_modules import pristine_module
 
 B = 5
@@ -294,14 +294,8 @@ def test_validate_names_the_missing_lists(tmp_path):
 
 @pytest.fixture(scope="module")
 def cremad(tmp_path_factory):
-    """12 training clips; a test list of 2 clips, each listed under all 6 labels, so that any model
-    scores Top-1 = 1/6 > 0 and main.py always writes its checkpoint after epoch 0."""
-    root = write_cremad(tmp_path_factory.mktemp("cremad"), n_train=12, n_test=2, frame_size=112)
-    test_csv = root / "data" / "CREMAD" / "test.csv"
-    clips = [row[0] for row in csv.reader(open(test_csv))]
-    with open(test_csv, "w", newline="") as f:
-        csv.writer(f).writerows((clip, emo) for clip in clips for emo in CREMAD_EMOTIONS)
-    return root
+    """12 training clips; a test list of 2 clips, each under all 6 labels (Top-1 = 1/6 for any model)."""
+    return cremad_every_label(tmp_path_factory.mktemp("cremad"), n_train=12, n_test=2, frame_size=112)
 
 
 UPSTREAM_MODULATION = {"none": "Normal", "df": "Normal", "ogm-ge": "OGM_GE"}
