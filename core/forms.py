@@ -13,7 +13,8 @@ from .fusion import SimAM2
 
 class Summation(SimAM2):
     """Summation: X1, X2 are the two modality terms the vanilla model adds (in OGM-GE, fc_x(x) and
-    fc_y(y)). With ζ = 0.5 and the attention set aside this is their average."""
+    fc_y(y)). With ζ = 0.5 and the attention set aside this is their average (``u="eq4"``) or their
+    sum, the vanilla output (``u="vanilla"``, SPEC §2)."""
 
 
 class FiLMFusion(SimAM2):
@@ -37,8 +38,8 @@ class ConcatFusion(SimAM2):
     """
 
     def __init__(self, x_channels: int, y_channels: int, zeta: str = "fixed", lam: float = 1e-6,
-                 s: float = 2.5, neuron_dims=None, sync_dist: bool = True):
-        super().__init__(x_channels + y_channels, zeta, lam, s, neuron_dims, sync_dist)
+                 s: float = 2.5, neuron_dims=None, sync_dist: bool = True, u: str = "eq4"):
+        super().__init__(x_channels + y_channels, zeta, lam, s, neuron_dims, sync_dist, u)
         self.x_channels, self.y_channels = x_channels, y_channels
 
     def pad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,11 +66,14 @@ class LateFusion(SimAM2):
     Every leading index (batch, segment, …) is one sample whose C features are its neurons: the
     inputs are viewed as (N, C), fused, and returned in their own shape. ζ is then (N, C), one value
     per sample and channel, and r's batch variance runs over all N samples.
+
+    ``vanilla`` says how the upstream combines the streams without SimAM² — ``"mean"`` (PSP's
+    ``(a + v) / 2``, the default) or ``"sum"`` — which ``u="vanilla"`` reads (SPEC §2).
     """
 
     def __init__(self, channels: int, zeta: str = "fixed", lam: float = 1e-6, s: float = 2.5,
-                 sync_dist: bool = True):
-        super().__init__(channels, zeta, lam, s, None, sync_dist)
+                 sync_dist: bool = True, u: str = "eq4", vanilla: str = "mean"):
+        super().__init__(channels, zeta, lam, s, None, sync_dist, u, vanilla)
 
     def forward(self, a: torch.Tensor, v: torch.Tensor, zeta: torch.Tensor | None = None) -> torch.Tensor:
         if a.shape != v.shape:

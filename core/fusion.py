@@ -26,6 +26,8 @@ from .energy import EPS, compute_dtype, importance, resolve_neuron_dims
 from .fused import fused_pair_attention, pair_weights
 
 ZETA_MODES = ("fixed", "learnable", "given")
+#: the two readings of U for a fixed ζ (SPEC §2): Eq. 4 as written, or the vanilla fusion's output
+U_READINGS = ("eq4", "vanilla")
 
 
 def superpose(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
@@ -90,6 +92,14 @@ class MultiSimAM2(nn.Module):
         neuron_dims: which dims hold one channel's neurons (SPEC §1 default when None).
         sync_dist: under torch.distributed, reduce ζ's batch statistics over all ranks in training
             mode, so that every rank holds the same ``var_max`` and computes the same ``r`` (SPEC §3).
+        u: the reading of U that Eq. 8 multiplies (SPEC §2). ``"eq4"``: U = Σ_k w_k ⊙ X_k as Eq. 4
+            writes it. ``"vanilla"``: the vanilla fusion's own output, which ``vanilla`` names — with
+            fixed weights the vanilla model adds its K terms (``"sum"``: Σ_k X_k = K·U) or averages
+            them (``"mean"``: U itself); with learnable or given weights the vanilla learnable-weight
+            sum *is* U, so the readings coincide. E* (Eq. 7) is the same in both: importances are
+            scale-invariant.
+        vanilla: what the vanilla fusion does with its K terms when the weights are fixed,
+            ``"sum"`` (summation, FiLM, concatenation) or ``"mean"`` (a late fusion that averages).
 
     After each forward: ``.weights`` (B, C, K) and ``.r``, both detached. Buffers: ``var_max`` (C,),
     saved in the state dict; ``weight_sums`` (K,), the batch-and-channel sums of each weight in the
@@ -107,10 +117,16 @@ class MultiSimAM2(nn.Module):
         s: float = 2.5,
         neuron_dims=None,
         sync_dist: bool = True,
+        u: str = "eq4",
+        vanilla: str = "sum",
     ):
         super().__init__()
         if zeta not in ZETA_MODES:
             raise ValueError(f"zeta must be one of {ZETA_MODES}, got {zeta!r}")
+        if u not in U_READINGS:
+            raise ValueError(f"u must be one of {U_READINGS} (SPEC §2's two readings of U), got {u!r}")
+        if vanilla not in ("sum", "mean"):
+            raise ValueError(f"vanilla must be 'sum' or 'mean', got {vanilla!r}")
         if modalities < 2:
             raise ValueError(f"fusion needs at least 2 modalities, got {modalities}")
         if channels < 1:
@@ -122,6 +138,8 @@ class MultiSimAM2(nn.Module):
         self.s = check_nonnegative("s (the scale of Eq. 6)", s)
         self.neuron_dims = neuron_dims
         self.sync_dist = sync_dist
+        self.u = u
+        self.vanilla = vanilla
         self.gate = self._make_gate() if zeta == "learnable" else None
         self.register_buffer("var_max", torch.zeros(channels))
         self.register_buffer("weight_sums", torch.full((modalities,), float("nan")), persistent=False)
@@ -257,8 +275,19 @@ class MultiSimAM2(nn.Module):
         w = weights.to(ct)
         r = self._update(w)
         out = self._attend(xs, w, r.to(ct), dims)
+        gain = self.vanilla_gain
+        if gain != 1.0:
+            out = out * gain  # sigmoid(E*) ⊙ V with V = gain · U: E* unchanged (SPEC §2)
         self.weights, self.r = weights.detach(), r
         return out.to(out_dtype)
+
+    @property
+    def vanilla_gain(self) -> float:
+        """V / U, the factor from Eq. 4's U to the output that Eq. 8 multiplies (SPEC §2): K when
+        ``u="vanilla"`` reads a fixed-weight fusion that adds its K terms, 1 otherwise."""
+        if self.u == "vanilla" and self.zeta_mode == "fixed" and self.vanilla == "sum":
+            return float(self.modalities)
+        return 1.0
 
     def _attend(self, xs, w, r, dims) -> torch.Tensor:
         """Eq. 4, 7, 8 on inputs already in the statistics' dtype (SPEC §1: at least float32).
@@ -282,7 +311,7 @@ class MultiSimAM2(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"channels={self.channels}, modalities={self.modalities}, zeta={self.zeta_mode!r}, "
-            f"lam={self.lam}, s={self.s}, neuron_dims={self.neuron_dims}"
+            f"lam={self.lam}, s={self.s}, neuron_dims={self.neuron_dims}, u={self.u!r}"
         )
 
 
@@ -296,8 +325,8 @@ class SimAM2(MultiSimAM2):
     """
 
     def __init__(self, channels: int, zeta: str = "fixed", lam: float = 1e-6, s: float = 2.5,
-                 neuron_dims=None, sync_dist: bool = True):
-        super().__init__(channels, 2, zeta, lam, s, neuron_dims, sync_dist)
+                 neuron_dims=None, sync_dist: bool = True, u: str = "eq4", vanilla: str = "sum"):
+        super().__init__(channels, 2, zeta, lam, s, neuron_dims, sync_dist, u, vanilla)
 
     def _make_gate(self) -> nn.Module:
         return nn.Linear(2 * self.channels, self.channels)
