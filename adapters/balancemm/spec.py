@@ -89,7 +89,8 @@ class BalanceMMSpec(Spec):
             Replacement("balancemm.train", "Calculate_Shapley", self._shapley(train.Calculate_Shapley, state)),
         ]
         if run.config.simam2:
-            classes = layers.simam2_fusion_classes(fusion_arch, run.config.zeta, run.config.lam, run.config.s)
+            classes = layers.simam2_fusion_classes(fusion_arch, run.config.zeta, run.config.lam, run.config.s,
+                                                   run.config.u)
             reps += [Replacement("balancemm.models.avclassify_model", n, c) for n, c in classes.items()
                      if hasattr(avclassify, n)]
         return reps

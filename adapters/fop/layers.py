@@ -28,7 +28,7 @@ from .synth import FACE_DIM, VOICE_DIM
 
 def simam2_fusion_classes(retrieval_model, config: RunConfig) -> dict[str, type]:
     """SimAM² subclasses of the upstream's ``GatedFusion`` and ``LinearWeightedAvg`` for ``config``."""
-    opts = dict(lam=config.lam, s=config.s)
+    opts = dict(lam=config.lam, s=config.s, u=config.u)
     upstream_gated = retrieval_model.GatedFusion
     upstream_linear = retrieval_model.LinearWeightedAvg
 

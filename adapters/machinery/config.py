@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from simam2.core.fusion import ZETA_MODES
+from simam2.core.fusion import U_READINGS, ZETA_MODES
 
 ZETA_CHOICES = tuple(ZETA_MODES)
 MODULATION_CHOICES = ("none", "ogm-ge", "df")
@@ -48,6 +48,9 @@ class RunConfig:
     modulation_end: int = _opt(50, "last modulated epoch (default 50)")
     lam: float = _opt(1e-6, "λ of Eq. 6-7, >= 0 (default 1e-6)")
     s: float = _opt(2.5, "s of Eq. 6, >= 0 (default 2.5)")
+    u: str = _opt("eq4", "the reading of U that Eq. 8 multiplies when ζ is fixed (SPEC §2): eq4, "
+                         "ζ X1 + (1 - ζ) X2 as written (half the vanilla sum), or vanilla, the vanilla "
+                         "fusion's own output (default eq4); needs --simam2", choices=U_READINGS)
     seed: int | None = _opt(None, "seed Python, NumPy and torch before the run")
     record: Path | None = _opt(None, "JSON-lines records of the run (docs/records.md)")
     append: bool = _opt(False, "add this run to an existing --record file instead of refusing")
@@ -63,6 +66,10 @@ class RunConfig:
         if self.zeta != "fixed" and not self.simam2:
             raise ConfigError(f"--zeta {self.zeta} chooses SimAM²'s fusion weights: add --simam2 "
                               "(without it the upstream's own fusion runs and ζ means nothing)")
+        if self.u not in U_READINGS:
+            raise ConfigError(f"--u must be one of {', '.join(U_READINGS)}, got {self.u!r}")
+        if self.u != "eq4" and not self.simam2:
+            raise ConfigError(f"--u {self.u} chooses how SimAM² reads U: add --simam2")
         if self.modulation == "df" and not self.simam2:
             raise ConfigError("--modulation df reads ζ from the SimAM² fusion: add --simam2 --zeta learnable")
         if self.modulation == "df" and self.zeta == "fixed":

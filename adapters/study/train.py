@@ -14,6 +14,7 @@ encoder (multinomial logistic regression on its embeddings, fitted on the traini
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +28,9 @@ from simam2.adapters.machinery.records import RecordWriter, status_of
 from simam2.core import GradientModulator, decoupled_ratio
 
 from .data import Pair
-from .models import Alone, Attention, Head, Model, encoder_for
+from simam2.core.fusion import U_READINGS, ZETA_MODES
+
+from .models import ENERGIES, Alone, Attention, Head, Model, encoder_for
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,15 @@ METHODS = {
     "ogm-ge": Method("ogm-ge", Attention(), "ogm-ge"),
     "ogm-ge+simam2": Method("ogm-ge+simam2", Attention(True, "fixed"), "ogm-ge"),
     "df+simam2": Method("df+simam2", Attention(True, "learnable"), "df"),
+    # SPEC §9's temperature control: the Baseline with its fused output scaled by the eq4 row's gain
+    "temperature": Method("temperature", Attention(temperature=True)),
 }
+#: SPEC §9's rows: Table 1's with both readings wherever ζ is fixed (the DF row learns ζ: one reading)
+ROWS = ("baseline", "simam2", "simam2:u=vanilla", "ogm-ge", "ogm-ge+simam2", "ogm-ge+simam2:u=vanilla",
+        "df+simam2")
+#: SPEC §9's controls, shown beside the rows and never counted in a verdict: temperature alone,
+#: plain SimAM on U, Eq. 7 without the degradation term
+CONTROLS = ("temperature", "simam2:energy=simam_u", "simam2:energy=nodeg")
 #: the diagnosis ablations of docs/results.md (any ``NAME:key=value,...`` works the same way)
 DIAGNOSIS = (
     "simam2:energy=none",
@@ -65,7 +76,9 @@ DIAGNOSIS = (
 
 
 def parse_method(spec: str) -> Method:
-    """``NAME`` of :data:`METHODS`, optionally ``NAME:key=value,...`` with keys zeta, lam, s, energy."""
+    """``NAME`` of :data:`METHODS`, optionally ``NAME:key=value,...`` with keys zeta, lam, s, energy, u.
+
+    Every value is checked here, before any path is made from the spec."""
     name, _, rest = spec.partition(":")
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)} (optionally NAME:key=value,...)")
@@ -75,9 +88,20 @@ def parse_method(spec: str) -> Method:
     changes = {}
     for item in rest.split(","):
         key, eq, value = item.partition("=")
-        if not eq or key not in ("zeta", "lam", "s", "energy"):
-            raise ValueError(f"method {spec!r}: expected key=value with key zeta, lam, s or energy, got {item!r}")
-        changes[key] = float(value) if key in ("lam", "s") else value
+        if not eq or key not in ("zeta", "lam", "s", "energy", "u"):
+            raise ValueError(f"method {spec!r}: expected key=value with key zeta, lam, s, energy or u, got {item!r}")
+        if key in ("lam", "s"):
+            try:
+                changes[key] = float(value)
+            except ValueError:
+                raise ValueError(f"method {spec!r}: {key} must be a number, got {value!r}") from None
+            if not math.isfinite(changes[key]) or changes[key] < 0:
+                raise ValueError(f"method {spec!r}: {key} must be a finite number >= 0, got {value!r}")
+        else:
+            allowed = {"zeta": ZETA_MODES, "energy": ENERGIES, "u": U_READINGS}[key]
+            if value not in allowed:
+                raise ValueError(f"method {spec!r}: {key} must be one of {', '.join(allowed)}, got {value!r}")
+            changes[key] = value
     if not m.att.simam2:
         raise ValueError(f"method {spec!r}: {name} has no SimAM² to change")
     att = replace(m.att, **changes)
@@ -88,7 +112,16 @@ def parse_method(spec: str) -> Method:
 
 @dataclass(frozen=True)
 class Recipe:
-    """The optimisation, the same for every cell of a dataset (OGM-GE's SGD, momentum 0.9, wd 1e-4)."""
+    """The optimisation of one run (OGM-GE's SGD, momentum 0.9, wd 1e-4).
+
+    ``epochs`` is the most epochs a run trains. With ``patience`` (SPEC §9) the run evaluates the
+    validation split after every epoch, stops after ``patience`` epochs without a better validation
+    accuracy, and reports the test split once, for the model of its best validation epoch; without
+    it (``--protocol fixed``) the last epoch is scored. ``lr_step``: lr × 0.1 from that epoch on
+    (OGM-GE's StepLR). ``modulate``: which encoder parameters the modulator scales — ``all``, or
+    ``weights`` (tensors of two or more dims: no biases, no norm layers, as OGM-GE's 4-D kernels).
+    ``score_test``: False for a tuning run, which never reads the test split.
+    """
 
     epochs: int
     batch: int = 64
@@ -97,6 +130,10 @@ class Recipe:
     modulation_start: int = 0
     modulation_end: int = 50
     ge: bool = True
+    patience: int | None = None
+    lr_step: int | None = None
+    modulate: str = "all"
+    score_test: bool = True
 
 
 RECIPES = {"mfeat": Recipe(epochs=20), "avdigits": Recipe(epochs=5, lr=0.05)}
@@ -107,12 +144,18 @@ def run_config(method: Method, recipe: Recipe, seed: int, record: Path | None) -
     att = method.att
     return RunConfig(simam2=att.simam2, zeta=att.zeta, modulation=method.modulation, ge=recipe.ge,
                      alpha=recipe.alpha, modulation_start=recipe.modulation_start,
-                     modulation_end=recipe.modulation_end, lam=att.lam, s=att.s, seed=seed, record=record)
+                     modulation_end=recipe.modulation_end, lam=att.lam, s=att.s, u=att.u, seed=seed,
+                     record=record)
 
 
 def _tensors(pair: Pair):
     t = torch.from_numpy
     return (t(pair.x1_train), t(pair.x2_train), t(pair.y_train)), (t(pair.x1_test), t(pair.x2_test), t(pair.y_test))
+
+
+def _val_tensors(pair: Pair):
+    t = torch.from_numpy
+    return (t(pair.x1_val), t(pair.x2_val), t(pair.y_val))
 
 
 def _batches(n: int, size: int, gen: torch.Generator | None = None):
@@ -235,6 +278,9 @@ def train_cell(pair: Pair, fusion: str, method: Method | str, seed: int, recipe:
                "method": method.name, "energy": method.att.energy, "epochs": recipe.epochs,
                "batch": recipe.batch, "lr": recipe.lr, "pairing": pair.info.get("pairing"),
                "noise": pair.info.get("noise")}
+    if recipe.patience is not None:  # SPEC §9's protocol: what else made this run
+        options.update(alpha=recipe.alpha, patience=recipe.patience, lr_step=recipe.lr_step,
+                       modulate=recipe.modulate, score_test=recipe.score_test, split=pair.info.get("split"))
     _start(writer, pair, config, options)
     try:
         _train(pair, fusion, method, seed, recipe, writer)
@@ -245,6 +291,32 @@ def train_cell(pair: Pair, fusion: str, method: Method | str, seed: int, recipe:
     return writer.read()
 
 
+def encoder_groups(model: Model, modalities, modulate: str) -> dict:
+    """Each modality's encoder parameters that the modulator scales: all of them, or (SPEC §9) the
+    weight tensors of two or more dims only, as OGM-GE scales its 4-D conv kernels only."""
+    if modulate not in ("all", "weights"):
+        raise ValueError(f"modulate must be 'all' or 'weights', got {modulate!r}")
+    pick = (lambda p: True) if modulate == "all" else (lambda p: p.dim() >= 2)
+    return {modalities[0]: [p for p in model.enc1.parameters() if pick(p)],
+            modalities[1]: [p for p in model.enc2.parameters() if pick(p)]}
+
+
+class EarlyStopping:
+    """SPEC §9: keep the state of the best validation epoch; stop after ``patience`` epochs without a
+    better one (strictly better: a tie keeps the earlier epoch)."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best_acc, self.best_epoch, self.state = -1.0, -1, None
+
+    def update(self, epoch: int, acc: float, model: nn.Module) -> bool:
+        """Record epoch ``epoch``'s validation accuracy; True when training should stop."""
+        if acc > self.best_acc:
+            self.best_acc, self.best_epoch = acc, epoch
+            self.state = copy.deepcopy(model.state_dict())
+        return epoch - self.best_epoch >= self.patience
+
+
 def _train(pair, fusion, method, seed, recipe, writer):
     gen = _seed(seed)
     train, test = _tensors(pair)
@@ -252,15 +324,21 @@ def _train(pair, fusion, method, seed, recipe, writer):
     model = Model(encoder_for(x1), encoder_for(x2), Head(fusion, pair.classes, method.att))
     att = model.head.attention
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.StepLR(opt, recipe.lr_step, 0.1) if recipe.lr_step else None
+    stopper = EarlyStopping(recipe.patience) if recipe.patience is not None else None
+    if stopper is not None and not pair.has_val:
+        raise ValueError("early stopping needs a validation split (load the data with val=True)")
+    val = _val_tensors(pair) if stopper is not None else None
     mod = None
     if method.modulation != "none":
-        groups = {pair.modalities[0]: list(model.enc1.parameters()), pair.modalities[1]: list(model.enc2.parameters())}
+        groups = encoder_groups(model, pair.modalities, recipe.modulate)
         mod = GradientModulator(groups, fusion=att, alpha=recipe.alpha, mode="ogm_ge" if recipe.ge else "ogm",
                                 start_epoch=recipe.modulation_start, end_epoch=recipe.modulation_end,
                                 ratio="zeta" if method.modulation == "df" else "decoupled", seed=seed)
         mod.attach(opt)
     buf = StepBuffer()
     criterion = nn.CrossEntropyLoss()
+    last = recipe.epochs - 1
     for epoch in range(recipe.epochs):
         model.train()
         if mod is not None:
@@ -286,8 +364,23 @@ def _train(pair, fusion, method, seed, recipe, writer):
             edges = np.linspace(0, 1, 21)
             counts, _ = np.histogram(att.zeta.numpy().ravel(), bins=edges)
             writer.write("zeta", epoch=epoch, edges=edges, counts=counts)
+        if sched is not None:
+            sched.step()
+        if stopper is not None:
+            acc = evaluate(model, None, val, ablate=False)["acc"]
+            writer.write("eval", epoch=epoch, evaluation=epoch, split="val", n=len(val[2]), acc=acc)
+            if stopper.update(epoch, acc, model):
+                last = epoch
+                break
+    if stopper is not None:
+        writer.write("note", what="early_stopping", best_epoch=stopper.best_epoch, val_acc=stopper.best_acc,
+                     epochs_run=last + 1)
+        model.load_state_dict(stopper.state)
+        if not recipe.score_test:
+            return  # a tuning run: the test split is never read
     metrics = evaluate(model, train, test)
-    writer.write("eval", epoch=recipe.epochs - 1, evaluation=0, split="test", **metrics)
+    epoch = stopper.best_epoch if stopper is not None else recipe.epochs - 1
+    writer.write("eval", epoch=epoch, evaluation=0 if stopper is None else last + 1, split="test", **metrics)
     p1, p2 = probes((model.enc1, model.enc2), train, test, pair.classes)
     writer.write("note", what="linear_probe", probe_m1=p1, probe_m2=p2)
 
@@ -297,9 +390,13 @@ def train_alone(pair: Pair, modality: int, seed: int, recipe: Recipe, record: Pa
     its test accuracy and the linear probe of its encoder (the reference of the probes)."""
     config = RunConfig(seed=seed, record=record, alpha=recipe.alpha)
     writer = RecordWriter(record)
-    _start(writer, pair, config, {"dataset": pair.name, "regime": pair.info.get("regime"), "fusion": None,
-                                  "method": f"alone-m{modality}", "epochs": recipe.epochs,
-                                  "batch": recipe.batch, "lr": recipe.lr, "noise": pair.info.get("noise")})
+    options = {"dataset": pair.name, "regime": pair.info.get("regime"), "fusion": None,
+               "method": f"alone-m{modality}", "epochs": recipe.epochs, "batch": recipe.batch, "lr": recipe.lr,
+               "noise": pair.info.get("noise")}
+    if recipe.patience is not None:
+        options.update(patience=recipe.patience, lr_step=recipe.lr_step, score_test=recipe.score_test,
+                       split=pair.info.get("split"))
+    _start(writer, pair, config, options)
     try:
         gen = _seed(seed)
         train, test = _tensors(pair)
@@ -307,7 +404,11 @@ def train_alone(pair: Pair, modality: int, seed: int, recipe: Recipe, record: Pa
         x, y = train[k], train[2]
         model = Alone(encoder_for(x), pair.classes)
         opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.StepLR(opt, recipe.lr_step, 0.1) if recipe.lr_step else None
+        stopper = EarlyStopping(recipe.patience) if recipe.patience is not None else None
+        val = _val_tensors(pair) if stopper is not None else None
         buf = StepBuffer()
+        last = recipe.epochs - 1
         for epoch in range(recipe.epochs):
             model.train()
             for idx in _batches(len(y), recipe.batch, gen):
@@ -319,13 +420,29 @@ def train_alone(pair: Pair, modality: int, seed: int, recipe: Recipe, record: Pa
                 opt.step()
                 buf.add(loss, NAN, NAN, NAN, NAN, NAN, NAN)
             buf.flush(writer, epoch)
-        model.eval()
-        with torch.no_grad():
-            acc = float((model(test[k]).argmax(1) == test[2]).double().mean())
-        writer.write("eval", epoch=recipe.epochs - 1, evaluation=0, split="test", n=len(test[2]), acc=acc,
-                     **{f"acc_m{modality}": acc, f"acc_m{3 - modality}": None})
-        probe = probes((model.enc,), (train[k], None, train[2]), (test[k], None, test[2]), pair.classes)[0]
-        writer.write("note", what="linear_probe", **{f"probe_m{modality}": probe})
+            if sched is not None:
+                sched.step()
+            if stopper is not None:
+                model.eval()
+                with torch.no_grad():
+                    acc = float((model(val[k]).argmax(1) == val[2]).double().mean())
+                writer.write("eval", epoch=epoch, evaluation=epoch, split="val", n=len(val[2]), acc=acc)
+                if stopper.update(epoch, acc, model):
+                    last = epoch
+                    break
+        if stopper is not None:
+            writer.write("note", what="early_stopping", best_epoch=stopper.best_epoch, val_acc=stopper.best_acc,
+                         epochs_run=last + 1)
+            model.load_state_dict(stopper.state)
+        if stopper is None or recipe.score_test:
+            model.eval()
+            with torch.no_grad():
+                acc = float((model(test[k]).argmax(1) == test[2]).double().mean())
+            writer.write("eval", epoch=stopper.best_epoch if stopper else recipe.epochs - 1,
+                         evaluation=0 if stopper is None else last + 1, split="test", n=len(test[2]), acc=acc,
+                         **{f"acc_m{modality}": acc, f"acc_m{3 - modality}": None})
+            probe = probes((model.enc,), (train[k], None, train[2]), (test[k], None, test[2]), pair.classes)[0]
+            writer.write("note", what="linear_probe", **{f"probe_m{modality}": probe})
     except BaseException as e:
         writer.end(*status_of(e))
         raise
