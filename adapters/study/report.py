@@ -371,13 +371,61 @@ def plot_deltas(res: dict, path: Path, methods=None, regimes=None, title: str = 
     return path
 
 
+VERDICT_COLORS = {"gain": "#1a9850", "loss": "#d73027", "equivalent": "#4575b4", "inconclusive": "#999999"}
+
+
+def plot_intervals(res: dict, path: Path, methods=None, kinds=("vs_baseline",), title: str = "") -> Path | None:
+    """Each comparison's paired mean difference with its 95 % t interval, the ±margin equivalence
+    band shaded, the marker coloured by SPEC §9's verdict; one panel per regime, one line per row and
+    fusion."""
+    plt = _plt()
+    comps = [c for c in res.get("comparisons", []) if c["kind"] in kinds and c["n"]
+             and (methods is None or c["b"] in methods)]
+    if not comps:
+        return None
+    regs = list(dict.fromkeys(c["regime"] for c in comps))
+    fusions = _order({c["fusion"] for c in comps}, FUSION_ORDER)
+    ms = _order({c["b"] for c in comps}, METHOD_ORDER)
+    labels = [(m, f) for m in ms for f in fusions]
+    fig, axes = plt.subplots(1, len(regs), figsize=(3.4 * len(regs) + 2.4, 0.22 * len(labels) + 1.3),
+                             squeeze=False, dpi=80, sharey=True)
+    for ax, regime in zip(axes[0], regs):
+        get = {(c["b"], c["fusion"]): c for c in comps if c["regime"] == regime}
+        margin = 100 * next(iter(get.values()))["margin"] if get else 1.0
+        ax.axvspan(-margin, margin, color="#4575b4", alpha=0.12, lw=0)
+        ax.axvline(0, color="k", lw=0.8)
+        for i, key in enumerate(labels):
+            c = get.get(key)
+            if c is None:
+                continue
+            color = VERDICT_COLORS[c["verdict"]]
+            lo, hi = c["ci95"]
+            if lo is not None and hi is not None:
+                ax.plot([100 * lo, 100 * hi], [i, i], color=color, lw=1.6)
+            ax.plot(100 * c["mean"], i, "o", color=color, ms=4)
+        ax.set_yticks(range(len(labels)), [f"{label(m)} · {SHORT.get(f, f)}" for m, f in labels], fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xlabel("difference to Baseline (accuracy points)", fontsize=7)
+        count = "counted" if any(c["counted"] for c in get.values()) else "not counted"
+        ax.set_title(f"{res['dataset']}, {regime} ({count})" + (f": {title}" if title else ""), fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", lw=0.3, alpha=0.5)
+    handles = [plt.Line2D([], [], marker="o", color=col, lw=1.6, label=v) for v, col in VERDICT_COLORS.items()]
+    handles.append(plt.Rectangle((0, 0), 1, 1, color="#4575b4", alpha=0.12, label="±1 point (TOST margin)"))
+    fig.legend(handles=handles, fontsize=6, loc="lower center", ncol=5, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_accuracy(res: dict, path: Path, methods=METHOD_ORDER) -> Path | None:
     """Per regime: fused accuracy of each method, grouped by fusion, with the std over seeds."""
     plt = _plt()
     regimes = list(dict.fromkeys(c["regime"] for c in res["cells"]))
     if not regimes:
         return None
-    fig, axes = plt.subplots(1, len(regimes), figsize=(3.4 * len(regimes) + 0.8, 3.0), squeeze=False, dpi=80)
+    fig, axes = plt.subplots(1, len(regimes), figsize=(3.4 * len(regimes) + 2.8, 3.0), squeeze=False, dpi=80)
     colors = plt.get_cmap("tab10")
     for ax, regime in zip(axes[0], regimes):
         cells = {(c["fusion"], c["method"]): c for c in res["cells"] if c["regime"] == regime}
@@ -400,10 +448,9 @@ def plot_accuracy(res: dict, path: Path, methods=METHOD_ORDER) -> Path | None:
         ax.set_ylim(max(0, 100 * lo - 5), 100.5)
         ax.set_title(f"{res['dataset']}: {regime}", fontsize=9)
         ax.set_ylabel("test accuracy (%)")
-    wide = len(regimes) > 1  # one panel is too narrow for five labels in a row
-    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, loc="upper center", ncol=5 if wide else 3,
-               frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.9 if wide else 0.82))
+    width_in = fig.get_size_inches()[0]
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, loc="center right", frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 2.0 / width_in, 1))
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -494,14 +541,11 @@ def write_report(out: Path, figures: bool = True) -> dict:
     atomic_write_text(out / "tables.md", markdown(res))
     atomic_write_text(out / "tables.csv", csv_text(res))
     if figures:
-        main = [m for m in METHOD_ORDER if m != "baseline"]
-        other = [m for m in _order({c["method"] for c in res["cells"]}, METHOD_ORDER) if m not in METHOD_ORDER]
-        paths = [plot_accuracy(res, out / "accuracy.png"), plot_deltas(res, out / "deltas.png", main),
+        rows = [m for m in METHOD_ORDER if m != "baseline" and m not in CONTROL_METHODS]
+        paths = [plot_accuracy(res, out / "accuracy.png", methods=("baseline",) + tuple(rows)),
+                 plot_intervals(res, out / "intervals.png", methods=rows),
+                 plot_intervals(res, out / "controls.png", methods=("simam2",) + CONTROL_METHODS,
+                                kinds=("vs_baseline", "control"), title="controls"),
                  plot_probes(res, out / "probes.png"), plot_ratios(out, res, out / "ratios.png")]
-        if other:
-            fus = {c["fusion"] for c in res["cells"] if c["method"] in other}
-            regs = {c["regime"] for c in res["cells"] if c["method"] in other}
-            paths.append(plot_deltas(res, out / "diagnosis.png", ["simam2"] + other, regimes=regs,
-                                     title="diagnosis", fusions=fus))
         res["figures"] = [str(p) for p in paths if p is not None]
     return res
