@@ -99,6 +99,11 @@ def test_aggregate_matches_numpy_and_scipy(tmp_path):
     cell = next(c for c in data["cells"] if c["row"] == "+SimAM²" and c["column"] == "concat")
     assert cell["diff_to_baseline"]["p"] == pytest.approx(ttest_rel(
         [best[("+SimAM²", "concat")][s] for s in range(3)], [best[("Baseline", "concat")][s] for s in range(3)]).pvalue)
+    d = cell["diff_to_baseline"]  # one family per table: Holm over its compared cells, then the verdict
+    holm = [c["diff_to_baseline"]["p"] for c in data["cells"] if c["diff_to_baseline"]]
+    assert d["p_holm"] >= d["p"] and d["p_holm"] == pytest.approx(min(1.0, max(
+        (len(holm) - i) * p for i, p in enumerate(sorted(holm)) if p <= d["p"])))
+    assert d["verdict"] in ("gain", "loss", "equivalent", "inconclusive") and len(d["ci95"]) == 2
     assert cell["paper"] == {"top1": 69.2}
     assert (tmp_path / "table.md").read_text().startswith("# Table 1 on made-up records")
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .records import atomic_write_text, is_complete, plain, read_records, runs
-from .stats import Paired, Summary, paired_difference, ratio_correlation, summarize
+from .stats import Paired, Summary, adjust_family, paired_difference, ratio_correlation, summarize
 
 PICKS = ("best", "last")
 #: per-modality fields of a metric, in the order the table shows them
@@ -404,12 +404,17 @@ def aggregate(table: Table, out: Path | str, seeds: int | Sequence[int]) -> Resu
             cells[(row.label, col.key)] = CellResult(
                 row, col, per_seed, summary, ratio_r=sum(found) / len(found) if found else None,
                 ratio_r_per_seed=rs, decoupling_free=df, paper=dict(paper))
+    compared = []
     for col in table.columns:
         base = cells[(table.baseline, col.key)]
         for row in table.rows:
             if row.label != table.baseline and primary:
                 c = cells[(row.label, col.key)]
                 c.diff = paired_difference(base.values(primary), c.values(primary))
+                compared.append(c)
+    # SPEC §9: one family per table, Holm-adjusted, each difference with its verdict
+    for c, d in zip(compared, adjust_family([c.diff for c in compared])):
+        c.diff = d
     return Result(table, seeds, cells, primary, higher, metrics, modalities)
 
 
@@ -474,7 +479,8 @@ def _columns(result: Result) -> list[tuple[str, Callable[[CellResult], str]]]:
         if any(metric in c.paper for c in cells):
             shown.append((f"{t.label(metric)} paper", lambda c, k=metric: "—" if c.paper.get(k) is None else f"{c.paper[k]:.{dg}f}"))
         if metric == result.primary:
-            shown.append((f"Δ {t.label(metric)} (p)", lambda c: "" if c.diff is None else c.diff.format(sc, dg)))
+            shown.append((f"Δ {t.label(metric)} (p) verdict",
+                          lambda c: "" if c.diff is None else c.diff.format(sc, dg, verdict=True)))
     primary = result.primary
     for suffix, text in (("_m1", f"{m1} alone"), ("_m2", f"{m2} alone"), ("_head_m1", f"{m1} head"),
                          ("_head_m2", f"{m2} head")):
@@ -568,9 +574,7 @@ def to_json(result: Result) -> dict:
             "per_seed": {str(s): v for s, v in c.per_seed.items()},
             "summary": {k: {"mean": _nan_none(s.mean), "std": _nan_none(s.std), "n": s.n}
                         for k, s in c.summary.items() if s.n},
-            "diff_to_baseline": None if c.diff is None else {
-                "metric": result.primary, "mean": _nan_none(c.diff.mean), "std": _nan_none(c.diff.std),
-                "n": c.diff.n, "p": _nan_none(c.diff.p)},
+            "diff_to_baseline": None if c.diff is None else {"metric": result.primary, **c.diff.plain()},
             "decoupling_free": c.decoupling_free, "ratio_r": c.ratio_r,
             "ratio_r_per_seed": {str(s): r for s, r in c.ratio_r_per_seed.items()},
             "paper": c.paper})
@@ -585,7 +589,8 @@ def to_csv(result: Result) -> str:
     fields = [f for f in fields if any(c.summary[f].n for c in result.cells.values())]
     papers = sorted({k for c in result.cells.values() for k in c.paper})
     header = (["row", "column", "seeds_completed"] + [f"{f}_{s}" for f in fields for s in ("mean", "std")]
-              + ["diff_mean", "diff_std", "diff_p", "ratio_r"] + [f"paper_{k}" for k in papers])
+              + ["diff_mean", "diff_std", "diff_p", "diff_p_holm", "diff_verdict", "ratio_r"]
+              + [f"paper_{k}" for k in papers])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -595,7 +600,8 @@ def to_csv(result: Result) -> str:
         for f in fields:
             vals += [_nan_none(c.summary[f].mean), _nan_none(c.summary[f].std) if c.summary[f].n else None]
         d = c.diff
-        vals += ([None] * 3 if d is None else [_nan_none(d.mean), _nan_none(d.std), _nan_none(d.p)])
+        vals += ([None] * 5 if d is None else [_nan_none(d.mean), _nan_none(d.std), _nan_none(d.p),
+                                              None if d.p_holm is None else _nan_none(d.p_holm), d.verdict])
         vals += [c.ratio_r] + [c.paper.get(k) for k in papers]
         w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in vals])
     return buf.getvalue()
