@@ -309,3 +309,61 @@ def test_every_adapters_module_imports_alone_in_a_fresh_interpreter():
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""  # each line printed is a module that failed, and why
+
+
+# -- records under races and a full disk --------------------------------------------------------
+
+def test_two_runs_started_together_onto_one_records_file_cannot_both_write(fake, tmp_path):
+    """The first run holds the file (opened and locked when its writer is made, before it writes a
+    line); the second, which passed the emptiness check too, is refused and writes nothing."""
+    record = tmp_path / "same.jsonl"
+    first = RecordWriter(record)  # a run that started a moment earlier: nothing written yet
+    assert record.stat().st_size == 0
+    with pytest.raises(RecordsError, match=r"is being written by another run right now"):
+        _run(fake, tmp_path, RunConfig(record=record, seed=0), ["--epochs", "1"])
+    with pytest.raises(RecordsError, match="being written by another run"):
+        RecordWriter(record, append=True)  # appending waits its turn too: lines never interleave
+    first.start(upstream="fake", script="train.py", modalities=["a", "b"])
+    first.end()
+    assert [r["event"] for r in read_records(record)] == ["start", "end"]
+    with pytest.raises(RecordsError, match="already holds records"):  # checked under the lock
+        RecordWriter(record)
+
+
+def test_a_file_with_two_interleaved_runs_is_refused_by_the_reader(tmp_path):
+    path = tmp_path / "same.jsonl"
+    rows = [{"event": "start"}, {"event": "start"}, {"event": "step", "epoch": 0, "step": 0},
+            {"event": "step", "epoch": 0, "step": 0}, {"event": "end", "status": "completed"},
+            {"event": "end", "status": "completed"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=rf"^{path}: record 6 \(a 'end' record\) follows its run's end: two runs"):
+        read_records(path)  # was: runs() = [[start], [start, step, step, end, end]], is_complete True
+    ok = [{"event": "start"}, {"event": "step"}, {"event": "start"}, {"event": "end", "status": "completed"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in ok))  # a killed run, then an appended one
+    assert len(runs(read_records(path))) == 2
+
+
+def test_a_full_disk_leaves_whole_lines_and_one_error_line(fake, tmp_path, monkeypatch):
+    """The disk fills in the middle of a line: the line is taken back, the error is one line, and
+    nothing more is written (the end record would not fit either)."""
+    from simam2.adapters.machinery import records as records_module
+
+    record = tmp_path / "full.jsonl"
+    real_write, budget = records_module.os.write, [700]
+
+    def write(fd, data):
+        if budget[0] <= 0:
+            raise OSError(28, "No space left on device")
+        n = real_write(fd, bytes(data[: budget[0]]))
+        budget[0] -= n
+        return n
+
+    monkeypatch.setattr(records_module.os, "write", write)
+    with pytest.raises(RecordsError) as caught:
+        _run(fake, tmp_path, RunConfig(record=record, seed=0), ["--epochs", "2"])
+    message = str(caught.value)
+    assert message.startswith(f"cannot write records to {record}: No space left on device") and "\n" not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    text = record.read_text()
+    assert 0 < len(text) <= 700 and text.endswith("\n")  # was: cut mid-line
+    assert [json.loads(line)["event"] for line in text.splitlines()][0] == "start"

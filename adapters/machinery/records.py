@@ -9,6 +9,8 @@ non-finite, so that a NaN never reads as a perfect score.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import fcntl
 import json
 import math
 import os
@@ -23,7 +25,11 @@ STATUSES = ("completed", "interrupted", "failed")
 
 
 class RecordsError(RuntimeError):
-    """A records file cannot be written as asked (exists, is a folder, cannot be created)."""
+    """A records file cannot be written as asked (exists, is a folder, cannot be created, is full)."""
+
+
+class MixedRunsError(ValueError):
+    """A records file whose runs cannot be told apart (two runs wrote into it at once)."""
 
 
 def now() -> str:
@@ -82,15 +88,86 @@ class RecordWriter:
 
     def __init__(self, path: Path | str | None = None, append: bool = False, sinks: Iterable = ()):
         self.path = check_path(path, append) if path is not None else None
+        self._fd: int | None = None
+        self._created = False
+        self._size_before = 0
+        self.broken: str | None = None  # why the file stopped taking records (a full disk)
         #: callables that receive every row written (e.g. a TensorBoard writer); ``close()`` if they have it
         self.sinks = list(sinks)
         self.append = append
         self.events: list[dict] = []
-        self._file = None
         self.nonfinite = False
         self.counts = {"step": 0, "eval": 0}
         self.ended = False
         self.metric_fields: set[str] = set()
+        if self.path is not None:
+            self._open()
+
+    # -- the file: opened once, locked for the run, written a whole line at a time -----------------
+
+    def _open(self) -> None:
+        """Open the records file and hold an exclusive lock on it for the run.
+
+        The check that the file holds no records is made *after* the lock is taken, on the open
+        file: two runs started together onto one file cannot both pass it (the check of
+        :func:`check_path` alone was check-then-open), and a run appending (``--append``) never
+        interleaves its lines with another's.
+        """
+        path = self.path
+        existed = path.exists()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise RecordsError(f"cannot write records to {path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RecordsError(f"--record {path} is being written by another run right now: name another "
+                               "file, or wait for that run to end") from None
+        size = os.fstat(fd).st_size
+        if size > 0 and not self.append:
+            os.close(fd)
+            raise RecordsError(f"--record {path} already holds records: name a new file, remove it, "
+                               "or pass --append to add this run to it")
+        self._fd, self._created, self._size_before = fd, not existed, size
+
+    def _write_line(self, line: str) -> None:
+        """Append one whole line, or nothing: on a failed or short write (a full disk) the file is
+        cut back to where the line began, so that it never ends in a torn line."""
+        data = line.encode("utf-8")
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        done = 0
+        try:
+            while done < len(data):
+                n = os.write(self._fd, data[done:])
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += n
+        except OSError as e:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass
+            self.broken = e.strerror or str(e)
+            raise RecordsError(f"cannot write records to {self.path}: {self.broken}; it holds every record "
+                               "before this one, and no more will be written") from None
+
+    def discard(self) -> None:
+        """Take back everything this writer wrote: the file is removed if this run created it, else
+        cut back to its size before the run (for a run refused before it began)."""
+        self.ended = True
+        if self._fd is None:
+            return
+        try:
+            if self._created:
+                os.unlink(self.path)
+            else:
+                os.ftruncate(self._fd, self._size_before)
+        except OSError:
+            pass
+        self.close()
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -100,14 +177,9 @@ class RecordWriter:
         if self.path is None:
             self.events.append(row)
             return
-        if self._file is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "a", encoding="utf-8")
-            except OSError as e:
-                raise RecordsError(f"cannot write records to {self.path}: {e.strerror or e}") from None
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        if self.broken is not None or self._fd is None:
+            return  # the first failure was raised; later rows (the end record) have nowhere to go
+        self._write_line(json.dumps(row) + "\n")
 
     def write(self, event: str, **fields: Any) -> dict:
         if event in self.counts:
@@ -139,9 +211,11 @@ class RecordWriter:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         self.ended = True
-        row = self.write("end", status=status, error=error, nonfinite=self.nonfinite,
-                         steps=self.counts["step"], evaluations=self.counts["eval"], time=now())
-        self.close()
+        try:
+            row = self.write("end", status=status, error=error, nonfinite=self.nonfinite,
+                             steps=self.counts["step"], evaluations=self.counts["eval"], time=now())
+        finally:
+            self.close()
         return row
 
     def close(self) -> None:
@@ -149,9 +223,9 @@ class RecordWriter:
             if hasattr(sink, "close"):
                 sink.close()
         self.sinks = []
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -166,7 +240,8 @@ class RecordWriter:
 
 
 def read_records(path: Path | str) -> list[dict]:
-    """The records of a JSON-lines file; a torn last line (a killed writer) is dropped."""
+    """The records of a JSON-lines file; a torn last line (a killed writer) is dropped. A file into
+    which two runs wrote at once is refused (:class:`MixedRunsError`, naming the file)."""
     out = []
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
@@ -179,15 +254,27 @@ def read_records(path: Path | str) -> list[dict]:
             if i == len(lines) - 1:
                 break  # the last line of a run that was killed mid-write
             raise
+    try:
+        runs(out)
+    except MixedRunsError as e:
+        raise MixedRunsError(f"{path}: {e}") from None
     return out
 
 
 def runs(records: list[dict]) -> list[list[dict]]:
-    """A file's records split into runs, at each ``start`` (records before the first start form a run)."""
+    """A file's records split into runs, at each ``start`` (records before the first start form a run).
+
+    A run's ``end`` is its last record: anything but a new ``start`` after it means two runs wrote
+    the file at once, and their records cannot be told apart (:class:`MixedRunsError`).
+    """
     out: list[list[dict]] = []
-    for r in records:
-        if r.get("event") == "start" or not out:
+    for i, r in enumerate(records):
+        event = r.get("event") if isinstance(r, dict) else None
+        if event == "start" or not out:
             out.append([])
+        elif isinstance(out[-1][-1], dict) and out[-1][-1].get("event") == "end":
+            raise MixedRunsError(f"record {i + 1} (a {event!r} record) follows its run's end: two runs wrote this "
+                                 "file at once, and their records cannot be told apart")
         out[-1].append(r)
     return out
 
