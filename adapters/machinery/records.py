@@ -158,7 +158,11 @@ class RecordWriter:
         """Take back everything this writer wrote: the file is removed if this run created it, else
         cut back to its size before the run (for a run refused before it began)."""
         self.ended = True
+        for sink in self.sinks:
+            if hasattr(sink, "discard"):
+                sink.discard()
         if self._fd is None:
+            self.close()
             return
         try:
             if self._created:
