@@ -367,3 +367,25 @@ def test_a_full_disk_leaves_whole_lines_and_one_error_line(fake, tmp_path, monke
     text = record.read_text()
     assert 0 < len(text) <= 700 and text.endswith("\n")  # was: cut mid-line
     assert [json.loads(line)["event"] for line in text.splitlines()][0] == "start"
+
+
+def test_an_upstream_without_mean_ablation_says_why_once_in_its_records(fake, tmp_path):
+    """BalanceMM's evaluation is scored inside the upstream: no acc_m1/acc_m2, and a note saying why
+    (before: nothing said). Off with --no-per-modality, where nothing was asked for."""
+    from simam2.adapters.balancemm.spec import SPEC as BALANCEMM
+
+    class NoHead(type(SPEC)):
+        head = Spec.head
+        no_mean_ablation = BALANCEMM.no_mean_ablation
+
+    record = tmp_path / "r.jsonl"
+    run_script(NoHead(), ["--epochs", "2"], RunConfig(record=record), fake, cwd=tmp_path)
+    records = read_records(record)
+    notes = [r for r in records if r["event"] == "note"]
+    assert notes == [{"event": "note", "what": "per_modality_skipped", "why": BALANCEMM.no_mean_ablation}]
+    evals = [r for r in records if r["event"] == "eval"]
+    assert len(evals) == 2 and records.index(notes[0]) < records.index(evals[0])
+    assert not any("acc_m1" in e for e in evals)
+    off = tmp_path / "off.jsonl"
+    run_script(NoHead(), ["--epochs", "1"], RunConfig(record=off, per_modality=False), fake, cwd=tmp_path)
+    assert not [r for r in read_records(off) if r["event"] == "note"]
