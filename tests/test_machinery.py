@@ -389,3 +389,15 @@ def test_an_upstream_without_mean_ablation_says_why_once_in_its_records(fake, tm
     off = tmp_path / "off.jsonl"
     run_script(NoHead(), ["--epochs", "1"], RunConfig(record=off, per_modality=False), fake, cwd=tmp_path)
     assert not [r for r in read_records(off) if r["event"] == "note"]
+
+
+def test_a_records_line_that_is_no_object_or_no_json_is_named_by_file_and_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"event": "start"}\n[1, 2]\n{"event": "end", "status": "completed"}\n')
+    with pytest.raises(ValueError, match=rf"^{path} line 2: a JSON list, where a record is an object$"):
+        read_records(path)  # was: [1, 2] returned, and is_complete() an AttributeError on it
+    path.write_text('{"event": "start"}\nnot json\n{"event": "end", "status": "completed"}\n')
+    with pytest.raises(ValueError, match=rf"^{path} line 2: not JSON \(Expecting value\)"):
+        read_records(path)  # was: "Expecting value: line 1 column 1 (char 0)", naming no file
+    path.write_text('{"event": "start"}\n{"event": "st')  # a torn last line is still dropped
+    assert read_records(path) == [{"event": "start"}]

@@ -244,20 +244,27 @@ class RecordWriter:
 
 
 def read_records(path: Path | str) -> list[dict]:
-    """The records of a JSON-lines file; a torn last line (a killed writer) is dropped. A file into
-    which two runs wrote at once is refused (:class:`MixedRunsError`, naming the file)."""
+    """The records of a JSON-lines file; a torn last line (a killed writer) is dropped. A line that
+    is not a JSON object elsewhere, and a file into which two runs wrote at once, are refused with a
+    ``ValueError`` naming the file and the line (:class:`MixedRunsError` for the second)."""
     out = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a records file (not UTF-8 text: {e.reason} at byte {e.start})") from None
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
             if i == len(lines) - 1:
                 break  # the last line of a run that was killed mid-write
-            raise
+            raise ValueError(f"{path} line {i + 1}: not JSON ({e.msg}): not a records file, or a damaged one") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path} line {i + 1}: a JSON {type(record).__name__}, where a record is an object")
+        out.append(record)
     try:
         runs(out)
     except MixedRunsError as e:

