@@ -186,7 +186,13 @@ def _cmd_synth(ns) -> int:
         if ns.name != "ogm-ge":
             raise AdapterError("synth: --dataset chooses between ogm-ge's CREMAD and VGGSound")
         kwargs["dataset"] = ns.dataset
-    written = get_spec(ns.name).synth(out, **kwargs)
+    made = not out.exists()
+    try:
+        written = get_spec(ns.name).synth(out, **kwargs)
+    except OSError as e:  # a path through a file, a read-only or full disk: nothing half-written left
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise AdapterError(f"synth: cannot write {e.filename or out}: {e.strerror or e}") from None
     print(f"wrote a synthetic {ns.name} dataset to {written}")
     return 0
 

@@ -83,3 +83,16 @@ def test_a_run_refused_before_its_script_began_leaves_no_records_and_no_workdir(
     rc = main(["run", "ogm-ge", "--checkout", str(ogm), "--workdir", str(tmp_path / "cremad"), "--record", str(record),
                "--append", "--", "--audio_path", "AudioWAV", "--visual_path", "."])
     assert rc == 2 and record.read_bytes() == before
+
+
+def test_synth_and_record_paths_through_a_file_are_one_line(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert main(["synth", "fop", str(blocker / "sub")]) == 2  # was: a NotADirectoryError traceback
+    err = capsys.readouterr().err
+    assert err.startswith(f"simam2 synth: error: synth: cannot write {blocker / 'sub'}") and err.count("\n") == 1, err
+    assert "Not a directory" in err
+    rc = main(["run", "ogm-ge", "--record", str(blocker / "r.jsonl")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == (f"simam2 run: error: cannot write records to {blocker / 'r.jsonl'}: {blocker} is a file, "
+                               "not a folder\n")  # was: "File exists"

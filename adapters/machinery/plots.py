@@ -188,7 +188,7 @@ def read_checked(path: Path, warn) -> list[dict]:
             out.append(checked)
     if not out:
         raise PlotError(f"{path} is not a records file (JSON lines): no line is a record"
-                        + (f" ({problems[0].split(': ', 1)[1]})" if problems else ""))
+                        + (f" (line {problems[0].split(' line ', 1)[1].rsplit(';', 1)[0]})" if problems else ""))
     for p in problems:
         warn(p)
     return out

@@ -118,6 +118,9 @@ class RecordWriter:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except (FileExistsError, NotADirectoryError):
+            blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+            raise RecordsError(f"cannot write records to {path}: {blocker} is a file, not a folder") from None
         except OSError as e:
             raise RecordsError(f"cannot write records to {path}: {e.strerror or e}") from None
         try:
