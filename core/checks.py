@@ -114,9 +114,10 @@ class SkipReport:
 
 
 def check_floating(x: torch.Tensor, what: str = "SimAM²'s inputs") -> None:
-    """Refuse integer or boolean inputs: Eq. 4–8 computed in an integer dtype truncate every value
-    (the output is cast back to the input's dtype), so they would be silently wrong."""
-    if not (x.is_floating_point() or x.is_complex()):
+    """Refuse integer, boolean and complex inputs: Eq. 4–8 computed in an integer dtype truncate
+    every value (the output is cast back to the input's dtype), so they would be silently wrong; the
+    energy of Eq. 7 and its sigmoid are defined for real values only."""
+    if not x.is_floating_point():
         raise ValueError(f"{what} must be floating-point tensors, got {x.dtype}: cast them first (x.float())")
 
 

@@ -318,7 +318,7 @@ def test_given_weights_must_sum_to_one_over_the_modalities():
         k3(x, x, x, weights=w)
 
 
-@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64])
 def test_integer_inputs_are_refused_in_one_line(dtype):
     x = torch.arange(8).view(4, 2).to(dtype)
     with pytest.raises(ValueError, match=rf"^SimAM²'s inputs must be floating-point tensors, got {dtype}: cast"):
