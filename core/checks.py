@@ -92,6 +92,14 @@ class SkipReport:
         self.key = next(_KEYS)
         _REPORTS[self.key] = self
 
+    def __getstate__(self) -> dict:
+        return {"message": self.message, "seen": self.seen}  # no pinned host tensor, no process-local key
+
+    def __setstate__(self, state: dict) -> None:
+        """A copy (``copy.deepcopy``, a pickled model loaded again) gets a key of its own."""
+        self.__init__(state["message"])
+        self.seen = state["seen"]
+
     def __call__(self, counter: torch.Tensor) -> None:
         if torch.compiler.is_compiling():
             # a host read here would break the graph: an opaque op reads the counter when the

@@ -178,11 +178,16 @@ def test_inductor_compiles_and_matches_eager(zeta, shape):
     compiled_matches_eager(zeta, shape, "inductor")
 
 
-def test_a_skipped_nan_batch_is_warned_under_torch_compile():
+@pytest.mark.parametrize("made", ["built", "unpickled"])
+def test_a_skipped_nan_batch_is_warned_under_torch_compile(made):
     """The skip is decided on the device; the warning comes from an op that reads the counter when
-    the compiled graph runs (no graph break)."""
+    the compiled graph runs (no graph break). A module saved whole and loaded again warns too."""
+    import pickle
+
     torch.manual_seed(0)
     m = SimAM2(4, zeta="learnable").to(DEVICE)
+    if made == "unpickled":
+        m = pickle.loads(pickle.dumps(m))
     with no_recompile_after_first() as called:
         compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
         x1, x2 = randn(8, 4, seed=0), randn(8, 4, seed=1)
