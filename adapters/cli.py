@@ -24,6 +24,7 @@ from . import ADAPTERS, TABLES, get_spec
 from .launch_options import add_launch_options, launch_requested
 from .machinery import AdapterError, RecordsError, RunConfig, Spec, add_run_options, config_from_args, run_script
 from .machinery.install import RunRefused, checkout_of
+from .machinery.records import RecordsRefused
 from .machinery.table import add_table_options
 
 EXIT_USAGE = 2
@@ -140,7 +141,7 @@ def run_prepared(run: PreparedRun, config: RunConfig | None = None, start_extra:
     try:
         ctx = run_script(run.spec, run.argv, config, checkout=run.checkout, cwd=run.cwd, script=run.script,
                          start_extra=start_extra)
-    except RunRefused:
+    except (RunRefused, RecordsRefused):
         if run.made_workdir is not None:  # nothing ran in it: the corrected rerun finds it as before
             shutil.rmtree(run.made_workdir, ignore_errors=True)
         raise

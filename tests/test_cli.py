@@ -96,3 +96,17 @@ def test_synth_and_record_paths_through_a_file_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err == (f"simam2 run: error: cannot write records to {blocker / 'r.jsonl'}: {blocker} is a file, "
                                "not a folder\n")  # was: "File exists"
+
+
+def test_a_run_refused_for_its_records_file_leaves_no_workdir(upstream_checkout, tmp_path, capsys):
+    """The records file is refused after the command line made FOP's working directory (a second run
+    started onto a file another holds, or one that holds records): the folder is taken back."""
+    fop = upstream_checkout("fop")
+    assert main(["synth", "fop", str(tmp_path / "fop-data")]) == 0
+    record = tmp_path / "r.jsonl"
+    record.write_text('{"event": "start"}\n')
+    rc = main(["run", "fop", "--checkout", str(fop), "--data", str(tmp_path / "fop-data"), "--workdir",
+               str(tmp_path / "w"), "--record", str(record), "--", "--batch_size", "4"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "already holds records" in err.strip().splitlines()[-1], err
+    assert not (tmp_path / "w").exists()  # was: left behind, prepared

@@ -401,3 +401,24 @@ def test_a_records_line_that_is_no_object_or_no_json_is_named_by_file_and_line(t
         read_records(path)  # was: "Expecting value: line 1 column 1 (char 0)", naming no file
     path.write_text('{"event": "start"}\n{"event": "st')  # a torn last line is still dropped
     assert read_records(path) == [{"event": "start"}]
+
+
+def test_a_records_file_removed_between_open_and_lock_is_opened_again(tmp_path, monkeypatch):
+    """A run refused before it began removes the file it created; a second run that had opened that
+    file already must not write into the removed one (its records would vanish)."""
+    from simam2.adapters.machinery import records as records_module
+
+    record = tmp_path / "r.jsonl"
+    real_flock, calls = records_module.fcntl.flock, []
+
+    def flock(fd, op):
+        if not calls:  # the other run's refusal: the file goes away after this run opened it
+            record.unlink()
+        calls.append(fd)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(records_module.fcntl, "flock", flock)
+    writer = RecordWriter(record)
+    writer.start(upstream="fake", script="train.py", modalities=["a", "b"])
+    writer.end()
+    assert len(calls) == 2 and [r["event"] for r in read_records(record)] == ["start", "end"]  # was: no file

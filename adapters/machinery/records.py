@@ -28,6 +28,11 @@ class RecordsError(RuntimeError):
     """A records file cannot be written as asked (exists, is a folder, cannot be created, is full)."""
 
 
+class RecordsRefused(RecordsError):
+    """A records file refused before the run began (a folder, holds records, held by another run,
+    cannot be created): nothing was written, and the run must not start."""
+
+
 class MixedRunsError(ValueError):
     """A records file whose runs cannot be told apart (two runs wrote into it at once)."""
 
@@ -70,9 +75,9 @@ def check_path(path: Path | str, append: bool = False) -> Path:
     file unless ``append``. Creates nothing."""
     path = Path(path)
     if path.is_dir():
-        raise RecordsError(f"--record {path} is a folder: name a file, e.g. {path / 'records.jsonl'}")
+        raise RecordsRefused(f"--record {path} is a folder: name a file, e.g. {path / 'records.jsonl'}")
     if not append and path.exists() and path.stat().st_size > 0:
-        raise RecordsError(f"--record {path} already holds records: name a new file, remove it, "
+        raise RecordsRefused(f"--record {path} already holds records: name a new file, remove it, "
                            "or pass --append to add this run to it")
     return path
 
@@ -114,27 +119,55 @@ class RecordWriter:
         interleaves its lines with another's.
         """
         path = self.path
-        existed = path.exists()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except (FileExistsError, NotADirectoryError):
             blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
-            raise RecordsError(f"cannot write records to {path}: {blocker} is a file, not a folder") from None
+            raise RecordsRefused(f"cannot write records to {path}: {blocker} is a file, not a folder") from None
         except OSError as e:
-            raise RecordsError(f"cannot write records to {path}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise RecordsError(f"--record {path} is being written by another run right now: name another "
-                               "file, or wait for that run to end") from None
+            raise RecordsRefused(f"cannot write records to {path}: {e.strerror or e}") from None
+        for _ in range(10):
+            fd, created = self._open_once(path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise RecordsRefused(f"--record {path} is being written by another run right now: name another "
+                                   "file, or wait for that run to end") from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except OSError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # a refused run removed (or someone replaced) the file between open and lock
+        else:
+            raise RecordsRefused(f"--record {path} keeps being replaced by another process: name another file")
         size = os.fstat(fd).st_size
         if size > 0 and not self.append:
             os.close(fd)
-            raise RecordsError(f"--record {path} already holds records: name a new file, remove it, "
+            raise RecordsRefused(f"--record {path} already holds records: name a new file, remove it, "
                                "or pass --append to add this run to it")
-        self._fd, self._created, self._size_before = fd, not existed, size
+        self._fd, self._created, self._size_before = fd, created, size
+
+    @staticmethod
+    def _open_once(path: Path) -> tuple[int, bool]:
+        """(descriptor, whether this call created the file)."""
+        flags = os.O_WRONLY | os.O_APPEND
+        for _ in range(10):
+            try:
+                return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666), True
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise RecordsRefused(f"cannot write records to {path}: {e.strerror or e}") from None
+            try:
+                return os.open(path, flags), False
+            except FileNotFoundError:
+                continue  # removed in between: create it
+            except OSError as e:
+                raise RecordsRefused(f"cannot write records to {path}: {e.strerror or e}") from None
+        raise RecordsRefused(f"--record {path} keeps being replaced by another process: name another file")
 
     def _write_line(self, line: str) -> None:
         """Append one whole line, or nothing: on a failed or short write (a full disk) the file is
