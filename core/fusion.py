@@ -74,11 +74,13 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
 
 
 def _nan_unless_finite(w: torch.Tensor, xs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``w``, or all NaN when an input holds a NaN or ±inf, decided on the device.
+    """``w``, or all NaN when an input holds a NaN or ±inf, decided on the device (for weights the
+    gate computed from the inputs).
 
-    An inf input saturates ζ (sigmoid(inf) = 1) into finite but false statistics that would raise
-    ``var_max`` for ever; made NaN, the batch is skipped as a NaN one is (and under DDP the NaN
-    reaches every rank through the all-reduce, so all skip it together).
+    An inf input saturates the gate's ζ (sigmoid(inf) = 1) into finite but false statistics that
+    would raise ``var_max`` for ever; made NaN, the batch is skipped as a NaN one is (and under DDP
+    the NaN reaches every rank through the all-reduce, so all skip it together). Fixed or given
+    weights do not depend on the inputs, so their statistics stay true.
     """
     finite = torch.stack([torch.isfinite(x).all() for x in xs]).all()
     return torch.where(finite, w, torch.full_like(w, float("nan")))
@@ -279,6 +281,7 @@ class MultiSimAM2(nn.Module):
         """Eq. 4–8 for K inputs; ``weights`` (B, C, K) given, or computed per ``zeta``."""
         self._check(xs, weights)
         dims = resolve_neuron_dims(xs[0], self.neuron_dims)
+        gated = weights is None and self.gate is not None  # ζ from the inputs: an inf saturates it
         if weights is None:
             weights = self.compute_weights(xs)
         else:
@@ -287,7 +290,7 @@ class MultiSimAM2(nn.Module):
         ct = compute_dtype(torch.promote_types(out_dtype, weights.dtype))
         xs = [x.to(ct) for x in xs]
         w = weights.to(ct)
-        r = self._update(_nan_unless_finite(w, xs) if self.training else w)
+        r = self._update(_nan_unless_finite(w, xs) if self.training and gated else w)
         out = self._attend(xs, w, r.to(ct), dims)
         self.weights, self.r = weights.detach(), r
         return out.to(out_dtype)

@@ -275,6 +275,9 @@ def test_an_inf_input_is_skipped_like_a_nan_one(bad):
         m(poisoned, x2)
     torch.testing.assert_close(m.var_max, grown, rtol=0, atol=0)  # was raised 5-10x for ever
     assert m.skipped_updates.item() == 1
+    fixed = SimAM2(4)  # weights that do not come from the inputs: nothing to skip, one sample spoiled
+    out = fixed(poisoned, x2)
+    assert fixed.skipped_updates.item() == 0 and torch.isfinite(out[[0, 1, 2, 4, 5, 6, 7]]).all()
 
 
 def test_var_max_stays_float32_under_half_and_to_dtype():
