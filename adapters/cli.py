@@ -145,6 +145,9 @@ def run_prepared(run: PreparedRun, config: RunConfig | None = None, start_extra:
         if run.made_workdir is not None:  # nothing ran in it: the corrected rerun finds it as before
             shutil.rmtree(run.made_workdir, ignore_errors=True)
         raise
+    if ctx.recorder.broken is not None:  # the script swallowed the write error and went on
+        raise RecordsError(f"cannot write records to {config.record}: {ctx.recorder.broken}; the run finished, "
+                           "but its records stop where the disk filled (no end record)")
     if config.record is not None:
         print(f"records: {config.record}")
     if ctx.recorder.nonfinite:

@@ -422,3 +422,30 @@ def test_a_records_file_removed_between_open_and_lock_is_opened_again(tmp_path, 
     writer.start(upstream="fake", script="train.py", modalities=["a", "b"])
     writer.end()
     assert len(calls) == 2 and [r["event"] for r in read_records(record)] == ["start", "end"]  # was: no file
+
+
+def test_a_full_disk_that_the_script_swallowed_still_fails_the_run(fake, tmp_path, monkeypatch, capsys):
+    """A script that catches every exception goes on after the records' write error: the run still
+    ends in one error line (its records stop where the disk filled), not in exit status 0."""
+    import argparse
+
+    from simam2.adapters.cli import PreparedRun, run_prepared
+    from simam2.adapters.machinery import records as records_module
+
+    real, written = records_module.RecordWriter._write_line, []
+
+    def write_line(self, line):
+        if len(written) >= 2:
+            self.broken = "No space left on device"  # raised, and caught by the script
+            return
+        written.append(line)
+        real(self, line)
+
+    monkeypatch.setattr(records_module.RecordWriter, "_write_line", write_line)
+    record = tmp_path / "r.jsonl"
+    run = PreparedRun(SPEC, argparse.Namespace(), RunConfig(record=record), fake, ["--epochs", "2"], tmp_path,
+                      SPEC.script)
+    with pytest.raises(RecordsError, match=rf"^cannot write records to {record}: No space left on device; the run "
+                                           "finished, but its records stop where the disk filled"):
+        run_prepared(run)  # was: exit status 0
+    assert len(read_records(record)) == 2
