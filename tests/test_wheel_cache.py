@@ -4,7 +4,6 @@ the answer is one line, at once; an unwritable cache is said before anything is 
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 import pytest
