@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,8 @@ from pathlib import Path
 from . import ADAPTERS, TABLES, get_spec
 from .launch_options import add_launch_options, launch_requested
 from .machinery import AdapterError, RecordsError, RunConfig, Spec, add_run_options, config_from_args, run_script
-from .machinery.install import checkout_of
+from .machinery.install import RunRefused, checkout_of
+from .machinery.records import RecordsRefused
 from .machinery.table import add_table_options
 
 EXIT_USAGE = 2
@@ -107,6 +109,8 @@ class PreparedRun:
     argv: list[str]
     cwd: Path | None
     script: str
+    #: the working directory this command line created (removed again if the run is refused)
+    made_workdir: Path | None = None
 
 
 def prepare_run(name: str, rest: list[str]) -> PreparedRun:
@@ -125,14 +129,25 @@ def prepare_run(name: str, rest: list[str]) -> PreparedRun:
     if args.workdir is not None:
         _refuse_inside(Path(args.workdir), checkout, "--workdir")
     argv = spec.upstream_argv(config, args) + upstream
-    return PreparedRun(spec, args, config, checkout, argv, spec.workdir_for(args), spec.script_for(args))
+    made = Path(args.workdir) if args.workdir is not None and not Path(args.workdir).exists() else None
+    cwd = spec.workdir_for(args)
+    return PreparedRun(spec, args, config, checkout, argv, cwd, spec.script_for(args),
+                       made if made is not None and made.exists() else None)
 
 
 def run_prepared(run: PreparedRun, config: RunConfig | None = None, start_extra: dict | None = None) -> int:
     """Run a prepared command line (with ``config`` in place of its own, if given); the exit status."""
     config = config or run.config
-    ctx = run_script(run.spec, run.argv, config, checkout=run.checkout, cwd=run.cwd, script=run.script,
-                     start_extra=start_extra)
+    try:
+        ctx = run_script(run.spec, run.argv, config, checkout=run.checkout, cwd=run.cwd, script=run.script,
+                         start_extra=start_extra)
+    except (RunRefused, RecordsRefused):
+        if run.made_workdir is not None:  # nothing ran in it: the corrected rerun finds it as before
+            shutil.rmtree(run.made_workdir, ignore_errors=True)
+        raise
+    if ctx.recorder.broken is not None:  # the script swallowed the write error and went on
+        raise RecordsError(f"cannot write records to {config.record}: {ctx.recorder.broken}; the run finished, "
+                           "but its records stop where the disk filled (no end record)")
     if config.record is not None:
         print(f"records: {config.record}")
     if ctx.recorder.nonfinite:
@@ -175,7 +190,13 @@ def _cmd_synth(ns) -> int:
         if ns.name != "ogm-ge":
             raise AdapterError("synth: --dataset chooses between ogm-ge's CREMAD and VGGSound")
         kwargs["dataset"] = ns.dataset
-    written = get_spec(ns.name).synth(out, **kwargs)
+    made = not out.exists()
+    try:
+        written = get_spec(ns.name).synth(out, **kwargs)
+    except OSError as e:  # a path through a file, a read-only or full disk: nothing half-written left
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise AdapterError(f"synth: cannot write {e.filename or out}: {e.strerror or e}") from None
     print(f"wrote a synthetic {ns.name} dataset to {written}")
     return 0
 

@@ -6,12 +6,16 @@ starts ``python -m torch.distributed.run [torchrun options] -m simam2.adapters.l
 NAME --checkout CHECKOUT [options] -- ARGS`` (the checkout resolved once, not fetched by every rank). Each rank (:func:`worker_main`) joins the process group, parses the same
 command line and runs the upstream's script through :func:`run_script` inside the distributed layer
 (:mod:`.machinery.distributed`). When a rank fails, torchrun stops the others (SIGTERM, which
-unwinds them: their records end ``interrupted``) and ``simam2 run`` exits with one line. A Ctrl-C
-or SIGTERM to ``simam2 run`` is passed to torchrun once, which passes it to every rank.
+unwinds them: their records end ``interrupted``) and ``simam2 run`` exits with one line. A Ctrl-C,
+SIGTERM or SIGHUP (a closed terminal) to ``simam2 run`` is passed to torchrun once, which passes it
+to every rank. A ``simam2 run`` killed outright (SIGKILL) forwards nothing: torchrun, and each rank,
+carry a parent-death signal (:mod:`.machinery.lifeline`), so that they stop with their parent.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +24,7 @@ from .cli import EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_USAGE, PreparedRun, prep
 from .launch_options import torchrun_argv
 from .machinery import AdapterError, RecordsError
 from .machinery.distributed import Rank, distributed_layer, process_group, rank_config
+from .machinery.lifeline import die_with_parent
 from .machinery.records import check_path
 
 WORKER = "simam2.adapters.launch"
@@ -60,15 +65,19 @@ def launch(run: PreparedRun, rest: list[str]) -> int:
     before = record.stat().st_size if record is not None and record.is_file() else 0
     # torchrun in a session of its own: a Ctrl-C or a kill reaches it once, through us, and never
     # twice (a second signal during its shutdown would leave ranks behind)
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    # and a lifeline: killed outright, we forward nothing, so the kernel sends torchrun SIGTERM
+    proc = subprocess.Popen(cmd, start_new_session=True,
+                            preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid()))
     stopped: list[int] = []
 
     def forward(signum, frame):
         if not stopped and proc.poll() is None:
-            proc.send_signal(signum)  # torchrun passes it on to every rank, which unwinds
+            # torchrun passes it on to every rank, which unwinds; a hang-up goes as SIGTERM, which
+            # the ranks turn into KeyboardInterrupt
+            proc.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
         stopped.append(signum)
 
-    handlers = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         rc = proc.wait()
     finally:
@@ -100,6 +109,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     """One rank: ``--backend=B NAME [options] -- ARGS`` (started by torchrun through :func:`launch`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     prefix = "simam2 run"
+    die_with_parent(signal.SIGTERM)  # torchrun killed outright: this rank unwinds, its records say so
     try:
         if len(argv) < 2 or not argv[0].startswith("--backend="):
             raise AdapterError("usage: python -m simam2.adapters.launch --backend=gloo|nccl NAME [options] -- ARGS "

@@ -6,9 +6,11 @@ The tensor check never stalls an accelerator: see :func:`check_unit_interval`.
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import warnings
+import weakref
 
 import torch
 
@@ -59,6 +61,20 @@ def check_unit_interval(t: torch.Tensor, what: str) -> None:
         raise ValueError(f"{what} must lie in [0, 1] with no NaN; got {' and '.join(seen)}")
 
 
+#: every live SkipReport by key, for the compiled graph's op (which can carry an int, not an object)
+_REPORTS: "weakref.WeakValueDictionary[int, SkipReport]" = weakref.WeakValueDictionary()
+_KEYS = itertools.count()
+
+
+@torch.library.custom_op("simam2::report_skips", mutates_args=("counter",))
+def _report_skips(counter: torch.Tensor, key: int) -> None:
+    """SkipReport.read inside a compiled graph (declared as mutating the counter so that it is
+    kept in the graph; it only reads it)."""
+    report = _REPORTS.get(key)
+    if report is not None:
+        report.read(counter)
+
+
 class SkipReport:
     """Warns when a module skipped a statistics update, reading its device counter without waiting.
 
@@ -73,10 +89,26 @@ class SkipReport:
         self.message = message  # formatted with n, the number of skipped updates so far
         self.seen = 0
         self.host: torch.Tensor | None = None
+        self.key = next(_KEYS)
+        _REPORTS[self.key] = self
+
+    def __getstate__(self) -> dict:
+        return {"message": self.message, "seen": self.seen}  # no pinned host tensor, no process-local key
+
+    def __setstate__(self, state: dict) -> None:
+        """A copy (``copy.deepcopy``, a pickled model loaded again) gets a key of its own."""
+        self.__init__(state["message"])
+        self.seen = state["seen"]
 
     def __call__(self, counter: torch.Tensor) -> None:
         if torch.compiler.is_compiling():
-            return  # a host read would break the graph; the counter still counts
+            # a host read here would break the graph: an opaque op reads the counter when the
+            # compiled graph runs, as the eager path below does
+            torch.ops.simam2.report_skips(counter, self.key)
+            return
+        self.read(counter)
+
+    def read(self, counter: torch.Tensor) -> None:
         if counter.device.type == "cpu":
             n = int(counter)
         else:
@@ -87,3 +119,48 @@ class SkipReport:
         if n > self.seen:
             self.seen = n
             warnings.warn(self.message.format(n=n), RuntimeWarning, stacklevel=4)
+
+
+def check_floating(x: torch.Tensor, what: str = "SimAM²'s inputs") -> None:
+    """Refuse integer, boolean and complex inputs: Eq. 4–8 computed in an integer dtype truncate
+    every value (the output is cast back to the input's dtype), so they would be silently wrong; the
+    energy of Eq. 7 and its sigmoid are defined for real values only."""
+    if not x.is_floating_point():
+        raise ValueError(f"{what} must be floating-point tensors, got {x.dtype}: cast them first (x.float())")
+
+
+def check_convex(weights: torch.Tensor, what: str) -> None:
+    """Refuse given K-modality weights that do not sum to one over K (the last dim): Eq. 4's
+    superposition is a convex combination; weights summing to 1.8 scale the fused output.
+
+    The tolerance is a few units of the weights' own precision. Asynchronous on an accelerator,
+    as :func:`check_unit_interval`.
+    """
+    w = weights.detach()
+    tol = max(1e-5, 8 * torch.finfo(w.dtype).eps) if w.is_floating_point() else 0.0
+    total = w.sum(-1, dtype=torch.float64 if w.device.type == "cpu" else torch.float32)
+    ok = ((total - 1).abs() <= tol).all()
+    if w.device.type != "cpu" or torch.compiler.is_compiling():
+        try:
+            torch._assert_async(ok, f"{what} must sum to 1 over the modalities")
+            return
+        except NotImplementedError:
+            pass
+    if not bool(ok):
+        raise ValueError(f"{what} must sum to 1 over the modalities (a convex combination, Eq. 4); "
+                         f"got sums from {total.min().item():g} to {total.max().item():g}")
+
+
+def check_var_max(value, key: str) -> None:
+    """Refuse a loaded ``var_max`` that is not a variance: NaN, ±inf or negative (read once, at
+    ``load_state_dict``, never on the training path). NaN there makes r, and so every output, NaN."""
+    if not torch.is_tensor(value) or value.numel() == 0:
+        return
+    v = value.detach()
+    if not v.is_floating_point():
+        raise ValueError(f"{key} in the state dict must be a floating-point variance, got {v.dtype}")
+    bad = ~torch.isfinite(v) | (v < 0)
+    if bool(bad.any()):
+        shown = ", ".join(f"{x:g}" for x in v[bad].flatten()[:4].tolist())
+        raise ValueError(f"{key} in the state dict must hold finite variances >= 0; "
+                         f"{int(bad.sum())} of {v.numel()} are not ({shown}): refusing to load it")

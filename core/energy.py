@@ -12,6 +12,8 @@ from typing import Sequence
 
 import torch
 
+from .checks import check_floating, check_nonnegative
+
 #: Floor for every denominator, so that a constant input (zero variance, λ = 0) stays finite.
 EPS = 1e-12
 
@@ -101,6 +103,9 @@ def importance(
     numbers, and finite for any input whose per-channel sum is finite (|x| up to about 3e38 / M in
     float32) where ``(x − μ)²`` itself would overflow.
     """
+    check_floating(x, "importance's input")  # an integer x came back as zeros, truncated
+    if not torch.is_tensor(lam):
+        check_nonnegative("lam (λ)", lam)
     dims = resolve_neuron_dims(x, neuron_dims)
     m = neuron_count(x, dims)
     xf = x.to(compute_dtype(x.dtype))

@@ -20,7 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checks import SkipReport, check_nonnegative, check_unit_interval
+from .checks import (SkipReport, check_convex, check_floating, check_nonnegative, check_unit_interval,
+                     check_var_max)
 from .distributed import is_distributed
 from .energy import EPS, compute_dtype, importance, resolve_neuron_dims
 from .fused import fused_pair_attention, pair_weights
@@ -72,6 +73,19 @@ def _broadcast(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def _pool(x: torch.Tensor) -> torch.Tensor:
     """(B, C, *S) → (B, C): the gate sees each channel's mean (identity for a 2-D input)."""
     return x.flatten(2).mean(-1) if x.dim() > 2 else x
+
+
+def _nan_unless_finite(w: torch.Tensor, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``w``, or all NaN when an input holds a NaN or ±inf, decided on the device (for weights the
+    gate computed from the inputs).
+
+    An inf input saturates the gate's ζ (sigmoid(inf) = 1) into finite but false statistics that
+    would raise ``var_max`` for ever; made NaN, the batch is skipped as a NaN one is (and under DDP
+    the NaN reaches every rank through the all-reduce, so all skip it together). Fixed or given
+    weights do not depend on the inputs, so their statistics stay true.
+    """
+    finite = torch.stack([torch.isfinite(x).all() for x in xs]).all()
+    return torch.where(finite, w, torch.full_like(w, float("nan")))
 
 
 def _host_readable(t: torch.Tensor) -> bool:
@@ -147,7 +161,7 @@ class MultiSimAM2(nn.Module):
         # they were (see _update)
         self.register_buffer("skipped_updates", torch.zeros((), dtype=torch.long), persistent=False)
         self._skip_report = SkipReport(
-            "SimAM²: ζ's batch statistics were not finite (NaN or inf in ζ, from the inputs or the "
+            "SimAM²: ζ's batch statistics were not finite (NaN or inf in the inputs, or in ζ from the "
             "gate) in {n} training batch(es) so far; var_max and weight_sums kept their values for "
             "those batches, whose r and output are NaN")
         self.weights: torch.Tensor | None = None
@@ -244,6 +258,8 @@ class MultiSimAM2(nn.Module):
     def _check(self, xs: Sequence[torch.Tensor], weights: torch.Tensor | None) -> None:
         if len(xs) != self.modalities:
             raise ValueError(f"expected {self.modalities} inputs, got {len(xs)}")
+        for x in xs:
+            check_floating(x)
         shape = xs[0].shape
         for k, x in enumerate(xs):
             if x.shape != shape:
@@ -260,11 +276,30 @@ class MultiSimAM2(nn.Module):
 
     def _check_given(self, weights: torch.Tensor) -> None:
         check_unit_interval(weights, "given fusion weights")
+        check_convex(weights, "given fusion weights")
+
+    # -- the statistic's buffers: float32 whatever the module's dtype, checked at load -------------
+
+    def _apply(self, fn, recurse=True):
+        """As nn.Module's, but ``var_max`` and ``weight_sums`` never drop below float32: under
+        ``.half()`` the running maximum of small variances would be kept (and compared) in fp16."""
+        kept = {k: self._buffers[k] for k in ("var_max", "weight_sums")}
+        super()._apply(fn, recurse)
+        for k, old in kept.items():
+            new = self._buffers[k]
+            if new is not None and new.is_floating_point() and torch.finfo(new.dtype).bits < 32:
+                self._buffers[k] = old.to(device=new.device)
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        check_var_max(state_dict.get(prefix + "var_max"), prefix + "var_max")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def fuse(self, xs: Sequence[torch.Tensor], weights: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 4–8 for K inputs; ``weights`` (B, C, K) given, or computed per ``zeta``."""
         self._check(xs, weights)
         dims = resolve_neuron_dims(xs[0], self.neuron_dims)
+        gated = weights is None and self.gate is not None  # ζ from the inputs: an inf saturates it
         if weights is None:
             weights = self.compute_weights(xs)
         else:
@@ -273,7 +308,7 @@ class MultiSimAM2(nn.Module):
         ct = compute_dtype(torch.promote_types(out_dtype, weights.dtype))
         xs = [x.to(ct) for x in xs]
         w = weights.to(ct)
-        r = self._update(w)
+        r = self._update(_nan_unless_finite(w, xs) if self.training and gated else w)
         out = self._attend(xs, w, r.to(ct), dims)
         gain = self.vanilla_gain
         if gain != 1.0:

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.optim.optimizer import Optimizer, register_optimizer_step_pre_hook
 
-from .checks import check_nonnegative
+from .checks import check_floating, check_nonnegative
 from .distributed import is_distributed
 
 MODES = ("ogm", "ogm_ge")
@@ -57,6 +57,11 @@ def decoupled_scores(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch
         )
     if labels.shape != logits1.shape[:1]:
         raise ValueError(f"labels must have shape ({logits1.shape[0]},), got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        # .long() would truncate them (0.5 → class 0): silently the wrong class's probability
+        raise ValueError(f"labels must be class indices (an integer tensor), got {labels.dtype}")
+    check_floating(logits1, "per-modality logits")
+    check_floating(logits2, "per-modality logits")
     idx = labels.long().view(-1, 1)
     return torch.stack([
         logits1.detach().softmax(1).gather(1, idx).sum(),

@@ -176,3 +176,30 @@ def test_compiles_whole_without_graph_break_or_recompilation(zeta, shape):
 def test_inductor_compiles_and_matches_eager(zeta, shape):
     """The same through inductor's generated kernels (about 15 s per case on one CPU core)."""
     compiled_matches_eager(zeta, shape, "inductor")
+
+
+@pytest.mark.parametrize("made", ["built", "unpickled"])
+def test_a_skipped_nan_batch_is_warned_under_torch_compile(made):
+    """The skip is decided on the device; the warning comes from an op that reads the counter when
+    the compiled graph runs (no graph break). A module saved whole and loaded again warns too."""
+    import pickle
+
+    torch.manual_seed(0)
+    m = SimAM2(4, zeta="learnable").to(DEVICE)
+    if made == "unpickled":
+        m = pickle.loads(pickle.dumps(m))
+    with no_recompile_after_first() as called:
+        compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+        x1, x2 = randn(8, 4, seed=0), randn(8, 4, seed=1)
+        compiled(x1, x2)
+        called()
+        grown = m.var_max.clone()
+        bad = x1.clone()
+        bad[3, 1] = float("nan")
+        with pytest.warns(RuntimeWarning, match=r"not finite .* in 1 training batch\(es\)"):
+            compiled(bad, x2)  # was silent
+            if DEVICE != "cpu":
+                compiled(x1, x2)  # on an accelerator the warning comes one forward late
+        assert not counters["graph_break"], dict(counters["graph_break"])
+    torch.testing.assert_close(m.var_max, grown, rtol=0, atol=0)
+    assert m.skipped_updates.item() == 1

@@ -413,6 +413,12 @@ def test_simam2_and_the_df_trainer_through_python_m_balancemm(checkout, cremad, 
     evals = [r for r in records if r["event"] == "eval"]
     assert [e["split"] for e in evals] == ["val", "val", "test"]
     assert {"acc", "f1", "acc_head_m1", "f1_head_m2", "shapley_m1", "shapley_m2"} <= set(evals[-1])
+    assert not any("acc_m1" in e for e in evals)  # no mean ablation, and the records say why:
+    assert [r["why"] for r in records if r["event"] == "note" and r["what"] == "per_modality_skipped"] == [
+        "BalanceMM's val_loop scores the whole evaluation set inside the upstream and returns only its accuracy "
+        "and macro-F1, so the outputs and labels that a metric of each modality alone (mean ablation) would be "
+        "scored from never reach the adapter; its own per-modality heads are recorded instead (acc_head_m1/_m2, "
+        "f1_head_m1/_m2)"]
     assert records[-1]["event"] == "end" and records[-1]["status"] == "completed"
 
 

@@ -22,8 +22,8 @@ def test_synth_refuses_a_folder_with_files_and_a_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("options,message", [
     (["--zeta", "learnable"], "add --simam2"),
-    (["--simam2", "--alpha", "-1"], "--alpha must be a number >= 0"),
-    (["--simam2", "--zeta", "learnable", "--modulation", "df", "--lam", "nan"], "--lam must be a number >= 0"),
+    (["--simam2", "--alpha", "-1"], "--alpha must be a finite number >= 0"),
+    (["--simam2", "--zeta", "learnable", "--modulation", "df", "--lam", "nan"], "--lam must be a finite number >= 0"),
 ])
 def test_run_options_that_cannot_work_are_one_line(options, message, capsys):
     assert main(["run", "ogm-ge", *options, "--", "--train"]) == 2
@@ -44,3 +44,69 @@ def test_a_workdir_inside_the_checkout_is_refused_before_anything_is_created(ups
     inside = checkout / "runs-here"
     assert main(["run", "avga", "--workdir", str(inside), "--", "--train"]) == 2
     assert "inside the upstream checkout" in capsys.readouterr().err and not inside.exists()
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--simam2", "--alpha", "inf"], "--alpha must be a finite number >= 0, got inf"),
+    (["--modulation-start", "-3", "--modulation-end", "-1"], "--modulation-start must be an epoch >= 0"),
+    (["--modulation-end", "-1"], "--modulation-end must be an epoch >= 0"),
+])
+def test_an_infinite_alpha_and_a_window_that_never_opens_are_refused(options, message, tmp_path, capsys):
+    rc = main(["run", "ogm-ge", *options, "--record", str(tmp_path / "r.jsonl")])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1, err  # was: accepted, passed to main.py
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_run_refused_before_its_script_began_leaves_no_records_and_no_workdir(upstream_checkout, tmp_path, capsys):
+    """Refused by the spec's checks (FOP's --batch_size 1) or by the script's own parser (main.py
+    without --ckpt_path): no records file, no TensorBoard folder, no working directory the command
+    made, and an appended-to file cut back; the corrected rerun is not refused as holding records."""
+    fop, ogm = upstream_checkout("fop"), upstream_checkout("ogm-ge")
+    assert main(["synth", "fop", str(tmp_path / "fop-data")]) == 0
+    assert main(["synth", "ogm-ge", str(tmp_path / "cremad")]) == 0
+    capsys.readouterr()
+    record, workdir, board = tmp_path / "r.jsonl", tmp_path / "w", tmp_path / "tb"
+    rc = main(["run", "fop", "--checkout", str(fop), "--data", str(tmp_path / "fop-data"), "--workdir", str(workdir),
+               "--record", str(record), "--tensorboard", str(board), "--", "--batch_size", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "need at least 2 samples per batch" in err and err.count("\n") == 1, err
+    assert not record.exists() and not workdir.exists() and not board.exists()  # was: start + failed, w/
+    rc = main(["run", "ogm-ge", "--checkout", str(ogm), "--workdir", str(tmp_path / "cremad"), "--record", str(record),
+               "--", "--audio_path", "AudioWAV", "--visual_path", "."])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip().splitlines()[-1] == ("simam2 run: error: ogm-ge: main.py refused its arguments: "
+                                                        "the following arguments are required: --ckpt_path"), err
+    assert not record.exists()
+    record.write_text('{"event": "start"}\n{"event": "end", "status": "completed"}\n')
+    before = record.read_bytes()
+    rc = main(["run", "ogm-ge", "--checkout", str(ogm), "--workdir", str(tmp_path / "cremad"), "--record", str(record),
+               "--append", "--", "--audio_path", "AudioWAV", "--visual_path", "."])
+    assert rc == 2 and record.read_bytes() == before
+
+
+def test_synth_and_record_paths_through_a_file_are_one_line(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert main(["synth", "fop", str(blocker / "sub")]) == 2  # was: a NotADirectoryError traceback
+    err = capsys.readouterr().err
+    assert err.startswith(f"simam2 synth: error: synth: cannot write {blocker / 'sub'}") and err.count("\n") == 1, err
+    assert "Not a directory" in err
+    rc = main(["run", "ogm-ge", "--record", str(blocker / "r.jsonl")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == (f"simam2 run: error: cannot write records to {blocker / 'r.jsonl'}: {blocker} is a file, "
+                               "not a folder\n")  # was: "File exists"
+
+
+def test_a_run_refused_for_its_records_file_leaves_no_workdir(upstream_checkout, tmp_path, capsys):
+    """The records file is refused after the command line made FOP's working directory (a second run
+    started onto a file another holds, or one that holds records): the folder is taken back."""
+    fop = upstream_checkout("fop")
+    assert main(["synth", "fop", str(tmp_path / "fop-data")]) == 0
+    record = tmp_path / "r.jsonl"
+    record.write_text('{"event": "start"}\n')
+    rc = main(["run", "fop", "--checkout", str(fop), "--data", str(tmp_path / "fop-data"), "--workdir",
+               str(tmp_path / "w"), "--record", str(record), "--", "--batch_size", "4"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "already holds records" in err.strip().splitlines()[-1], err
+    assert not (tmp_path / "w").exists()  # was: left behind, prepared

@@ -78,8 +78,8 @@ def test_ddp_ranks_stay_identical(tmp_path):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
-def _fault_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    """Three training forwards: clean on both ranks; a NaN sample on rank 1; an empty batch on rank 0."""
+def _fault_worker(rank: int, world: int, port: int, out_dir: str, bad: float = float("nan")) -> None:
+    """Three training forwards: clean on both ranks; a NaN (or inf) sample on rank 1; an empty batch on rank 0."""
     import warnings
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -91,7 +91,7 @@ def _fault_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     for step in range(3):
         x1, x2 = torch.randn(2, 6, 4, 5, generator=gen)
         if step == 1 and rank == 1:
-            x1[2, 0, 0] = float("nan")
+            x1[2, 0, 0] = bad
         if step == 2:  # rank 0's share of the batch is empty (not an error under DDP); rank 1's spreads ζ more
             x1, x2 = (x1[:0], x2[:0]) if rank == 0 else (x1 * 20, x2 * 20)
         with warnings.catch_warnings(record=True):
@@ -104,8 +104,10 @@ def _fault_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available in this build")
-def test_ddp_ranks_skip_a_nan_batch_together_and_accept_an_empty_share(tmp_path):
-    mp.spawn(_fault_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_ddp_ranks_skip_a_nan_batch_together_and_accept_an_empty_share(tmp_path, bad):
+    """An inf on one rank saturates that rank's ζ into finite statistics: skipped on both ranks too."""
+    mp.spawn(_fault_worker, args=(2, _free_port(), str(tmp_path), bad), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{i}.pt") for i in range(2))
     for a, b in zip(r0, r1):  # one decision on every rank
         torch.testing.assert_close(a["var_max"], b["var_max"], rtol=0, atol=0)

@@ -93,3 +93,15 @@ def test_importance_of_huge_inputs_is_the_scaled_importance(scale):
 
     three = MultiSimAM2(4, 3, zeta="learnable")  # K > 2 runs through importance
     assert torch.isfinite(three(x * scale, x.flip(0) * scale, x.flip(1) * scale)).all()
+
+
+def test_importance_refuses_integer_input_and_a_lambda_that_is_no_finite_nonnegative_number():
+    """importance(int64 x) came back int64 zeros (truncated); λ = NaN made every value NaN, silently."""
+    x = torch.arange(8).view(2, 4)
+    with pytest.raises(ValueError, match=r"^importance's input must be floating-point tensors, got torch.int64"):
+        importance(x, 1e-6)
+    for bad in (float("nan"), -1.0, float("inf")):
+        with pytest.raises(ValueError, match=rf"^lam \(λ\) must be a finite number >= 0, got {bad}$"):
+            importance(x.float(), bad)
+    # a row 0, 1, 2, 3: mean 1.5, var 5/3; (x − μ)² / (4 var) + 0.5 = 0.8375, 0.5375 (as floats, it works)
+    torch.testing.assert_close(importance(x.float(), 0.0)[0], torch.tensor([0.8375, 0.5375, 0.5375, 0.8375]))

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from simam2.core import MultiSimAM2, SimAM2
 from simam2.core import fusion as fusion_module
@@ -256,3 +257,74 @@ def test_on_cuda_a_given_zeta_outside_the_unit_interval_stops_the_run():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "not stopped" not in run.stdout
     assert "given zeta (ζ) must lie in [0, 1]" in run.stderr or "device-side assert" in run.stderr
+
+
+# -- faults, round two: inf inputs, low-precision modules, loaded state, given weights, dtypes ------
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf")])
+def test_an_inf_input_is_skipped_like_a_nan_one(bad):
+    """An inf saturates the learnable ζ (sigmoid(inf) = 1): finite statistics, yet false ones."""
+    torch.manual_seed(0)
+    m = SimAM2(4, zeta="learnable")
+    x1, x2 = torch.randn(2, 8, 4, 6)
+    m(x1, x2)
+    grown = m.var_max.clone()
+    poisoned = x1.clone()
+    poisoned[3, 1, 2] = bad
+    with pytest.warns(RuntimeWarning, match=r"NaN or inf in the inputs.* in 1 training batch\(es\)"):
+        m(poisoned, x2)
+    torch.testing.assert_close(m.var_max, grown, rtol=0, atol=0)  # was raised 5-10x for ever
+    assert m.skipped_updates.item() == 1
+    fixed = SimAM2(4)  # weights that do not come from the inputs: nothing to skip, one sample spoiled
+    out = fixed(poisoned, x2)
+    assert fixed.skipped_updates.item() == 0 and torch.isfinite(out[[0, 1, 2, 4, 5, 6, 7]]).all()
+
+
+def test_var_max_stays_float32_under_half_and_to_dtype():
+    m = SimAM2(16, zeta="learnable").half()
+    assert m.gate.weight.dtype == torch.float16
+    assert m.var_max.dtype == torch.float32 and m.weight_sums.dtype == torch.float32  # was float16
+    m.to(torch.bfloat16)
+    assert m.var_max.dtype == torch.float32
+    x1, x2 = torch.randn(2, 32, 16).half()
+    m.half()(x1, x2)
+    assert m.var_max.dtype == torch.float32 and (m.var_max > 0).all()
+    assert SimAM2(4).double().var_max.dtype == torch.float64  # more precision is kept
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1.0, float("inf")])
+def test_a_state_dict_with_a_var_max_that_is_no_variance_is_refused_naming_the_key(bad):
+    m = SimAM2(4, zeta="learnable")
+    state = m.state_dict()
+    state["var_max"] = torch.tensor([0.1, bad, 0.2, 0.0])
+    with pytest.raises(ValueError, match=r"^var_max in the state dict must hold finite variances >= 0; 1 of 4"):
+        m.load_state_dict(state)
+    assert (m.var_max == 0).all()
+    outer = nn.Sequential(SimAM2(4))
+    with pytest.raises(ValueError, match=r"^0\.var_max in the state dict"):
+        outer.load_state_dict({"0.var_max": torch.tensor([0.1, bad, 0.2, 0.0])})
+    m.load_state_dict({**state, "var_max": torch.tensor([0.1, 0.0, 0.2, 0.0])})  # a good one loads
+
+
+def test_given_weights_must_sum_to_one_over_the_modalities():
+    m = MultiSimAM2(4, 2, zeta="given")
+    x = torch.randn(8, 4)
+    with pytest.raises(ValueError, match=r"given fusion weights must sum to 1 over the modalities .* got sums "
+                                         r"from 1\.8 to 1\.8"):
+        m(x, x, weights=torch.full((8, 4, 2), 0.9))
+    m(x, x, weights=torch.full((8, 4, 2), 0.5))
+    k3 = MultiSimAM2(4, 3, zeta="given")
+    w = torch.rand(8, 4, 3).softmax(-1)
+    k3(x, x, x, weights=w)
+    w[0, 0, 0] += 0.01
+    with pytest.raises(ValueError, match="must sum to 1"):
+        k3(x, x, x, weights=w)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64])
+def test_integer_inputs_are_refused_in_one_line(dtype):
+    x = torch.arange(8).view(4, 2).to(dtype)
+    with pytest.raises(ValueError, match=rf"^SimAM²'s inputs must be floating-point tensors, got {dtype}: cast"):
+        SimAM2(2)(x, x)  # was int64 [-5, -3, -1, ...] where float gives [-4.675, -2.664, ...]
+    with pytest.raises(ValueError, match="floating-point"):
+        MultiSimAM2(2, 3)(x, x, x)

@@ -243,8 +243,8 @@ def test_a_torn_last_line_is_dropped(tmp_path):
     (dict(simam2=False, modulation="df", zeta="learnable"), "add --simam2"),
     (dict(modulation="ogm_ge"), "must be one of"),
     (dict(zeta="learnable"), "needs --simam2|add --simam2"),
-    (dict(alpha=-1.0), "--alpha must be a number >= 0"),
-    (dict(alpha=float("nan")), "--alpha must be a number >= 0"),
+    (dict(alpha=-1.0), "--alpha must be a finite number >= 0"),
+    (dict(alpha=float("nan")), "--alpha must be a finite number >= 0"),
     (dict(lam=-1e-3), "--lam"),
     (dict(s=-2.5), "--s"),
     (dict(modulation_start=5, modulation_end=2), "before --modulation-start"),
@@ -309,3 +309,143 @@ def test_every_adapters_module_imports_alone_in_a_fresh_interpreter():
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""  # each line printed is a module that failed, and why
+
+
+# -- records under races and a full disk --------------------------------------------------------
+
+def test_two_runs_started_together_onto_one_records_file_cannot_both_write(fake, tmp_path):
+    """The first run holds the file (opened and locked when its writer is made, before it writes a
+    line); the second, which passed the emptiness check too, is refused and writes nothing."""
+    record = tmp_path / "same.jsonl"
+    first = RecordWriter(record)  # a run that started a moment earlier: nothing written yet
+    assert record.stat().st_size == 0
+    with pytest.raises(RecordsError, match=r"is being written by another run right now"):
+        _run(fake, tmp_path, RunConfig(record=record, seed=0), ["--epochs", "1"])
+    with pytest.raises(RecordsError, match="being written by another run"):
+        RecordWriter(record, append=True)  # appending waits its turn too: lines never interleave
+    first.start(upstream="fake", script="train.py", modalities=["a", "b"])
+    first.end()
+    assert [r["event"] for r in read_records(record)] == ["start", "end"]
+    with pytest.raises(RecordsError, match="already holds records"):  # checked under the lock
+        RecordWriter(record)
+
+
+def test_a_file_with_two_interleaved_runs_is_refused_by_the_reader(tmp_path):
+    path = tmp_path / "same.jsonl"
+    rows = [{"event": "start"}, {"event": "start"}, {"event": "step", "epoch": 0, "step": 0},
+            {"event": "step", "epoch": 0, "step": 0}, {"event": "end", "status": "completed"},
+            {"event": "end", "status": "completed"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=rf"^{path}: record 6 \(a 'end' record\) follows its run's end: two runs"):
+        read_records(path)  # was: runs() = [[start], [start, step, step, end, end]], is_complete True
+    ok = [{"event": "start"}, {"event": "step"}, {"event": "start"}, {"event": "end", "status": "completed"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in ok))  # a killed run, then an appended one
+    assert len(runs(read_records(path))) == 2
+
+
+def test_a_full_disk_leaves_whole_lines_and_one_error_line(fake, tmp_path, monkeypatch):
+    """The disk fills in the middle of a line: the line is taken back, the error is one line, and
+    nothing more is written (the end record would not fit either)."""
+    from simam2.adapters.machinery import records as records_module
+
+    record = tmp_path / "full.jsonl"
+    real_write, budget = records_module.os.write, [700]
+
+    def write(fd, data):
+        if budget[0] <= 0:
+            raise OSError(28, "No space left on device")
+        n = real_write(fd, bytes(data[: budget[0]]))
+        budget[0] -= n
+        return n
+
+    monkeypatch.setattr(records_module.os, "write", write)
+    with pytest.raises(RecordsError) as caught:
+        _run(fake, tmp_path, RunConfig(record=record, seed=0), ["--epochs", "2"])
+    message = str(caught.value)
+    assert message.startswith(f"cannot write records to {record}: No space left on device") and "\n" not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    text = record.read_text()
+    assert 0 < len(text) <= 700 and text.endswith("\n")  # was: cut mid-line
+    assert [json.loads(line)["event"] for line in text.splitlines()][0] == "start"
+
+
+def test_an_upstream_without_mean_ablation_says_why_once_in_its_records(fake, tmp_path):
+    """BalanceMM's evaluation is scored inside the upstream: no acc_m1/acc_m2, and a note saying why
+    (before: nothing said). Off with --no-per-modality, where nothing was asked for."""
+    from simam2.adapters.balancemm.spec import SPEC as BALANCEMM
+
+    class NoHead(type(SPEC)):
+        head = Spec.head
+        no_mean_ablation = BALANCEMM.no_mean_ablation
+
+    record = tmp_path / "r.jsonl"
+    run_script(NoHead(), ["--epochs", "2"], RunConfig(record=record), fake, cwd=tmp_path)
+    records = read_records(record)
+    notes = [r for r in records if r["event"] == "note"]
+    assert notes == [{"event": "note", "what": "per_modality_skipped", "why": BALANCEMM.no_mean_ablation}]
+    evals = [r for r in records if r["event"] == "eval"]
+    assert len(evals) == 2 and records.index(notes[0]) < records.index(evals[0])
+    assert not any("acc_m1" in e for e in evals)
+    off = tmp_path / "off.jsonl"
+    run_script(NoHead(), ["--epochs", "1"], RunConfig(record=off, per_modality=False), fake, cwd=tmp_path)
+    assert not [r for r in read_records(off) if r["event"] == "note"]
+
+
+def test_a_records_line_that_is_no_object_or_no_json_is_named_by_file_and_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"event": "start"}\n[1, 2]\n{"event": "end", "status": "completed"}\n')
+    with pytest.raises(ValueError, match=rf"^{path} line 2: a JSON list, where a record is an object$"):
+        read_records(path)  # was: [1, 2] returned, and is_complete() an AttributeError on it
+    path.write_text('{"event": "start"}\nnot json\n{"event": "end", "status": "completed"}\n')
+    with pytest.raises(ValueError, match=rf"^{path} line 2: not JSON \(Expecting value\)"):
+        read_records(path)  # was: "Expecting value: line 1 column 1 (char 0)", naming no file
+    path.write_text('{"event": "start"}\n{"event": "st')  # a torn last line is still dropped
+    assert read_records(path) == [{"event": "start"}]
+
+
+def test_a_records_file_removed_between_open_and_lock_is_opened_again(tmp_path, monkeypatch):
+    """A run refused before it began removes the file it created; a second run that had opened that
+    file already must not write into the removed one (its records would vanish)."""
+    from simam2.adapters.machinery import records as records_module
+
+    record = tmp_path / "r.jsonl"
+    real_flock, calls = records_module.fcntl.flock, []
+
+    def flock(fd, op):
+        if not calls:  # the other run's refusal: the file goes away after this run opened it
+            record.unlink()
+        calls.append(fd)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(records_module.fcntl, "flock", flock)
+    writer = RecordWriter(record)
+    writer.start(upstream="fake", script="train.py", modalities=["a", "b"])
+    writer.end()
+    assert len(calls) == 2 and [r["event"] for r in read_records(record)] == ["start", "end"]  # was: no file
+
+
+def test_a_full_disk_that_the_script_swallowed_still_fails_the_run(fake, tmp_path, monkeypatch, capsys):
+    """A script that catches every exception goes on after the records' write error: the run still
+    ends in one error line (its records stop where the disk filled), not in exit status 0."""
+    import argparse
+
+    from simam2.adapters.cli import PreparedRun, run_prepared
+    from simam2.adapters.machinery import records as records_module
+
+    real, written = records_module.RecordWriter._write_line, []
+
+    def write_line(self, line):
+        if len(written) >= 2:
+            self.broken = "No space left on device"  # raised, and caught by the script
+            return
+        written.append(line)
+        real(self, line)
+
+    monkeypatch.setattr(records_module.RecordWriter, "_write_line", write_line)
+    record = tmp_path / "r.jsonl"
+    run = PreparedRun(SPEC, argparse.Namespace(), RunConfig(record=record), fake, ["--epochs", "2"], tmp_path,
+                      SPEC.script)
+    with pytest.raises(RecordsError, match=rf"^cannot write records to {record}: No space left on device; the run "
+                                           "finished, but its records stop where the disk filled"):
+        run_prepared(run)  # was: exit status 0
+    assert len(read_records(record)) == 2

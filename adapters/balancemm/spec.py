@@ -64,6 +64,10 @@ class BalanceMMSpec(Spec):
     epoch_source = "explicit"
     criterion = nn.CrossEntropyLoss
     own_ogm_ge = True
+    no_mean_ablation = ("BalanceMM's val_loop scores the whole evaluation set inside the upstream and returns only "
+                        "its accuracy and macro-F1, so the outputs and labels that a metric of each modality alone "
+                        "(mean ablation) would be scored from never reach the adapter; its own per-modality heads "
+                        "are recorded instead (acc_head_m1/_m2, f1_head_m1/_m2)")
 
     def __init__(self):
         # the options of the next run that BalanceMM's CLI cannot take (set from `simam2 run`'s own

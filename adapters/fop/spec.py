@@ -77,6 +77,8 @@ class FopSpec(Spec):
     metrics = ("eer", "auc")
     primary = "eer"
     higher_is_better = False
+    no_mean_ablation = ("FOP's verification compares the face and voice embeddings that enter the fusion, so a "
+                        "branch alone has no score of its own")
     zeta_sources = ("fixed", "learnable", "given")
     default_zeta = "given"
     epoch_source = "evaluations"

@@ -77,8 +77,14 @@ class RunConfig:
                               "(Eq. 11) is 1 at every step; add --zeta learnable")
         for name in ("alpha", "lam", "s"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
-                raise ConfigError(f"--{name} must be a number >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"--{name} must be a finite number >= 0, got {value!r}")
+        for name in ("modulation_start", "modulation_end"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be an epoch >= 0 (epochs count from 0), got {value!r}: a window "
+                                  "before epoch 0 never opens and modulation would be silently off")
         if self.modulation_end < self.modulation_start:
             raise ConfigError(f"--modulation-end {self.modulation_end} is before --modulation-start "
                               f"{self.modulation_start}")

@@ -94,20 +94,21 @@ def _raise_interrupt(signum, frame):
 def process_group(rank: Rank) -> Iterator[None]:
     """Join the job's process group (torchrun's ``env://``) for the block.
 
-    SIGTERM — what torchrun sends the other ranks when one fails — becomes KeyboardInterrupt, so
+    SIGTERM — what torchrun sends the other ranks when one fails — and SIGHUP become KeyboardInterrupt, so
     that the run's blocks unwind: the records end with ``interrupted``, a checkpoint being written
     is discarded.
     """
     if rank.backend == "nccl":
         pin_gpu(rank.local_rank)
-    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     dist.init_process_group(rank.backend)
     ok = False
     try:
         yield
         ok = True
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
         if ok or rank.backend == "gloo":  # an NCCL group whose peer died can hang in teardown
             dist.destroy_process_group()
 

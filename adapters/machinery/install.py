@@ -10,6 +10,7 @@ the same config again inside the block yields the same context; with another con
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import pickle
@@ -34,6 +35,12 @@ if TYPE_CHECKING:
 
 class AdapterError(RuntimeError):
     """A run cannot start or did not finish: bad input, a missing file, a failing upstream script."""
+
+
+class RunRefused(AdapterError):
+    """A run refused before its script began: its input failed the spec's checks, or the script's
+    own argument parser rejected its arguments. Such a run leaves no records (and no working
+    directory that it made): the corrected rerun starts clean."""
 
 
 @dataclass(frozen=True)
@@ -240,8 +247,11 @@ def installed(spec: "Spec", config: RunConfig | None = None, checkout: Path | st
                 fn()
             _restore(originals)
             _ACTIVE.remove(ctx)
-            status, error = status_of(failure)
-            ctx.probe.end(status, error)
+            if isinstance(failure, RunRefused) and ctx.probe.model is None:
+                recorder.discard()  # nothing ran: nothing to record, nothing to refuse a rerun with
+            else:
+                status, error = status_of(failure)
+                ctx.probe.end(status, error)
             with contextlib.suppress(ValueError):
                 sys.path.remove(str(checkout))
             sys.dont_write_bytecode = wrote_bytecode
@@ -305,21 +315,35 @@ def run_script(
         module = script[3:].strip() if script.startswith("-m ") else None
         path = ctx.checkout / script if module is None else None
         if path is not None and not path.is_file():
-            raise AdapterError(f"{spec.name}: no script {script} in {ctx.checkout}")
+            raise RunRefused(f"{spec.name}: no script {script} in {ctx.checkout}")
         resolved = cwd.resolve()
         if resolved == ctx.checkout or ctx.checkout in resolved.parents:
-            raise AdapterError(f"{spec.name}: run in a folder of your own, not inside the upstream checkout "
-                               f"{ctx.checkout} (a shared cache; the script writes to its working directory)")
-        spec.validate(ctx, argv, cwd)
+            raise RunRefused(f"{spec.name}: run in a folder of your own, not inside the upstream checkout "
+                             f"{ctx.checkout} (a shared cache; the script writes to its working directory)")
+        try:
+            spec.validate(ctx, argv, cwd)
+        except AdapterError as e:
+            raise RunRefused(str(e)) from None
         old_argv, old_cwd = sys.argv, os.getcwd()
         sys.argv = [str(path) if path is not None else module, *argv]
         os.chdir(cwd)
+        usage: list[str] = []  # what the script's argument parser refused, before any model was built
+        real_error = argparse.ArgumentParser.error
+
+        def parser_error(parser, message):
+            if ctx.probe.model is None:
+                usage.append(message)
+            real_error(parser, message)
+
+        argparse.ArgumentParser.error = parser_error
         try:
             if module is not None:
                 runpy.run_module(module, run_name="__main__", alter_sys=True)
             else:
                 runpy.run_path(str(path), run_name="__main__")
         except SystemExit as e:
+            if usage and e.code == 2:
+                raise RunRefused(f"{spec.name}: {script} refused its arguments: {usage[0]}") from None
             if e.code not in (None, 0):
                 raise AdapterError(f"{spec.name}: {script} exited with status {e.code}") from e
         except pickle.UnpicklingError as e:
@@ -328,6 +352,7 @@ def run_script(
             raise AdapterError(f"{spec.name}: refused to load a checkpoint that holds more than the model's "
                                f"classes (it could run code): {first}") from None
         finally:
+            argparse.ArgumentParser.error = real_error
             sys.argv = old_argv
             os.chdir(old_cwd)
         return ctx

@@ -16,13 +16,18 @@ One figure per question a reader asks of a run, every records file overlaid in i
 
 Steps are counted over the whole run (0, 1, 2, … across epochs). A field a run did not record
 (null, or absent: no SimAM², no split heads, no modulation) leaves that run out of that plot, and a
-plot no run has data for is skipped; both are said, with the reason. Figures are drawn on
-matplotlib's Agg canvas without pyplot (no global state, no display) and written atomically.
+plot no run has data for is skipped; both are said, with the reason. A record that breaks the
+schema (a line that is no JSON object, a ratio that is a string, a ``zeta`` record without its 21
+edges and 20 counts, an ``eval`` without its epoch) is said in one line naming the file, the line
+and the field, and left out (a bad field of a ``start`` or ``step`` record alone is left out); the
+rest of the file is plotted. Figures are drawn on matplotlib's Agg canvas without pyplot (no global
+state, no display) and written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -32,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .records import read_records, runs
+from .records import MixedRunsError, runs
 from .stats import ratio_correlation
 
 #: how each series of a metric is drawn: (suffix, line style, width, marker, legend text)
@@ -90,6 +95,105 @@ def _num(value) -> float:
     return float(value)
 
 
+# -- reading: every record checked against the schema fields the plots use -----------------------
+
+#: step fields drawn as numbers (docs/records.md): a number or null
+_STEP_NUMBERS = ("loss", "rho_df", "rho_decoupled", "k1", "k2", "r", "zeta_mean")
+ZETA_BINS = 20
+
+
+def _is_number(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _is_epoch(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _numbers(value, n: int) -> bool:
+    return (isinstance(value, list) and len(value) == n
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+
+
+def _check_record(record, metrics: list[str]) -> tuple[dict | None, list[str]]:
+    """(the record as the plots may use it, or None to leave it out; what was wrong, one phrase each)."""
+    if not isinstance(record, dict):
+        return None, [f"is a JSON {type(record).__name__}, not an object"]
+    event = record.get("event")
+    if not isinstance(event, str):
+        return None, ["field 'event' is missing or not a string"]
+    bad: list[str] = []
+    out = dict(record)
+    if event == "start":
+        if "metrics" in out and not (isinstance(out["metrics"], list) and all(isinstance(m, str) for m in out["metrics"])):
+            bad.append(f"field 'metrics' must be a list of names, got {out.pop('metrics')!r:.40}")
+        if "modalities" in out and not (isinstance(out["modalities"], list) and len(out["modalities"]) == 2):
+            bad.append(f"field 'modalities' must name two modalities, got {out.pop('modalities')!r:.40}")
+    elif event == "step":
+        for name in _STEP_NUMBERS:
+            if not _is_number(out.get(name)):
+                bad.append(f"field {name!r} must be a number or null, got {out[name]!r:.40}")
+                out[name] = None  # that value is left out; the step's other values stay
+        if "epoch" in out and not _is_epoch(out["epoch"]):
+            bad.append(f"field 'epoch' must be an epoch (int >= 0), got {out.pop('epoch')!r:.40}")
+    elif event == "eval":
+        if not _is_epoch(out.get("epoch")):
+            return None, [f"field 'epoch' must be an epoch (int >= 0), got {out.get('epoch')!r:.40}"]
+        if not isinstance(out.get("split"), str):
+            return None, [f"field 'split' must be a string, got {out.get('split')!r:.40}"]
+        for m in metrics:
+            for suffix in ("", "_m1", "_m2", "_head_m1", "_head_m2"):
+                if not _is_number(out.get(m + suffix)):
+                    bad.append(f"field {m + suffix!r} must be a number or null, got {out[m + suffix]!r:.40}")
+                    out[m + suffix] = None
+    elif event == "zeta":
+        if not _is_epoch(out.get("epoch")):
+            return None, [f"field 'epoch' must be an epoch (int >= 0), got {out.get('epoch')!r:.40}"]
+        if not _numbers(out.get("edges"), ZETA_BINS + 1):
+            return None, [f"field 'edges' must be {ZETA_BINS + 1} finite numbers, got {out.get('edges')!r:.40}"]
+        if not _numbers(out.get("counts"), ZETA_BINS) or min(out["counts"]) < 0:
+            got = out.get("counts")
+            shown = f"{len(got)} values" if isinstance(got, list) else repr(got)[:40]
+            return None, [f"field 'counts' must be {ZETA_BINS} counts >= 0, got {shown}"]
+    return out, bad
+
+
+def read_checked(path: Path, warn) -> list[dict]:
+    """The records of ``path`` that the plots can use; each bad line or field is passed to ``warn``
+    as one line (``PATH line N: ...``) and left out. A torn last line (a killed writer) is dropped
+    silently, as :func:`~.records.read_records` drops it."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PlotError(f"{path} is not a records file (JSON lines): {e}") from None
+    out: list[dict] = []
+    problems: list[str] = []
+    metrics: list[str] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1 and out:
+                break
+            problems.append(f"{path} line {i + 1}: not JSON ({e.msg}); left out")
+            continue
+        checked, bad = _check_record(record, metrics)
+        if checked is not None and checked.get("event") == "start":
+            metrics = list(checked.get("metrics") or [])
+        what = "left out" if checked is None else "that value left out"
+        problems += [f"{path} line {i + 1}: {b}; {what}" for b in bad]
+        if checked is not None:
+            out.append(checked)
+    if not out:
+        raise PlotError(f"{path} is not a records file (JSON lines): no line is a record"
+                        + (f" (line {problems[0].split(' line ', 1)[1].rsplit(';', 1)[0]})" if problems else ""))
+    for p in problems:
+        warn(p)
+    return out
+
+
 def _default_label(path: Path) -> str:
     # a table's cells are <cell>/seed<k>/records.jsonl: the folders name the run, the file does not
     if path.stem == "records" and path.parent.name:
@@ -114,8 +218,12 @@ def _distinct_labels(paths: list[Path]) -> list[str]:
     return labels
 
 
-def load(paths: Sequence[Path | str], labels: Sequence[str] | None = None) -> list[Run]:
-    """The runs of ``paths`` (each run of a file that holds several, numbered), labelled."""
+def load(paths: Sequence[Path | str], labels: Sequence[str] | None = None, warn=None) -> list[Run]:
+    """The runs of ``paths`` (each run of a file that holds several, numbered), labelled; each bad
+    record said to ``warn`` (default: standard error) and left out."""
+    if warn is None:
+        def warn(line):
+            print(f"simam2 plot: {line}", file=sys.stderr)
     paths = [Path(p) for p in paths]
     if labels is not None and len(labels) != len(paths):
         raise PlotError(f"--labels gives {len(labels)} label(s) for {len(paths)} records file(s)")
@@ -125,14 +233,12 @@ def load(paths: Sequence[Path | str], labels: Sequence[str] | None = None) -> li
     for i, path in enumerate(paths):
         if not path.is_file():
             raise PlotError(f"no records file {path}")
-        try:
-            found = read_records(path)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise PlotError(f"{path} is not a records file (JSON lines): {e}") from None
-        if not any(isinstance(r, dict) and r.get("event") for r in found):
-            raise PlotError(f"{path} holds no records (no line with an 'event')")
+        found = read_checked(path, warn)
         label = labels[i]
-        split = runs(found)
+        try:
+            split = runs(found)
+        except MixedRunsError as e:
+            raise PlotError(f"{path}: {e}") from None
         for k, records in enumerate(split):
             out.append(Run(label if len(split) == 1 else f"{label} [run {k + 1}]", path, records))
     seen: dict[str, int] = {}
@@ -384,17 +490,22 @@ def figures(runs_: Sequence[Run]) -> list[Plot]:
 
 def save(fig, path: Path) -> None:
     """Write ``fig`` as a PNG through a temporary sibling and a rename: never half a picture."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(tmp, format="png")
         os.replace(tmp, path)
+    except OSError as e:  # a read-only or full --out
+        raise PlotError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def write_plots(paths: Sequence[Path | str], out: Path | str, labels: Sequence[str] | None = None,
-                say=print) -> list[Path]:
+                say=print, warn=None) -> list[Path]:
     """Plot the runs of ``paths`` into ``out``; returns the PNGs written, says what was skipped."""
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -403,7 +514,7 @@ def write_plots(paths: Sequence[Path | str], out: Path | str, labels: Sequence[s
         import matplotlib  # noqa: F401
     except ImportError:
         raise PlotError("simam2 plot needs matplotlib: pip install matplotlib") from None
-    runs_ = load(paths, labels)
+    runs_ = load(paths, labels, warn)
     written = []
     for plot in figures(runs_):
         if plot.fig is None:

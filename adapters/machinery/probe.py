@@ -331,6 +331,10 @@ class RunProbe:
     def record_eval(self, split: str, n: int, **metrics) -> None:
         """One evaluation's metrics (the upstream's names; per-modality ones suffixed ``_m1``/``_m2``)."""
         self.flush_steps()
+        why = self.spec.no_mean_ablation
+        if self.ablation is not None and not self._has_head and why and why not in self._ablation_said:
+            self._ablation_said.add(why)  # asked for (per-modality on) and impossible: say so, once
+            self.run.recorder.write("note", what="per_modality_skipped", why=why)
         self.run.recorder.write("eval", epoch=self.epoch, evaluation=self.evaluations, split=split, n=n, **metrics)
         self.evaluations += 1
         if self.spec.epoch_source == "evaluations":

@@ -9,6 +9,8 @@ non-finite, so that a NaN never reads as a perfect score.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import fcntl
 import json
 import math
 import os
@@ -23,7 +25,16 @@ STATUSES = ("completed", "interrupted", "failed")
 
 
 class RecordsError(RuntimeError):
-    """A records file cannot be written as asked (exists, is a folder, cannot be created)."""
+    """A records file cannot be written as asked (exists, is a folder, cannot be created, is full)."""
+
+
+class RecordsRefused(RecordsError):
+    """A records file refused before the run began (a folder, holds records, held by another run,
+    cannot be created): nothing was written, and the run must not start."""
+
+
+class MixedRunsError(ValueError):
+    """A records file whose runs cannot be told apart (two runs wrote into it at once)."""
 
 
 def now() -> str:
@@ -64,9 +75,9 @@ def check_path(path: Path | str, append: bool = False) -> Path:
     file unless ``append``. Creates nothing."""
     path = Path(path)
     if path.is_dir():
-        raise RecordsError(f"--record {path} is a folder: name a file, e.g. {path / 'records.jsonl'}")
+        raise RecordsRefused(f"--record {path} is a folder: name a file, e.g. {path / 'records.jsonl'}")
     if not append and path.exists() and path.stat().st_size > 0:
-        raise RecordsError(f"--record {path} already holds records: name a new file, remove it, "
+        raise RecordsRefused(f"--record {path} already holds records: name a new file, remove it, "
                            "or pass --append to add this run to it")
     return path
 
@@ -82,15 +93,121 @@ class RecordWriter:
 
     def __init__(self, path: Path | str | None = None, append: bool = False, sinks: Iterable = ()):
         self.path = check_path(path, append) if path is not None else None
+        self._fd: int | None = None
+        self._created = False
+        self._size_before = 0
+        self.broken: str | None = None  # why the file stopped taking records (a full disk)
         #: callables that receive every row written (e.g. a TensorBoard writer); ``close()`` if they have it
         self.sinks = list(sinks)
         self.append = append
         self.events: list[dict] = []
-        self._file = None
         self.nonfinite = False
         self.counts = {"step": 0, "eval": 0}
         self.ended = False
         self.metric_fields: set[str] = set()
+        if self.path is not None:
+            self._open()
+
+    # -- the file: opened once, locked for the run, written a whole line at a time -----------------
+
+    def _open(self) -> None:
+        """Open the records file and hold an exclusive lock on it for the run.
+
+        The check that the file holds no records is made *after* the lock is taken, on the open
+        file: two runs started together onto one file cannot both pass it (the check of
+        :func:`check_path` alone was check-then-open), and a run appending (``--append``) never
+        interleaves its lines with another's.
+        """
+        path = self.path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+            raise RecordsRefused(f"cannot write records to {path}: {blocker} is a file, not a folder") from None
+        except OSError as e:
+            raise RecordsRefused(f"cannot write records to {path}: {e.strerror or e}") from None
+        for _ in range(10):
+            fd, created = self._open_once(path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise RecordsRefused(f"--record {path} is being written by another run right now: name another "
+                                   "file, or wait for that run to end") from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except OSError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # a refused run removed (or someone replaced) the file between open and lock
+        else:
+            raise RecordsRefused(f"--record {path} keeps being replaced by another process: name another file")
+        size = os.fstat(fd).st_size
+        if size > 0 and not self.append:
+            os.close(fd)
+            raise RecordsRefused(f"--record {path} already holds records: name a new file, remove it, "
+                               "or pass --append to add this run to it")
+        self._fd, self._created, self._size_before = fd, created, size
+
+    @staticmethod
+    def _open_once(path: Path) -> tuple[int, bool]:
+        """(descriptor, whether this call created the file)."""
+        flags = os.O_WRONLY | os.O_APPEND
+        for _ in range(10):
+            try:
+                return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666), True
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise RecordsRefused(f"cannot write records to {path}: {e.strerror or e}") from None
+            try:
+                return os.open(path, flags), False
+            except FileNotFoundError:
+                continue  # removed in between: create it
+            except OSError as e:
+                raise RecordsRefused(f"cannot write records to {path}: {e.strerror or e}") from None
+        raise RecordsRefused(f"--record {path} keeps being replaced by another process: name another file")
+
+    def _write_line(self, line: str) -> None:
+        """Append one whole line, or nothing: on a failed or short write (a full disk) the file is
+        cut back to where the line began, so that it never ends in a torn line."""
+        data = line.encode("utf-8")
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        done = 0
+        try:
+            while done < len(data):
+                n = os.write(self._fd, data[done:])
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += n
+        except OSError as e:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass
+            self.broken = e.strerror or str(e)
+            raise RecordsError(f"cannot write records to {self.path}: {self.broken}; it holds every record "
+                               "before this one, and no more will be written") from None
+
+    def discard(self) -> None:
+        """Take back everything this writer wrote: the file is removed if this run created it, else
+        cut back to its size before the run (for a run refused before it began)."""
+        self.ended = True
+        for sink in self.sinks:
+            if hasattr(sink, "discard"):
+                sink.discard()
+        if self._fd is None:
+            self.close()
+            return
+        try:
+            if self._created:
+                os.unlink(self.path)
+            else:
+                os.ftruncate(self._fd, self._size_before)
+        except OSError:
+            pass
+        self.close()
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -100,14 +217,9 @@ class RecordWriter:
         if self.path is None:
             self.events.append(row)
             return
-        if self._file is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "a", encoding="utf-8")
-            except OSError as e:
-                raise RecordsError(f"cannot write records to {self.path}: {e.strerror or e}") from None
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        if self.broken is not None or self._fd is None:
+            return  # the first failure was raised; later rows (the end record) have nowhere to go
+        self._write_line(json.dumps(row) + "\n")
 
     def write(self, event: str, **fields: Any) -> dict:
         if event in self.counts:
@@ -139,9 +251,11 @@ class RecordWriter:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         self.ended = True
-        row = self.write("end", status=status, error=error, nonfinite=self.nonfinite,
-                         steps=self.counts["step"], evaluations=self.counts["eval"], time=now())
-        self.close()
+        try:
+            row = self.write("end", status=status, error=error, nonfinite=self.nonfinite,
+                             steps=self.counts["step"], evaluations=self.counts["eval"], time=now())
+        finally:
+            self.close()
         return row
 
     def close(self) -> None:
@@ -149,9 +263,9 @@ class RecordWriter:
             if hasattr(sink, "close"):
                 sink.close()
         self.sinks = []
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -166,28 +280,48 @@ class RecordWriter:
 
 
 def read_records(path: Path | str) -> list[dict]:
-    """The records of a JSON-lines file; a torn last line (a killed writer) is dropped."""
+    """The records of a JSON-lines file; a torn last line (a killed writer) is dropped. A line that
+    is not a JSON object elsewhere, and a file into which two runs wrote at once, are refused with a
+    ``ValueError`` naming the file and the line (:class:`MixedRunsError` for the second)."""
     out = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a records file (not UTF-8 text: {e.reason} at byte {e.start})") from None
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
             if i == len(lines) - 1:
                 break  # the last line of a run that was killed mid-write
-            raise
+            raise ValueError(f"{path} line {i + 1}: not JSON ({e.msg}): not a records file, or a damaged one") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path} line {i + 1}: a JSON {type(record).__name__}, where a record is an object")
+        out.append(record)
+    try:
+        runs(out)
+    except MixedRunsError as e:
+        raise MixedRunsError(f"{path}: {e}") from None
     return out
 
 
 def runs(records: list[dict]) -> list[list[dict]]:
-    """A file's records split into runs, at each ``start`` (records before the first start form a run)."""
+    """A file's records split into runs, at each ``start`` (records before the first start form a run).
+
+    A run's ``end`` is its last record: anything but a new ``start`` after it means two runs wrote
+    the file at once, and their records cannot be told apart (:class:`MixedRunsError`).
+    """
     out: list[list[dict]] = []
-    for r in records:
-        if r.get("event") == "start" or not out:
+    for i, r in enumerate(records):
+        event = r.get("event") if isinstance(r, dict) else None
+        if event == "start" or not out:
             out.append([])
+        elif isinstance(out[-1][-1], dict) and out[-1][-1].get("event") == "end":
+            raise MixedRunsError(f"record {i + 1} (a {event!r} record) follows its run's end: two runs wrote this "
+                                 "file at once, and their records cannot be told apart")
         out[-1].append(r)
     return out
 

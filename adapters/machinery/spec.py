@@ -68,6 +68,10 @@ class Spec:
     #: None: the script runs under torchrun (it wraps its model in nn.DataParallel and trains from a
     #: shuffling DataLoader, the two places the distributed layer takes over); else why it does not
     distributed: str | None = "its script has no nn.DataParallel and DataLoader for DDP to take over"
+    #: None where the spec's ``head`` gives each evaluation the metric of each modality alone (mean
+    #: ablation, SPEC §8); else why this upstream's evaluations cannot have it, said once per run in a
+    #: ``per_modality_skipped`` note (docs/records.md)
+    no_mean_ablation: str | None = None
 
     # -- what is replaced ------------------------------------------------------------------------
 

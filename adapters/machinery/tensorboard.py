@@ -68,6 +68,7 @@ class TensorBoardSink:
     def __init__(self, logdir: Path | str):
         SummaryWriter = _summary_writer()
         self.logdir = Path(logdir)
+        self.made = not self.logdir.exists()  # whether a refused run should take the folder back
         if self.logdir.exists() and not self.logdir.is_dir():
             raise TensorBoardError(f"--tensorboard {self.logdir} is a file: name a folder")
         try:
@@ -143,6 +144,14 @@ class TensorBoardSink:
         self.writer.add_text("end", f"status: {row.get('status')}; steps: {row.get('steps')}; "
                                     f"evaluations: {row.get('evaluations')}; error: {row.get('error')}",
                              self.global_step)
+
+    def discard(self) -> None:
+        """Close, and remove the folder if this sink made it (a run refused before it began)."""
+        self.close()
+        if self.made:
+            import shutil
+
+            shutil.rmtree(self.logdir, ignore_errors=True)
 
     def close(self) -> None:
         if not self.closed:

