@@ -195,3 +195,50 @@ def test_runs_whose_zeta_weighs_the_other_modality_are_put_in_the_tables_order(t
     for col in ("concat", "sum"):
         c = result.cell("Baseline", col)
         assert (c.summary["top1_m1"].mean, c.summary["top1_m2"].mean) == (0.7, 0.3)
+
+
+def test_a_second_run_on_the_same_folder_is_refused_and_deletes_nothing(tmp_path):
+    """B3: two runs of one table on one out folder — the second refuses in one line."""
+    cells = FakeCells()
+    grid.run_table(_table(cells), tmp_path, seeds=1, progress=False, say=lambda s: None)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("records.jsonl")}
+    with grid.folder_lock(tmp_path):  # another run holds the folder
+        with pytest.raises(grid.GridError, match="in use by another table run"):
+            grid.run_table(_table(cells), tmp_path, seeds=2, fresh=True, progress=False, say=lambda s: None)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("records.jsonl")} == before
+    grid.run_table(_table(cells), tmp_path, seeds=1, progress=False, say=lambda s: None)  # released
+
+
+def test_results_made_with_other_options_are_never_averaged_in(tmp_path):
+    """B4: a table at one option, then at another interrupted after one cell: the stale cells are
+    left out of the table and named, not averaged with the new one."""
+    grid.run_table(_table(FakeCells(), options={"epochs": 1}), tmp_path, seeds=1, progress=False,
+                   say=lambda s: None)
+
+    class Interrupt(FakeCells):
+        def __call__(self, cs):
+            super().__call__(cs)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        grid.run_table(_table(Interrupt(), options={"epochs": 2}), tmp_path, seeds=1, progress=False,
+                       say=lambda s: None)
+    data = json.loads((tmp_path / "table.json").read_text())
+    counted = [c for c in data["cells"] if c["summary"].get("top1", {}).get("n")]
+    assert len(counted) == 1 and len(data["stale"]) == 5 and data["options"] == {"epochs": 2}
+    assert "made with other options" in (tmp_path / "table.txt").read_text()
+
+
+def test_a_string_metric_is_skipped_and_named_and_the_table_is_written(tmp_path):
+    """A9: a string where a number belongs (FOP's pick, or a metric written as text) on resume."""
+    cells = FakeCells()
+    grid.run_table(_table(cells), tmp_path, seeds=2, progress=False, say=lambda s: None)
+    path = next(p for p in tmp_path.rglob("records.jsonl") if "concat" in str(p))
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    for r in lines:
+        if r["event"] == "eval":
+            r["top1_m1"] = "last"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    result = grid.run_table(_table(cells), tmp_path, seeds=2, progress=False, say=lambda s: None)
+    assert result.skipped and "'last' is no number" in result.skipped[0]
+    assert "not a number" in (tmp_path / "table.txt").read_text()

@@ -30,10 +30,13 @@ metric's own units, e.g. fractions); text and Markdown are scaled by ``Table.sca
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -241,15 +244,43 @@ def _bar(total: int, title: str, enabled: bool):
     return tqdm(total=total, desc=title, unit="run", file=sys.stderr, dynamic_ncols=True)
 
 
+@contextlib.contextmanager
+def folder_lock(out: Path, what: str = "table"):
+    """An exclusive lock on ``out`` for one run of a table or study: a second one on the same folder
+    is refused in one line (GridError) instead of deleting the first one's cells in flight. The lock
+    is the kernel's (flock), so a killed run releases it."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise GridError(f"{out} is in use by another {what} run (pid {holder}); wait for it to end, "
+                            "or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def run_table(table: Table, out: Path | str, seeds: int | Sequence[int] = 1, fresh: bool = False,
               tensorboard: Path | str | None = None, progress: bool = True, say=None) -> "Result":
     """Run every cell-seed not already complete (all with ``fresh``), then aggregate and write the
     table (text, Markdown, CSV, JSON) into ``out``; returns the :class:`Result`.
 
     A failing cell-seed does not stop the table: it is said, shown as missing, and run again next
-    time. Ctrl-C stops it; the table of what completed is still written.
+    time. Ctrl-C stops it; the table of what completed is still written. The folder is locked for
+    the run (:func:`folder_lock`); a cell-seed made with other options is never averaged in.
     """
     out = Path(out).absolute()
+    with folder_lock(out):
+        return _run_table(table, out, seeds, fresh, tensorboard, progress, say)
+
+
+def _run_table(table, out, seeds, fresh, tensorboard, progress, say) -> "Result":
     seeds = seed_list(seeds)
     tb = None if tensorboard is None else Path(tensorboard).absolute()
     all_runs = cell_seeds(table, out, seeds, tb)
@@ -352,6 +383,10 @@ class Result:
     metrics: list[str]
     modalities: tuple[str, str]
     failed: list[str] = field(default_factory=list)
+    #: values that are no number (a string metric in an eval record), left out and named
+    skipped: list[str] = field(default_factory=list)
+    #: cell-seeds whose folder holds a run made with other options, not averaged in
+    stale: list[str] = field(default_factory=list)
 
     def cell(self, row: str, column: str) -> CellResult:
         return self.cells[(row, column)]
@@ -363,14 +398,19 @@ def aggregate(table: Table, out: Path | str, seeds: int | Sequence[int]) -> Resu
     seeds = seed_list(seeds)
     starts: list[dict] = []
     loaded: dict[tuple[str, str, int], list[dict] | None] = {}
+    stale = []
     for cs in cell_seeds(table, out, seeds, running=False):
         records = _all_runs(cs.records)
         last = _last_run(cs.records)
+        if records is not None and not _made_with_options(table, cs):
+            stale.append(f"{cs.cell} seed {cs.seed}")  # another run's options: never averaged in
+            records, last = None, None
         # a file whose last run did not complete counts as not run (it is run again next time)
         loaded[(cs.row.label, cs.column.key, cs.seed)] = (records, last)
         starts += [r for r in records or () if r.get("event") == "start"]
     primary, higher, metrics, modalities = _declared(table, starts)
     wanted = [m + s for m in metrics for s in ("", *MODALITY_SUFFIXES)]
+    skipped: list[str] = []
     cells: dict[tuple[str, str], CellResult] = {}
     for col in table.columns:
         for row in table.rows:
@@ -387,6 +427,10 @@ def aggregate(table: Table, out: Path | str, seeds: int | Sequence[int]) -> Resu
                 picked = (pick_evaluation(records, split, table.pick, primary, higher)
                           if status == "completed" and primary else None)
                 values = {k: picked.get(k) for k in wanted if k in picked} if picked else {}
+                for k, v in list(values.items()):
+                    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                        skipped.append(f"{row.label} / {col.key} seed {seed}: {k} = {v!r} is no number")
+                        values[k] = None
                 run_mods = next((r.get("modalities") for r in records if r.get("event") == "start"), None)
                 if run_mods and list(run_mods) == [modalities[1], modalities[0]]:
                     values = _swap_modalities(values)  # this run's ζ weighs the table's modality 2
@@ -415,7 +459,19 @@ def aggregate(table: Table, out: Path | str, seeds: int | Sequence[int]) -> Resu
     # SPEC §9: one family per table, Holm-adjusted, each difference with its verdict
     for c, d in zip(compared, adjust_family([c.diff for c in compared])):
         c.diff = d
-    return Result(table, seeds, cells, primary, higher, metrics, modalities)
+    return Result(table, seeds, cells, primary, higher, metrics, modalities, skipped=skipped, stale=stale)
+
+
+def _made_with_options(table: Table, cs: CellSeed) -> bool:
+    """Whether ``cs``'s folder was made with this table's options (its cell.json); a folder without
+    one (records written by hand, or by an older version) counts as made with them."""
+    sig = cs.folder / "cell.json"
+    if not sig.exists():
+        return True
+    try:
+        return json.loads(sig.read_text(encoding="utf-8")) == _signature(table, cs)
+    except (OSError, ValueError):
+        return False
 
 
 def _swap_modalities(values: dict) -> dict:
@@ -513,7 +569,8 @@ def _legend(result: Result) -> list[str]:
     shown = {name for name, _ in _columns(result)}
     primary = t.label(result.primary) if result.primary else "the primary metric"
     better = "" if result.higher_is_better else f" ({primary}: lower is better)"
-    lines = [f"Δ: paired difference to {t.baseline} over the same seeds, two-sided paired t-test p-value{better}."]
+    lines = [f"Δ: paired difference to {t.baseline} over the same seeds, two-sided paired t-test p-value{better}, "
+             "then SPEC §9's verdict (Holm over the table's comparisons; TOST at ±1 point)."]
     if any(n.endswith(" alone") for n in shown):
         lines.append(f"alone: {primary} with the other modality's fusion input replaced by its mean (SPEC §8).")
     if any(n.endswith(" head") for n in shown):
@@ -521,6 +578,8 @@ def _legend(result: Result) -> list[str]:
     if "r(ρ)" in shown:
         lines.append("r(ρ): Pearson r of Eq. 11's ratio and OGM-GE's decoupled ratio over the steps, mean over "
                      "seeds (decoupling-free cells).")
+    lines += [f"left out, made with other options (rerun to replace): {x}" for x in result.stale]
+    lines += [f"left out, not a number: {x}" for x in result.skipped]
     return lines + ([t.note] if t.note else [])
 
 
@@ -581,7 +640,8 @@ def to_json(result: Result) -> dict:
     return plain({"title": t.title, "seeds": result.seeds, "split": t.split, "pick": t.pick,
                   "baseline": t.baseline, "primary": result.primary, "higher_is_better": result.higher_is_better,
                   "metrics": result.metrics, "modalities": list(result.modalities), "options": t.options,
-                  "display_scale": t.scale, "failed": result.failed, "cells": cells})
+                  "display_scale": t.scale, "failed": result.failed, "skipped_values": result.skipped,
+                  "stale": result.stale, "cells": cells})
 
 
 def to_csv(result: Result) -> str:
