@@ -121,10 +121,13 @@ def prepare_run(name: str, rest: list[str]) -> PreparedRun:
     config = config_from_args(args, default_zeta=spec.default_zeta)
     if config.record is not None:  # relative to where the user stands, not the run's workdir
         config.record = config.record.resolve()
+    # the command line's own checks first: a refused command line fetches nothing and writes nothing
+    if args.workdir is None and spec.workdir_required:
+        raise AdapterError(f"simam2 run {name} needs --workdir: {spec.workdir_required}")
+    argv = spec.upstream_argv(config, args) + upstream
     checkout = Path(args.checkout).resolve() if args.checkout is not None else checkout_of(spec)
     if args.workdir is not None:
         _refuse_inside(Path(args.workdir), checkout, "--workdir")
-    argv = spec.upstream_argv(config, args) + upstream
     return PreparedRun(spec, args, config, checkout, argv, spec.workdir_for(args), spec.script_for(args))
 
 

@@ -461,6 +461,7 @@ SECRET = "s3cr3t-T0KEN"
 def test_credentials_in_a_source_url_are_never_printed_nor_stored(toy, monkeypatch, capsys):
     url = f"https://user:{SECRET}@git.example.invalid/{{owner}}/{{name}}.git"
     # git rewrites the URL to the local mirror, so the clone succeeds offline
+    monkeypatch.setenv("SIMAM2_OFFLINE", "0")  # the URL is remote to vendor_fetch's eyes
     monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
     monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.{toy.bare}.insteadOf")
     monkeypatch.setenv("GIT_CONFIG_VALUE_0", f"https://user:{SECRET}@git.example.invalid/toy-owner/toy.git")

@@ -304,13 +304,18 @@ def run_script(
     with installed(spec, config, checkout, argv=argv, script=script, cwd=cwd, start_extra=start_extra) as ctx:
         module = script[3:].strip() if script.startswith("-m ") else None
         path = ctx.checkout / script if module is None else None
-        if path is not None and not path.is_file():
-            raise AdapterError(f"{spec.name}: no script {script} in {ctx.checkout}")
-        resolved = cwd.resolve()
-        if resolved == ctx.checkout or ctx.checkout in resolved.parents:
-            raise AdapterError(f"{spec.name}: run in a folder of your own, not inside the upstream checkout "
-                               f"{ctx.checkout} (a shared cache; the script writes to its working directory)")
-        spec.validate(ctx, argv, cwd)
+        try:
+            if path is not None and not path.is_file():
+                raise AdapterError(f"{spec.name}: no script {script} in {ctx.checkout}")
+            resolved = cwd.resolve()
+            if resolved == ctx.checkout or ctx.checkout in resolved.parents:
+                raise AdapterError(f"{spec.name}: run in a folder of your own, not inside the upstream checkout "
+                                   f"{ctx.checkout} (a shared cache; the script writes to its working directory)")
+            spec.validate(ctx, argv, cwd)
+        except AdapterError:
+            ctx.probe.refuse()  # refused before the script started: no records, so the corrected rerun can write them
+            raise
+        cwd.mkdir(parents=True, exist_ok=True)
         old_argv, old_cwd = sys.argv, os.getcwd()
         sys.argv = [str(path) if path is not None else module, *argv]
         os.chdir(cwd)

@@ -68,6 +68,8 @@ class Spec:
     #: None: the script runs under torchrun (it wraps its model in nn.DataParallel and trains from a
     #: shuffling DataLoader, the two places the distributed layer takes over); else why it does not
     distributed: str | None = "its script has no nn.DataParallel and DataLoader for DDP to take over"
+    #: None: ``--workdir`` is optional; else why the script needs one (checked before any fetch)
+    workdir_required: str | None = None
 
     # -- what is replaced ------------------------------------------------------------------------
 
