@@ -2,6 +2,7 @@
 
     simam2 fetch [NAME ...]                  fetch and patch upstream checkouts (vendor_fetch.py)
     simam2 synth NAME DIR                    write a tiny synthetic dataset in NAME's on-disk format
+    simam2 prepare ogm-ge RAW OUT            CREMA-D (or VGGSound) as downloaded -> the layout main.py reads
     simam2 run NAME [options] -- ARGS ...    run NAME's own training script with ARGS
     simam2 run NAME --nproc-per-node N ... -- ARGS
                                              the same, as N processes per node under torchrun (DDP)
@@ -49,6 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--dataset", default=None, help="ogm-ge: CREMAD (default) or VGGSound")
     p.add_argument("--force", action="store_true", help="write into a folder that already holds files")
+
+    p = sub.add_parser("prepare", help="a dataset as downloaded, in the layout an upstream's script reads",
+                       description="Decode CREMA-D (AudioWAV/*.wav, VideoFlash/*.flv) or VGGSound (vggsound.csv, "
+                                   "{train,test}-videos/{train,test}-set/*.mp4) into the layout simam2 synth "
+                                   "ogm-ge writes: frames as OGM-GE's preprocessing keeps them, the audio, and the "
+                                   "split lists filtered to the clips prepared. Resumable; an unreadable clip is "
+                                   "skipped and listed. Needs the prepare extra: pip install -e '.[prepare]'.")
+    p.add_argument("name", choices=["ogm-ge"], help="the upstream whose layout to write")
+    p.add_argument("raw", type=Path, help="the dataset as downloaded")
+    p.add_argument("out", type=Path, help="the prepared folder (a rerun resumes it)")
+    p.add_argument("--dataset", choices=["CREMAD", "VGGSound"], default="CREMAD", help="default CREMAD")
+    p.add_argument("--jobs", type=int, default=None, help="processes decoding clips (default: every core)")
+    p.add_argument("--fps", type=int, default=1, help="frames kept per second, main.py's --fps (default 1)")
+    p.add_argument("--checkout", type=Path, default=None,
+                   help="OGM-GE checkout whose data/CREMAD lists to use (default: the cached one)")
 
     p = sub.add_parser("run", help="run an upstream's own training script with SimAM²", add_help=False,
                        description="Run NAME's own script unchanged; arguments after -- go to it.")
@@ -183,6 +199,14 @@ def _cmd_synth(ns) -> int:
     return 0
 
 
+def _cmd_prepare(ns) -> int:
+    from .ogm_ge.prepare import prepare, report
+
+    result = prepare(ns.raw, ns.out, dataset=ns.dataset, jobs=ns.jobs, checkout=ns.checkout, fps=ns.fps)
+    print(report(result, ns.dataset))
+    return 0
+
+
 def _cmd_table(ns) -> int:
     module = importlib.import_module(TABLES[ns.table][0])
     if ns.seeds is not None and ns.seeds < 1:
@@ -234,7 +258,8 @@ def _cmd_demo(ns) -> int:
     return demo.main(ns.rest)
 
 
-COMMANDS = {"demo": _cmd_demo, "study": _cmd_study, "fetch": _cmd_fetch, "synth": _cmd_synth, "run": _cmd_run,
+COMMANDS = {"demo": _cmd_demo, "study": _cmd_study, "fetch": _cmd_fetch, "synth": _cmd_synth, "prepare": _cmd_prepare,
+            "run": _cmd_run,
             "table": _cmd_table, "plot": _cmd_plot}
 
 
