@@ -6,7 +6,7 @@
     simam2 run NAME [options] -- ARGS ...    run NAME's own training script with ARGS
     simam2 run NAME --nproc-per-node N ... -- ARGS
                                              the same, as N processes per node under torchrun (DDP)
-    simam2 table {ogm-ge,ave,fop,balancemm}  reproduce a table on synthetic data (--seeds N; resumes)
+    simam2 table {ogm-ge,ave,fop,balancemm}  reproduce a table (synthetic data, or --data DIR; --seeds N; resumes)
     simam2 study {avdigits,mfeat} --out DIR  the paper's claims on real data, with seeds (docs/results.md)
     simam2 plot RECORDS... --out DIR         PNG plots of runs' records (ratios, k1/k2, metrics, ζ)
     simam2 demo                              one minute of the study: SimAM² on real data (mfeat)
@@ -79,13 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False, description="See simam2 demo --help.")
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
-    p = sub.add_parser("table", help="reproduce a table of the paper on synthetic data",
-                       description="Run every cell of one of the paper's tables on a synthetic dataset "
-                                   "and print it in the paper's layout.")
+    p = sub.add_parser("table", help="reproduce a table of the paper",
+                       description="Run every cell of one of the paper's tables on a dataset (synthetic unless "
+                                   "--data names one) and print it in the paper's layout.")
     p.add_argument("table", choices=list(TABLES), help="; ".join(f"{k}: {v[1]}" for k, v in TABLES.items()))
     p.add_argument("--out", type=Path, default=Path("runs"), help="folder for the runs (default: ./runs)")
-    p.add_argument("--data", type=Path, default=None, help="an existing synthetic dataset (default: write one)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per cell (default: the table's own)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="the dataset folder in the upstream's layout: simam2 synth's, simam2 prepare's, or your "
+                        "own (default: write a synthetic one under --out)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per cell (default: the recipe's)")
+    r = p.add_argument_group("recipe (ogm-ge)")
+    r.add_argument("--recipe", choices=["quick", "paper"], default=None,
+                   help="quick (default): batch 8, 2 epochs, lr 0.01; paper: main.py's own, batch 64, 100 epochs, "
+                        "SGD lr 1e-3 momentum 0.9 weight decay 1e-4, StepLR 70 × 0.1, modulation epochs 0-50; "
+                        "α 0.8 in both (OGM-GE's value for CREMA-D)")
+    r.add_argument("--batch-size", type=int, default=None, help="main.py's --batch_size (default: the recipe's)")
+    r.add_argument("--lr", type=float, default=None, help="main.py's --learning_rate (default: the recipe's)")
+    r.add_argument("--alpha", type=float, default=None, help="OGM-GE's α (default: the recipe's, 0.8)")
+    r.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep main.py's checkpoints (about 180 MB each; default: removed once a cell is evaluated)")
     add_table_options(p)
 
     p = sub.add_parser("plot", help="PNG plots of records files (ratios, k1/k2, metrics, ζ, loss)", add_help=False,
@@ -214,6 +226,13 @@ def _cmd_table(ns) -> int:
     kwargs = {"data_dir": ns.data}
     if ns.epochs is not None:
         kwargs["epochs"] = ns.epochs
+    recipe = {"recipe_name": ns.recipe, "batch_size": ns.batch_size, "learning_rate": ns.lr, "alpha": ns.alpha,
+              "keep_checkpoints": ns.keep_checkpoints or None}
+    given = {k: v for k, v in recipe.items() if v is not None}
+    if given and ns.table != "ogm-ge":
+        raise AdapterError("table: --recipe, --batch-size, --lr, --alpha and --keep-checkpoints are Table 1's "
+                           "(ogm-ge); the other tables' scripts take their own values")
+    kwargs.update(given)
     if ns.table == "balancemm":  # its own runner: seeds only
         if ns.fresh or ns.tensorboard is not None:
             raise AdapterError("table: --fresh and --tensorboard are the grid tables' (ogm-ge, ave, fop)")
