@@ -32,7 +32,11 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from simam2.docs import page
+
+    # the pages named here (docs/results.md, …) ship with the package: say where this install has them
     parser = argparse.ArgumentParser(prog="simam2", description=__doc__,
+                                     epilog=f"documentation pages (docs/): {page('results.md').parent}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

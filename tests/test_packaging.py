@@ -62,7 +62,8 @@ def test_the_wheel_holds_every_patch_and_the_docs(wheel):
     shipped = sorted(n for n in names if n.endswith(".patch"))
     ours = sorted(f"simam2/patches/{p.relative_to(REPO / 'patches')}" for p in (REPO / "patches").glob("*/*.patch"))
     assert shipped == ours and len(ours) == 27
-    for page in ("results.md", "records.md", "adapters-ogm-ge.md", "instruments.md", "distributed.md"):
+    for page in ("results.md", "records.md", "adapters-ogm-ge.md", "instruments.md", "distributed.md",
+                 "reproduce-table1.md"):
         assert f"simam2/docs/{page}" in names
 
 
@@ -75,9 +76,10 @@ def test_an_installed_wheel_fetches_every_upstream_with_all_its_patches(wheel, t
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     script = ("import json, sys, vendor_fetch\n"
+              "from simam2.docs import page\n"
               "assert vendor_fetch.__file__.startswith(sys.argv[1]), vendor_fetch.__file__\n"
-              "print(json.dumps({'root': str(vendor_fetch.PATCHES_ROOT), 'fetched': {n: str(vendor_fetch.fetch(n, "
-              "progress=None)) for n in sys.argv[2:]}}))\n")
+              "print(json.dumps({'root': str(vendor_fetch.PATCHES_ROOT), 'docs': str(page('reproduce-table1.md')), "
+              "'fetched': {n: str(vendor_fetch.fetch(n, progress=None)) for n in sys.argv[2:]}}))\n")
     env = {**os.environ, "PYTHONPATH": str(target), "SIMAM2_HOME": str(home), "SIMAM2_SOURCE": source,
            "SIMAM2_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-c", script, str(target), *PATCHED], cwd=elsewhere, env=env,
@@ -86,6 +88,7 @@ def test_an_installed_wheel_fetches_every_upstream_with_all_its_patches(wheel, t
     answer = json.loads(proc.stdout.splitlines()[-1])
     root = Path(answer["root"])
     assert root == target / "simam2" / "patches"
+    assert answer["docs"] == str(target / "simam2" / "docs" / "reproduce-table1.md")
     for name in PATCHED:
         checkout = Path(answer["fetched"][name])
         patches = sorted((root / name).glob("*.patch"))
