@@ -25,7 +25,7 @@ Guarantees:
   the sha256 of every applied patch, the left-out paths and the git tree of the patched index. A
   checkout whose files differ from that tree, or that holds any file outside it (a planted
   ``librosa.py`` would be imported by the next run), is reported, not reused (``--force`` rebuilds
-  it); a checkout made with an older patch set is rebuilt.
+  it); another patch set gets a checkout of its own, built from a cached one of the same pin.
 * Safe with its input: credentials in a source URL (``https://user:TOKEN@host/...``) are never
   printed nor stored (progress, errors, manifest and the checkout's git config show ``***``); git's
   ``ext::``/``fd::`` remote helpers, which run commands, are refused, as is any transport other
