@@ -6,7 +6,12 @@ Each upstream in ``UPSTREAMS`` is cloned from ``--source`` / ``$SIMAM2_SOURCE`` 
 ``{owner}`` and ``{name}``, default ``https://github.com/{owner}/{name}.git``; a folder of bare mirrors
 works as ``/mirrors/{owner}+{name}/repo``), checked out at its pinned commit, verified, and patched
 with ``patches/<name>/*.patch`` in sorted order (each checked with ``git apply --check`` first).
-The result lands in ``$SIMAM2_HOME`` (default ``~/.cache/simam2``), one folder per ``name@sha``.
+The patches ship inside the package (``simam2.patches``, found through ``importlib.resources``), so
+a wheel install patches exactly as a source checkout does; an upstream declared as patched whose
+patch folder is missing or empty is an error, never a silent unpatched checkout.
+The result lands in ``$SIMAM2_HOME`` (default ``~/.cache/simam2``), one folder per
+``name@sha+patches-<hash>`` (``name@sha`` for an upstream without patches): two installs with
+different patch sets share the cache without rebuilding each other's checkout.
 
 Guarantees:
 
@@ -20,7 +25,7 @@ Guarantees:
   the sha256 of every applied patch, the left-out paths and the git tree of the patched index. A
   checkout whose files differ from that tree, or that holds any file outside it (a planted
   ``librosa.py`` would be imported by the next run), is reported, not reused (``--force`` rebuilds
-  it); a checkout made with an older patch set is rebuilt.
+  it); another patch set gets a checkout of its own, built from a cached one of the same pin.
 * Safe with its input: credentials in a source URL (``https://user:TOKEN@host/...``) are never
   printed nor stored (progress, errors, manifest and the checkout's git config show ``***``); git's
   ``ext::``/``fd::`` remote helpers, which run commands, are refused, as is any transport other
@@ -47,8 +52,21 @@ from typing import Callable, Iterator, Optional
 
 DEFAULT_SOURCE = "https://github.com/{owner}/{name}.git"
 DEFAULT_HOME = "~/.cache/simam2"
+
+
+def _shipped_patches_root() -> Path:
+    """The patch folders shipped as package data (``simam2.patches``), else ``patches/`` beside this
+    file: a source tree run as ``python vendor_fetch.py`` without an install."""
+    from importlib.resources import files
+
+    try:
+        return Path(str(files("simam2.patches")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent / "patches"
+
+
 # Module attribute so tests (and callers with their own patch sets) can point elsewhere.
-PATCHES_ROOT = Path(__file__).resolve().parent / "patches"
+PATCHES_ROOT = _shipped_patches_root()
 MANIFEST_NAME = "simam2-manifest.json"  # lives in the checkout's .git, so it never shows in git status
 MANIFEST_FORMAT = 1
 
@@ -100,6 +118,8 @@ class Upstream:
     sha: str
     license: str
     entry_scripts: tuple[tuple[str, str], ...] = ()
+    #: whether our patches/<name>/ must hold patches: the scripts do not run unpatched
+    patched: bool = False
 
     def __post_init__(self):
         if not re.fullmatch(r"[0-9a-f]{40}", self.sha):
@@ -118,6 +138,7 @@ UPSTREAMS: dict[str, Upstream] = {
                 "redistributed.",
         entry_scripts=(("main.py", "train/test on CREMA-D, KineticSound or VGGSound: --dataset, "
                                    "--fusion_method, --modulation, --alpha, --ckpt_path, --train"),),
+        patched=True,
     ),
     "avga": Upstream(
         "YapengTian", "AVE-ECCV18", "93f843fed72fb17394df76330df958b0c2dbde76",
@@ -128,6 +149,7 @@ UPSTREAMS: dict[str, Upstream] = {
             ("weak_supervised_main.py", "weakly supervised AVE localisation"),
             ("cmm_train.py", "cross-modality localisation (cmm_test.py evaluates)"),
         ),
+        patched=True,
     ),
     "psp": Upstream(
         "jasongief", "PSP_CVPR_2021", "ddd20f3b0a17aec55333bff472eef3ca3ef19958",
@@ -137,6 +159,7 @@ UPSTREAMS: dict[str, Upstream] = {
             ("fully_supervised_main.py", "fully supervised AVE localisation: --model_name PSP, --threshold, --train"),
             ("weakly_supervised_main.py", "weakly supervised AVE localisation"),
         ),
+        patched=True,
     ),
     "fop": Upstream(
         "msaadsaeed", "FOP", "e30c0574c84e7ac4c47c6e892d727d6db6de9d35",
@@ -146,6 +169,7 @@ UPSTREAMS: dict[str, Upstream] = {
             ("main.py", "face-voice association training: --fusion linear|gated, --save_dir, --max_num_epoch"),
             ("test.py", "evaluation of a checkpoint: --ckpt, --fusion, --alpha"),
         ),
+        patched=True,
     ),
     "balancemm": Upstream(
         "GeWu-Lab", "BalanceBenchmark", "4c1482fca5aaa8d4278af8e26020daa039e3ccf3",
@@ -155,6 +179,7 @@ UPSTREAMS: dict[str, Upstream] = {
             ("-m balancemm", "train, validate (Shapley) and test from the checkout root: --trainer, "
                              "--dataset, --model, --device, --alpha; configs/*.yaml for the rest"),
         ),
+        patched=True,
     ),
     # data, not code: the study's spoken digits (`simam2 study avdigits`); no patches, no entry scripts
     "fsdd": Upstream(
@@ -179,13 +204,23 @@ def home_dir(home: str | os.PathLike | None = None) -> Path:
     return Path(home or os.environ.get("SIMAM2_HOME") or DEFAULT_HOME).expanduser().absolute()
 
 
-def _key(name: str) -> str:
-    return f"{name}@{_upstream(name).sha}"
+def patch_set_hash(patches: list[Path]) -> str:
+    """12 hex digits of the sha256 over the patch set (each file's name and content, in order)."""
+    records = _patch_records(patches)
+    return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def checkout_dir(name: str, home: str | os.PathLike | None = None) -> Path:
-    """Where the checkout of ``name`` at its pin lives (whether or not it was fetched yet)."""
-    return home_dir(home) / _key(name)
+def _key(name: str, patches: list[Path]) -> str:
+    """``name@sha``, and ``+patches-<hash>`` when patched: a patch set owns its own checkout."""
+    base = f"{name}@{_upstream(name).sha}"
+    return f"{base}+patches-{patch_set_hash(patches)}" if patches else base
+
+
+def checkout_dir(name: str, home: str | os.PathLike | None = None,
+                 patches_root: str | os.PathLike | None = None) -> Path:
+    """Where the checkout of ``name`` at its pin, with the patches of ``patches_root`` (default
+    ``PATCHES_ROOT``), lives (whether or not it was fetched yet)."""
+    return home_dir(home) / _key(name, patch_files(name, patches_root))
 
 
 def is_template(source: str) -> bool:
@@ -408,16 +443,22 @@ def _patch_change(old: list[dict], new: list[dict]) -> str:
 
 # -- building ---------------------------------------------------------------------------------------
 
-def _rebuild_source(dest: Path, up: Upstream) -> str | None:
-    """The cached checkout itself, when it holds the pinned commit: a rebuild (patches changed,
-    --force) then needs no network, which CI on a machine without one relies on."""
-    if not (dest / ".git").is_dir():
-        return None
+def _rebuild_source(dest: Path, name: str, up: Upstream) -> str | None:
+    """The cached checkout itself, or one of the same pin with another patch set, when it holds the
+    pinned commit: a rebuild (--force, a new patch set) then needs no network, which CI on a
+    machine without one relies on."""
     git = _gitmodule()
-    try:
-        return str(dest) if _has_commit(git.Repo(dest), up.sha) else None
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        return None
+    siblings = sorted(p for p in dest.parent.glob(f"{name}@{up.sha}*") if p != dest)
+    for candidate in [dest, *siblings]:
+        if not (candidate / ".git").is_dir():
+            continue
+        try:
+            with git.Repo(candidate) as repo:
+                if _has_commit(repo, up.sha):
+                    return str(candidate)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            continue
+    return None
 
 
 def _clone(name: str, up: Upstream, source: str, into: Path, say) -> object:
@@ -559,21 +600,29 @@ def _locked(home: Path, say) -> Iterator[None]:
 
 def fetch(name: str, source: str | None = None, home: str | os.PathLike | None = None,
           force: bool = False, progress: Progress = print,
-          patches_root: str | os.PathLike | None = None) -> Path:
+          patches_root: str | os.PathLike | None = None, offline: bool | None = None) -> Path:
     """Fetch ``name`` at its pin, patched, into the cache; return the checkout's work tree.
 
     ``source``: clone source or template (default ``$SIMAM2_SOURCE``, else GitHub); ``home``: cache
     folder (default ``$SIMAM2_HOME``, else ``~/.cache/simam2``); ``force``: rebuild even a cached or
     modified checkout; ``progress``: called with each progress line (None for silence);
-    ``patches_root``: folder of per-upstream patch folders (default ``PATCHES_ROOT``).
+    ``patches_root``: folder of per-upstream patch folders (default ``PATCHES_ROOT``);
+    ``offline``: never clone from a URL, only from a local folder or a cached checkout of the pin
+    (default: ``$SIMAM2_OFFLINE`` is set to anything but "" or "0").
     Raises FetchError for every expected failure.
     """
     say = (lambda line: progress(redact(line))) if progress else (lambda _line: None)
     up = _upstream(name)
-    key = _key(name)
+    if offline is None:
+        offline = os.environ.get("SIMAM2_OFFLINE", "") not in ("", "0")
+    patches = patch_files(name, patches_root)
+    if up.patched and not patches:
+        folder = Path(patches_root if patches_root is not None else PATCHES_ROOT) / name
+        raise FetchError(f"{name} runs only patched, and {folder} holds no .patch file: the install lacks "
+                         f"its patches (reinstall simam2, or pass the folder that holds {name}/*.patch)")
+    key = _key(name, patches)
     home = home_dir(home)
     dest = home / key
-    patches = patch_files(name, patches_root)
     records = _patch_records(patches)
     _filled(name, source)  # a source refused for its transport is refused before anything is made
     try:
@@ -587,11 +636,11 @@ def fetch(name: str, source: str | None = None, home: str | os.PathLike | None =
             manifest = read_manifest(dest)
             if manifest is None or manifest.get("sha") != up.sha:
                 raise FetchError(f"checkout {dest} is incomplete or was not made by vendor_fetch "
-                                 f"(no valid .git/{MANIFEST_NAME}); remove it or run with --force")
+                                 f"(no valid .git/{MANIFEST_NAME}); remove it or run `simam2 fetch {name} --force`")
             changed = _modifications(dest, up, manifest)
             if changed:
                 raise FetchError(f"checkout {dest} was modified: {_listing(changed)}; "
-                                 f"remove it or run with --force")
+                                 f"remove it or run `simam2 fetch {name} --force`")
             if manifest["patches"] == records:
                 left_out = manifest.get("left_out") or []
                 note = (f" ({_plural(len(left_out), 'path')} left out: {_listing(left_out)})"
@@ -603,7 +652,10 @@ def fetch(name: str, source: str | None = None, home: str | os.PathLike | None =
         elif dest.exists():
             say(f"{name}: --force: rebuilding {dest}")
 
-        source = _rebuild_source(dest, up) or resolve_source(name, source)
+        source = _rebuild_source(dest, name, up) or resolve_source(name, source)
+        if offline and _is_url(source):
+            raise FetchError(f"{name} is not cached in {home} and its source {source} is remote; offline "
+                             "(SIMAM2_OFFLINE) a fetch takes only local mirrors: set SIMAM2_SOURCE to them")
         try:
             building = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=home))
         except OSError as e:

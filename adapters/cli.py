@@ -2,10 +2,11 @@
 
     simam2 fetch [NAME ...]                  fetch and patch upstream checkouts (vendor_fetch.py)
     simam2 synth NAME DIR                    write a tiny synthetic dataset in NAME's on-disk format
+    simam2 prepare ogm-ge RAW OUT            CREMA-D (or VGGSound) as downloaded -> the layout main.py reads
     simam2 run NAME [options] -- ARGS ...    run NAME's own training script with ARGS
     simam2 run NAME --nproc-per-node N ... -- ARGS
                                              the same, as N processes per node under torchrun (DDP)
-    simam2 table {ogm-ge,ave,fop,balancemm}  reproduce a table on synthetic data (--seeds N; resumes)
+    simam2 table {ogm-ge,ave,fop,balancemm}  reproduce a table (synthetic data, or --data DIR; --seeds N; resumes)
     simam2 study {avdigits,mfeat} --out DIR  the paper's claims on real data, with seeds (docs/results.md)
     simam2 plot RECORDS... --out DIR         PNG plots of runs' records (ratios, k1/k2, metrics, ζ)
     simam2 demo                              one minute of the study: SimAM² on real data (mfeat)
@@ -33,7 +34,11 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from simam2.docs import page
+
+    # the pages named here (docs/results.md, …) ship with the package: say where this install has them
     parser = argparse.ArgumentParser(prog="simam2", description=__doc__,
+                                     epilog=f"documentation pages (docs/): {page('results.md').parent}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -52,6 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="ogm-ge: CREMAD (default) or VGGSound")
     p.add_argument("--force", action="store_true", help="write into a folder that already holds files")
 
+    p = sub.add_parser("prepare", help="a dataset as downloaded, in the layout an upstream's script reads",
+                       description="Decode CREMA-D (AudioWAV/*.wav, VideoFlash/*.flv) or VGGSound (vggsound.csv, "
+                                   "{train,test}-videos/{train,test}-set/*.mp4) into the layout simam2 synth "
+                                   "ogm-ge writes: frames as OGM-GE's preprocessing keeps them, the audio, and the "
+                                   "split lists filtered to the clips prepared. Resumable; an unreadable clip is "
+                                   "skipped and listed. Needs the prepare extra: pip install -e '.[prepare]'.")
+    p.add_argument("name", choices=["ogm-ge"], help="the upstream whose layout to write")
+    p.add_argument("raw", type=Path, help="the dataset as downloaded")
+    p.add_argument("out", type=Path, help="the prepared folder (a rerun resumes it)")
+    p.add_argument("--dataset", choices=["CREMAD", "VGGSound"], default="CREMAD", help="default CREMAD")
+    p.add_argument("--jobs", type=int, default=None, help="processes decoding clips (default: every core)")
+    p.add_argument("--fps", type=int, default=1, help="frames kept per second, main.py's --fps (default 1)")
+    p.add_argument("--checkout", type=Path, default=None,
+                   help="OGM-GE checkout whose data/CREMAD lists to use (default: the cached one)")
+
     p = sub.add_parser("run", help="run an upstream's own training script with SimAM²", add_help=False,
                        description="Run NAME's own script unchanged; arguments after -- go to it.")
     p.add_argument("name", nargs="?", help=f"the upstream: {', '.join(ADAPTERS)}")
@@ -65,13 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False, description="See simam2 demo --help.")
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
-    p = sub.add_parser("table", help="reproduce a table of the paper on synthetic data",
-                       description="Run every cell of one of the paper's tables on a synthetic dataset "
-                                   "and print it in the paper's layout.")
+    p = sub.add_parser("table", help="reproduce a table of the paper",
+                       description="Run every cell of one of the paper's tables on a dataset (synthetic unless "
+                                   "--data names one) and print it in the paper's layout.")
     p.add_argument("table", choices=list(TABLES), help="; ".join(f"{k}: {v[1]}" for k, v in TABLES.items()))
     p.add_argument("--out", type=Path, default=Path("runs"), help="folder for the runs (default: ./runs)")
-    p.add_argument("--data", type=Path, default=None, help="an existing synthetic dataset (default: write one)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per cell (default: the table's own)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="the dataset folder in the upstream's layout: simam2 synth's, simam2 prepare's, or your "
+                        "own (default: write a synthetic one under --out)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per cell (default: the recipe's)")
+    r = p.add_argument_group("recipe (ogm-ge)")
+    r.add_argument("--recipe", choices=["quick", "paper"], default=None,
+                   help="quick (default): batch 8, 2 epochs, lr 0.01; paper: main.py's own, batch 64, 100 epochs, "
+                        "SGD lr 1e-3 momentum 0.9 weight decay 1e-4, StepLR 70 × 0.1, modulation epochs 0-50; "
+                        "α 0.8 in both (OGM-GE's value for CREMA-D)")
+    r.add_argument("--batch-size", type=int, default=None, help="main.py's --batch_size (default: the recipe's)")
+    r.add_argument("--lr", type=float, default=None, help="main.py's --learning_rate (default: the recipe's)")
+    r.add_argument("--alpha", type=float, default=None, help="OGM-GE's α (default: the recipe's, 0.8)")
+    r.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep main.py's checkpoints (about 180 MB each; default: removed once a cell is evaluated)")
     add_table_options(p)
 
     p = sub.add_parser("plot", help="PNG plots of records files (ratios, k1/k2, metrics, ζ, loss)", add_help=False,
@@ -125,10 +157,13 @@ def prepare_run(name: str, rest: list[str]) -> PreparedRun:
     config = config_from_args(args, default_zeta=spec.default_zeta)
     if config.record is not None:  # relative to where the user stands, not the run's workdir
         config.record = config.record.resolve()
+    # the command line's own checks first: a refused command line fetches nothing and writes nothing
+    if args.workdir is None and spec.workdir_required:
+        raise AdapterError(f"simam2 run {name} needs --workdir: {spec.workdir_required}")
+    argv = spec.upstream_argv(config, args) + upstream
     checkout = Path(args.checkout).resolve() if args.checkout is not None else checkout_of(spec)
     if args.workdir is not None:
         _refuse_inside(Path(args.workdir), checkout, "--workdir")
-    argv = spec.upstream_argv(config, args) + upstream
     made = Path(args.workdir) if args.workdir is not None and not Path(args.workdir).exists() else None
     cwd = spec.workdir_for(args)
     return PreparedRun(spec, args, config, checkout, argv, cwd, spec.script_for(args),
@@ -201,6 +236,14 @@ def _cmd_synth(ns) -> int:
     return 0
 
 
+def _cmd_prepare(ns) -> int:
+    from .ogm_ge.prepare import prepare, report
+
+    result = prepare(ns.raw, ns.out, dataset=ns.dataset, jobs=ns.jobs, checkout=ns.checkout, fps=ns.fps)
+    print(report(result, ns.dataset))
+    return 0
+
+
 def _cmd_table(ns) -> int:
     module = importlib.import_module(TABLES[ns.table][0])
     if ns.seeds is not None and ns.seeds < 1:
@@ -208,6 +251,13 @@ def _cmd_table(ns) -> int:
     kwargs = {"data_dir": ns.data}
     if ns.epochs is not None:
         kwargs["epochs"] = ns.epochs
+    recipe = {"recipe_name": ns.recipe, "batch_size": ns.batch_size, "learning_rate": ns.lr, "alpha": ns.alpha,
+              "keep_checkpoints": ns.keep_checkpoints or None}
+    given = {k: v for k, v in recipe.items() if v is not None}
+    if given and ns.table != "ogm-ge":
+        raise AdapterError("table: --recipe, --batch-size, --lr, --alpha and --keep-checkpoints are Table 1's "
+                           "(ogm-ge); the other tables' scripts take their own values")
+    kwargs.update(given)
     if ns.table == "balancemm":  # its own runner: seeds only
         if ns.fresh or ns.tensorboard is not None:
             raise AdapterError("table: --fresh and --tensorboard are the grid tables' (ogm-ge, ave, fop)")
@@ -252,7 +302,8 @@ def _cmd_demo(ns) -> int:
     return demo.main(ns.rest)
 
 
-COMMANDS = {"demo": _cmd_demo, "study": _cmd_study, "fetch": _cmd_fetch, "synth": _cmd_synth, "run": _cmd_run,
+COMMANDS = {"demo": _cmd_demo, "study": _cmd_study, "fetch": _cmd_fetch, "synth": _cmd_synth, "prepare": _cmd_prepare,
+            "run": _cmd_run,
             "table": _cmd_table, "plot": _cmd_plot}
 
 

@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+# No test reaches the network: fetches take local mirrors ($SIMAM2_SOURCE) or cached checkouts only,
+# and pip (the study's cached wheels) no package index; what cannot be had so skips with one line.
+os.environ.setdefault("SIMAM2_OFFLINE", "1")
+os.environ["PIP_NO_INDEX"] = "1"
+
 #: The core's tests run on this device (``SIMAM2_TEST_DEVICE=cuda``; default cpu): each of them runs
 #: with it as torch's default device, so that every tensor they make lands there.
 TEST_DEVICE = os.environ.get("SIMAM2_TEST_DEVICE", "cpu")
@@ -33,8 +38,9 @@ def _core_test_device(request):
 def upstream_checkout():
     """Factory: ``upstream_checkout("ogm-ge")`` -> the patched checkout Path of that upstream.
 
-    Uses the cached checkout when it is up to date, else fetches it from ``$SIMAM2_SOURCE`` (or
-    GitHub) into ``$SIMAM2_HOME``; when neither works the test is skipped with one line saying why.
+    Uses the cached checkout when it is up to date, else fetches it from ``$SIMAM2_SOURCE`` (local
+    mirrors only: tests are offline) into ``$SIMAM2_HOME``; when neither works the test is skipped
+    with one line saying why.
     Each name is resolved once per session, so a warm cache costs one verification per upstream.
     """
     import vendor_fetch

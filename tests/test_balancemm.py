@@ -246,6 +246,7 @@ def test_validate_refuses_a_trainer_that_contradicts_the_modulation(tmp_path, co
 
 
 def test_validate_names_a_missing_dataset(checkout, tmp_path):
+    pytest.importorskip("yaml", reason="PyYAML comes with the balancemm extra (pip install -e '.[balancemm]')")
     run = SimpleNamespace(config=RunConfig(), overrides={"data": tmp_path / "none"}, checkout=checkout)
     with pytest.raises(AdapterError, match="not a CREMA-D in BalanceMM's layout: no .*train.csv"):
         SPEC.validate(run, [], tmp_path)

@@ -110,3 +110,25 @@ def test_a_run_refused_for_its_records_file_leaves_no_workdir(upstream_checkout,
     err = capsys.readouterr().err
     assert rc == 2 and "already holds records" in err.strip().splitlines()[-1], err
     assert not (tmp_path / "w").exists()  # was: left behind, prepared
+
+
+def test_a_refused_run_writes_no_records_and_no_workdir(upstream_checkout, tmp_path, capsys):
+    """A run refused before its script starts leaves nothing that would block the corrected rerun."""
+    checkout = upstream_checkout("ogm-ge")
+    record, workdir = tmp_path / "runs" / "df.jsonl", tmp_path / "not-yet"
+    argv = ["run", "ogm-ge", "--checkout", str(checkout), "--record", str(record), "--workdir", str(workdir),
+            "--", "--alpha", "0.8", "--ckpt_path", "ckpt", "--train"]
+    assert main(argv) == 2
+    assert "lacks data/CREMAD/train.csv" in capsys.readouterr().err
+    assert not record.exists() and not record.parent.exists() and not workdir.exists()
+
+
+def test_run_balancemm_checks_its_workdir_before_any_fetch(monkeypatch, capsys):
+    import vendor_fetch
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError("fetched before the command line was checked")
+
+    monkeypatch.setattr(vendor_fetch, "fetch", no_fetch)
+    assert main(["run", "balancemm", "--", "--trainer", "baselineTrainer"]) == 2
+    assert "needs --workdir" in capsys.readouterr().err

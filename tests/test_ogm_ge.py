@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from simam2.adapters import AdapterError, RunConfig, installed, run_script
+from simam2.adapters.cli import main
 from simam2.adapters.machinery import config_from_args
 from simam2.adapters.ogm_ge.checks import check_dataset
 from simam2.adapters.ogm_ge.layers import top1_and_map
@@ -428,3 +430,93 @@ def test_a_list_whose_clips_are_all_missing_is_named_before_main_py_starts(tmp_p
         check_dataset(["--audio_path", "AudioWAV", "--visual_path", "."], data)
     write_cremad(tmp_path / "whole", n_train=6, n_test=6, frame_size=32)
     check_dataset(["--audio_path", "AudioWAV", "--visual_path", "."], tmp_path / "whole")  # a whole set passes
+
+
+# -- Table 1's recipes, data naming and checkpoints --------------------------------------------------
+
+def test_the_paper_recipe_is_main_py_own(checkout):
+    """The paper recipe equals main.py's argparse defaults and its optimiser line at the pin."""
+    import re
+
+    from simam2.adapters.ogm_ge.table import RECIPES
+
+    source = (checkout / "main.py").read_text()
+
+    def default(option):
+        return re.search(rf"'--{option}', default=([^,]+),", source).group(1)
+
+    paper = RECIPES["paper"]
+    assert (int(default("batch_size")), int(default("epochs")), float(default("learning_rate"))) == \
+        (paper.batch_size, paper.epochs, paper.learning_rate) == (64, 100, 1e-3)
+    assert (int(default("lr_decay_step")), float(default("lr_decay_ratio"))) == (paper.lr_decay_step, paper.lr_decay_ratio)
+    assert (int(default("modulation_starts")), int(default("modulation_ends"))) == (paper.modulation_start, paper.modulation_end)
+    assert "optim.SGD(model.parameters(), lr=args.learning_rate, momentum=0.9, weight_decay=1e-4)" in source
+    assert paper.alpha == RECIPES["quick"].alpha == 0.8  # OGM-GE's α for CREMA-D
+
+
+def _one_cell(monkeypatch, tmp_path, data, **table_kwargs):
+    """Run Table 1's first cell with main.py replaced by a stand-in that writes a checkpoint."""
+    from simam2.adapters.machinery.grid import CellSeed
+    from simam2.adapters.ogm_ge import table as table1
+
+    seen = {}
+
+    def fake_run_script(spec, argv, config, checkout=None, cwd=None):
+        seen.update(argv=list(argv), config=config, cwd=cwd)
+        ckpt = Path(argv[argv.index("--ckpt_path") + 1])
+        ckpt.mkdir(parents=True)
+        (ckpt / "best_model.pth").write_bytes(b"\0" * 1000)
+
+    monkeypatch.setattr(table1, "run_script", fake_run_script)
+    t = table1.table(data, 0, **table_kwargs)
+    cs = CellSeed(table1.METHODS[2], table1.COLUMNS[1], 0, tmp_path / "cell" / "seed0")
+    cs.folder.mkdir(parents=True)
+    t.run_cell(cs)
+    return t, seen, cs
+
+
+def test_table_recipes_reach_main_py_and_checkpoints_go_once_evaluated(monkeypatch, tmp_path):
+    from simam2.adapters.ogm_ge.table import recipe
+
+    data = write_cremad(tmp_path / "syn", n_train=6, n_test=6, frame_size=16)
+    quick, seen, cs = _one_cell(monkeypatch, tmp_path, data, how=recipe("quick"))
+    argv = seen["argv"]
+
+    def value(option):
+        return argv[argv.index(option) + 1]
+
+    # quick: today's defaults, so a table's numbers at a fixed seed stay what they were
+    assert (value("--batch_size"), value("--learning_rate"), value("--epochs"), value("--alpha")) == ("8", "0.01", "2", "0.8")
+    assert quick.options == {"epochs": 2, "data": str(data), "alpha": 0.8, "batch_size": 8, "learning_rate": 0.01}
+    assert quick.title == "Table 1 on synthetic CREMA-D (2 epoch(s) per cell)" and "Synthetic data" in quick.note
+    assert not (cs.folder / "ckpt").exists()
+
+    paper, seen, cs = _one_cell(monkeypatch, tmp_path / "p", data, how=recipe("paper", alpha=0.5),
+                                keep_checkpoints=True)
+    argv = seen["argv"]
+    assert (value("--batch_size"), value("--learning_rate"), value("--epochs"), value("--alpha"),
+            value("--lr_decay_step"), value("--lr_decay_ratio"), value("--modulation_starts"),
+            value("--modulation_ends")) == ("64", "0.001", "100", "0.5", "70", "0.1", "0", "50")
+    assert paper.options["recipe"] == "paper"
+    assert paper.note.startswith("recipe paper: batch 64, 100 epoch(s), SGD lr 0.001 (momentum 0.9, weight decay 1e-4), "
+                                 "StepLR every 70 epochs × 0.1, modulation epochs 0–50, α 0.5")
+    assert (cs.folder / "ckpt" / "best_model.pth").is_file()
+
+
+def test_a_table_names_its_data_as_what_it_is(monkeypatch, tmp_path):
+    from simam2.adapters.machinery.provenance import SYNTHETIC_MARKER
+
+    data = write_cremad(tmp_path / "mine", n_train=6, n_test=6, frame_size=16)
+    (data / SYNTHETIC_MARKER).unlink()  # a folder simam2 synth did not write
+    t, _, _ = _one_cell(monkeypatch, tmp_path, data)
+    assert t.title == f"Table 1 on your CREMA-D at {data} (0 epoch(s) per cell)" and "Synthetic" not in t.note
+    (data / ".simam2-prepared").write_text('{"raw": "/datasets/CREMA-D"}')
+    t, _, _ = _one_cell(monkeypatch, tmp_path / "again", data)
+    assert t.title.startswith("Table 1 on CREMA-D prepared from /datasets/CREMA-D")
+
+
+def test_table_recipe_options_are_table_one_s(tmp_path, capsys):
+    assert main(["table", "fop", "--recipe", "paper", "--out", str(tmp_path / "t")]) == 2
+    assert "are Table 1's (ogm-ge)" in capsys.readouterr().err and not (tmp_path / "t").exists()
+    assert main(["table", "ogm-ge", "--data", str(tmp_path), "--out", str(tmp_path / "t")]) == 2
+    assert "is not a CREMA-D in main.py's layout" in capsys.readouterr().err and not (tmp_path / "t").exists()

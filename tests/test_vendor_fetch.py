@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -211,7 +212,7 @@ def test_an_edited_checkout_is_reported_not_reused_and_force_rebuilds(toy, edit)
         repo.git.checkout(toy.head, "--", ".")  # index and files of commit 2
         repo.git.execute(["git", "update-ref", "--no-deref", "HEAD", toy.head])
     (path / "__pycache__").mkdir()  # untracked leftovers of a run are not modifications
-    with pytest.raises(FetchError, match=rf"checkout {path} was modified: .*; remove it or run with --force"
+    with pytest.raises(FetchError, match=rf"checkout {re.escape(str(path))} was modified: .*; remove it or run `simam2 fetch toy --force`"
                        ) as err:
         toy.fetch()
     expected = {"change": "main.py", "delete": "main.py", "stage": "README.md", "move HEAD": "HEAD at"}[edit]
@@ -288,36 +289,57 @@ def test_a_snapshot_missing_a_blob_gives_a_sparse_checkout_without_it(toy, tmp_p
     assert toy.lines == [f"toy: up to date -> {path} (1 path left out: {BIG})"]
 
 
-def test_a_changed_patch_set_rebuilds_an_untouched_checkout(toy):
-    path = toy.fetch()
-    assert (path / "main.py").read_text() == MAIN_V1
+def test_each_patch_set_has_its_own_checkout_and_none_rebuilds_another(toy):
+    """Two installs with different patches share one cache: each keeps its own folder."""
+    plain = toy.fetch()
+    assert plain.name == f"toy@{toy.pin}" and (plain / "main.py").read_text() == MAIN_V1
 
     (toy.patches / "001-greeting.patch").write_text(GOOD_PATCH)
+    digest = vendor_fetch.patch_set_hash([toy.patches / "001-greeting.patch"])
     toy.lines.clear()
-    toy.fetch()
-    assert "toy: patches changed since the checkout was made (added 001-greeting.patch); rebuilding" in toy.lines
-    assert "from the patch" in (path / "main.py").read_text()
-    assert [r["file"] for r in vendor_fetch.read_manifest(path)["patches"]] == ["001-greeting.patch"]
+    patched = toy.fetch()
+    assert patched == toy.home / f"toy@{toy.pin}+patches-{digest}" == vendor_fetch.checkout_dir("toy", toy.home)
+    assert "from the patch" in (patched / "main.py").read_text()
+    assert [r["file"] for r in vendor_fetch.read_manifest(patched)["patches"]] == ["001-greeting.patch"]
+    # built from the cached checkout of the same pin: no source needed, the other folder untouched
+    assert f"toy: cloning {plain}" in toy.lines and not any("rebuilding" in l for l in toy.lines)
+    assert (plain / "main.py").read_text() == MAIN_V1
 
     (toy.patches / "001-greeting.patch").unlink()
     toy.lines.clear()
-    toy.fetch()
-    assert any("(removed 001-greeting.patch); rebuilding" in l for l in toy.lines)
-    assert (path / "main.py").read_text() == MAIN_V1
-
-    # An edited checkout is not rebuilt behind the user's back, even when the patches changed.
-    (path / "README.md").write_text("my notes\n")
+    assert toy.fetch() == plain and toy.lines == [f"toy: up to date -> {plain}"]
+    # an edit in one patch set's checkout does not concern the other's
+    (plain / "README.md").write_text("my notes\n")
     (toy.patches / "001-greeting.patch").write_text(GOOD_PATCH)
-    with pytest.raises(FetchError, match="was modified: README.md"):
+    toy.lines.clear()
+    assert toy.fetch() == patched and toy.lines == [f"toy: up to date -> {patched}"]
+    assert sorted(p.name for p in toy.home.iterdir()) == sorted([plain.name, patched.name])
+
+
+def test_a_patched_upstream_without_its_patches_is_an_error_not_done(toy, monkeypatch):
+    monkeypatch.setitem(vendor_fetch.UPSTREAMS, "toy",
+                        Upstream("toy-owner", "toy", toy.pin, license="test", patched=True))
+    with pytest.raises(FetchError, match=r"toy runs only patched, and .*/toy holds no \.patch file"):
         toy.fetch()
-    assert (path / "README.md").read_text() == "my notes\n"
+    shutil.rmtree(toy.patches)  # a missing folder, as in a wheel built without package data
+    with pytest.raises(FetchError, match="holds no .patch file"):
+        toy.fetch()
+    assert not toy.home.exists() or _entries(toy.home) == []
+
+
+def test_offline_fetches_refuse_a_remote_source(toy, monkeypatch):
+    monkeypatch.setenv("SIMAM2_OFFLINE", "1")
+    with pytest.raises(FetchError, match=r"toy is not cached in .* and its source https://example.invalid/x is remote"):
+        toy.fetch(source="https://example.invalid/x")
+    assert _entries(toy.home) == []
+    assert toy.fetch().name == f"toy@{toy.pin}"  # a local mirror is fine
 
 
 def test_a_rebuild_needs_no_source_once_a_checkout_exists(toy, tmp_path):
-    path = toy.fetch()
+    toy.fetch()
     (toy.patches / "001-greeting.patch").write_text(GOOD_PATCH)
     unreachable = str(tmp_path / "nowhere" / "{owner}+{name}")  # as offline CI sees GitHub
-    toy.fetch(source=unreachable)
+    path = toy.fetch(source=unreachable)
     assert "from the patch" in (path / "main.py").read_text()
     assert _head(path) == toy.pin
     toy.fetch(source=unreachable, force=True)
@@ -337,7 +359,7 @@ def test_main_fetches_and_reports_failures_in_one_line(toy, capsys):
     assert vendor_fetch.main(["toy", "--source", toy.template, "--home", home]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: checkout ") and "Traceback" not in err
-    assert "main.py; remove it or run with --force" in err
+    assert "main.py; remove it or run `simam2 fetch toy --force`" in err
     assert vendor_fetch.main(["toy", "--source", toy.template, "--home", home, "--force"]) == 0
 
 
@@ -372,12 +394,20 @@ def test_pins_and_default_locations(monkeypatch, tmp_path):
     }
     assert vendor_fetch.UPSTREAMS["ogm-ge"].license.startswith("MIT")
     monkeypatch.setenv("SIMAM2_HOME", str(tmp_path))
-    assert vendor_fetch.checkout_dir("psp") == tmp_path / "psp@ddd20f3b0a17aec55333bff472eef3ca3ef19958"
+    digest = vendor_fetch.patch_set_hash(vendor_fetch.patch_files("psp"))
+    assert vendor_fetch.checkout_dir("psp") == tmp_path / f"psp@ddd20f3b0a17aec55333bff472eef3ca3ef19958+patches-{digest}"
+    assert vendor_fetch.checkout_dir("fsdd").name == "fsdd@26eb9aaf76e81b692f806f9140c2d2777410d7a1"  # no patches
     monkeypatch.delenv("SIMAM2_HOME")
     monkeypatch.delenv("SIMAM2_SOURCE", raising=False)
     assert vendor_fetch.checkout_dir("fop").parent == Path(os.path.expanduser("~/.cache/simam2"))
     assert vendor_fetch.resolve_source("fop") == "https://github.com/msaadsaeed/FOP.git"
-    assert vendor_fetch.PATCHES_ROOT == Path(vendor_fetch.__file__).resolve().parent / "patches"
+    from importlib.resources import files
+
+    assert vendor_fetch.PATCHES_ROOT == Path(str(files("simam2.patches")))
+    assert len(vendor_fetch.patch_files("ogm-ge")) == 6
+    # every upstream we patch is declared so: a lost patch folder stops its fetch
+    assert {n for n, up in vendor_fetch.UPSTREAMS.items() if up.patched} == \
+        {n for n in vendor_fetch.UPSTREAMS if vendor_fetch.patch_files(n)} == {"ogm-ge", "avga", "psp", "fop", "balancemm"}
 
 
 def test_upstream_checkout_fixture_fetches_once_then_skips_with_one_line(toy, upstream_checkout, monkeypatch):
@@ -431,6 +461,7 @@ SECRET = "s3cr3t-T0KEN"
 def test_credentials_in_a_source_url_are_never_printed_nor_stored(toy, monkeypatch, capsys):
     url = f"https://user:{SECRET}@git.example.invalid/{{owner}}/{{name}}.git"
     # git rewrites the URL to the local mirror, so the clone succeeds offline
+    monkeypatch.setenv("SIMAM2_OFFLINE", "0")  # the URL is remote to vendor_fetch's eyes
     monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
     monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.{toy.bare}.insteadOf")
     monkeypatch.setenv("GIT_CONFIG_VALUE_0", f"https://user:{SECRET}@git.example.invalid/toy-owner/toy.git")
@@ -482,7 +513,7 @@ def test_a_file_outside_the_pinned_tree_is_a_modification(toy, tmp_path, plant):
     (path / planted).write_text("import os  # planted\n")
     if plant == "module ignored by git":  # as a .gitignore or the user's global excludes file would
         (path / ".git" / "info" / "exclude").write_text("librosa.py\n")
-    with pytest.raises(FetchError, match=r"was modified: .*; remove it or run with --force") as err:
+    with pytest.raises(FetchError, match=r"was modified: .*; remove it or run `simam2 fetch toy --force`") as err:
         toy.fetch(source=source)  # was: "toy: up to date", and the next run imported it
     assert planted in str(err.value) and "tool.cpython" not in str(err.value)
     assert toy.fetch(source=source, force=True) == path and not (path / planted).exists()

@@ -68,6 +68,7 @@ class BalanceMMSpec(Spec):
                         "its accuracy and macro-F1, so the outputs and labels that a metric of each modality alone "
                         "(mean ablation) would be scored from never reach the adapter; its own per-modality heads "
                         "are recorded instead (acc_head_m1/_m2, f1_head_m1/_m2)")
+    workdir_required = "BalanceMM writes its training.log, logs and checkpoint there"
 
     def __init__(self):
         # the options of the next run that BalanceMM's CLI cannot take (set from `simam2 run`'s own
@@ -289,23 +290,20 @@ class BalanceMMSpec(Spec):
             argv += ["--alpha", str(config.alpha)]
         return argv
 
-    def workdir_for(self, ns: argparse.Namespace) -> Path | None:
-        if ns.workdir is None:
-            raise AdapterError("simam2 run balancemm needs --workdir: BalanceMM writes its training.log, logs and "
-                               "checkpoint there")
-        ns.workdir.mkdir(parents=True, exist_ok=True)
-        return ns.workdir
-
     def synth(self, out_dir, **kwargs) -> Path:
         """Write a tiny synthetic CREMA-D in BalanceMM's layout to ``out_dir``."""
         return synth.write_cremad(out_dir, **kwargs)
 
 
 def _config_paths_unset(checkout: Path) -> bool:
+    try:
+        text = (Path(checkout) / "configs" / "dataset_config.yaml").read_text()
+    except OSError:
+        return False  # no config to read: nothing to say (and no PyYAML needed)
     import yaml
 
-    with contextlib.suppress(OSError, yaml.YAMLError, KeyError, TypeError):
-        cremad = yaml.safe_load((Path(checkout) / "configs" / "dataset_config.yaml").read_text())["dataset"]["CREMAD"]
+    with contextlib.suppress(yaml.YAMLError, KeyError, TypeError):
+        cremad = yaml.safe_load(text)["dataset"]["CREMAD"]
         return str(cremad.get("train_txt")) == "None"
     return False
 

@@ -324,6 +324,7 @@ def run_script(
             spec.validate(ctx, argv, cwd)
         except AdapterError as e:
             raise RunRefused(str(e)) from None
+        cwd.mkdir(parents=True, exist_ok=True)
         old_argv, old_cwd = sys.argv, os.getcwd()
         sys.argv = [str(path) if path is not None else module, *argv]
         os.chdir(cwd)

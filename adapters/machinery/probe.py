@@ -137,6 +137,11 @@ class RunProbe:
         """Flush what is pending (the run is leaving its block)."""
         self.flush_steps()
 
+    def refuse(self) -> None:
+        """The run was refused before its script started: it writes no records at all."""
+        if not self._started:
+            self._ended = True
+
     def end(self, status: str, error: str | None) -> None:
         """The ``end`` record (a run that failed before building its model gets a ``start`` first)."""
         if self._ended:

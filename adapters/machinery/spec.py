@@ -72,6 +72,8 @@ class Spec:
     #: ablation, SPEC §8); else why this upstream's evaluations cannot have it, said once per run in a
     #: ``per_modality_skipped`` note (docs/records.md)
     no_mean_ablation: str | None = None
+    #: None: ``--workdir`` is optional; else why the script needs one (checked before any fetch)
+    workdir_required: str | None = None
 
     # -- what is replaced ------------------------------------------------------------------------
 

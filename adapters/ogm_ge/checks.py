@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -28,10 +29,26 @@ def check_dataset(argv: Sequence[str], cwd: Path) -> None:
             raise AdapterError(f"main.py finds no CREMA-D clips: --audio_path {audio} needs the .wav files and "
                                f"--visual_path {visual} the Image-NN-FPS frame folders (for simam2 synth's "
                                f"layout: --audio_path AudioWAV --visual_path .)")
+        absent: dict[str, list[str]] = {}
+        listed_count = 0
         for split in ("train", "test"):
             listed = Path(cwd) / f"data/CREMAD/{split}.csv"
             with open(listed, newline="") as f:
                 clips = [row[0] for row in csv.reader(f) if row]
-            if not any((audio / f"{c}.wav").is_file() and (frames / c).is_dir() for c in clips):
+            absent[split] = [c for c in clips if not ((audio / f"{c}.wav").is_file() and (frames / c).is_dir())]
+            listed_count += len(clips)
+            if len(absent[split]) == len(clips):
                 raise AdapterError(f"{listed} lists {len(clips)} clips and none has both its {audio}/<clip>.wav "
                                    f"and {frames}/<clip>/: main.py would skip them all and fail mid-run")
+        warn_absent(absent, listed_count)
+
+
+def warn_absent(absent: dict[str, list[str]], listed: int, stream=None) -> None:
+    """Say how many listed clips main.py will skip for want of files (it does so without a word)."""
+    missing = [c for clips in absent.values() for c in clips]
+    if not missing:
+        return
+    per_split = ", ".join(f"{split} {len(clips)}" for split, clips in absent.items())
+    few = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
+    print(f"warning: {len(missing)} of {listed} listed clips have no files and main.py skips them "
+          f"({per_split}; e.g. {few})", file=stream or sys.stderr)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from ..machinery.provenance import mark_synthetic
 from ..machinery.synthetic import CREMAD_EMOTIONS, balanced_labels, palette, tinted_frame, write_cremad_lists
 
 #: CramedDataset's class_dict order.
@@ -97,6 +98,7 @@ def write_cremad(out_dir, n_train: int = 36, n_test: int = 12, audio_snr: float 
         _write_frames(image_dir / clip, tints[label], frames, frame_size, visual_snr, rng)
 
     write_cremad_lists(lists, n_train, n_test, rng, write_clip)
+    mark_synthetic(out, "simam2 synth ogm-ge", dataset="CREMAD", seed=seed)
     return out
 
 
@@ -135,4 +137,5 @@ def write_vggsound(out_dir, n_train: int = 12, n_test: int = 6, classes: int = 3
     lists.mkdir(parents=True, exist_ok=True)
     with open(lists / "vggsound.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(rows)
+    mark_synthetic(out, "simam2 synth ogm-ge", dataset="VGGSound", seed=seed)
     return out
