@@ -119,6 +119,8 @@ class RecordWriter:
         interleaves its lines with another's.
         """
         path = self.path
+        # the folders this run makes, nearest first: a refused run takes them back (discard)
+        self._made_dirs = [p for p in path.parents if not p.exists()]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -208,6 +210,11 @@ class RecordWriter:
         except OSError:
             pass
         self.close()
+        for folder in getattr(self, "_made_dirs", []):
+            try:
+                folder.rmdir()  # only while empty: never another run's files
+            except OSError:
+                break
 
     # -- writing ---------------------------------------------------------------------------------
 
