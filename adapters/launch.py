@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 
-from .cli import EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_USAGE, PreparedRun, prepare_run, run_prepared
+from .run import EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_USAGE, PreparedRun, prepare_run, run_prepared
 from .launch_options import torchrun_argv
 from .machinery import AdapterError, RecordsError
 from .machinery.distributed import Rank, distributed_layer, process_group, rank_config

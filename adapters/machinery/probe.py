@@ -36,11 +36,11 @@ from simam2.core import GradientModulator, decoupled_scores, ogm_coefficients
 from simam2.core.distributed import is_distributed
 
 from .ablation import MeanAblation
-from .install import AdapterError
+from .context import AdapterError
 from .spec import Spec
 
 if TYPE_CHECKING:
-    from .install import RunContext
+    from .context import RunContext
 
 #: the per-step values, in the order they are stacked on the device (docs/records.md, ``step``)
 STEP_FIELDS = ("loss", "rho_df", "rho_decoupled", "k1", "k2", "r", "zeta_mean")

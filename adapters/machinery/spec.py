@@ -43,11 +43,10 @@ import torch
 from torch import nn
 
 from .config import RunConfig
-from .install import AdapterError, Replacement
+from .context import AdapterError, Replacement
 
 if TYPE_CHECKING:
-    from .install import RunContext
-    from .probe import RunProbe
+    from .context import RunContext
 
 
 class Spec:
@@ -121,9 +120,9 @@ class Spec:
         the metric of each modality alone (SPEC §8). None: this upstream has no such evaluation."""
         return None
 
-    def labels(self, probe: "RunProbe", args: tuple) -> torch.Tensor | None:
-        """Class indices from the criterion's positional arguments, one per sample of the fusion
-        inputs (their shape without the feature dim; flattened with the logits); None when this
+    def labels(self, probe, args: tuple) -> torch.Tensor | None:
+        """Class indices from the criterion's positional arguments (``probe``: the run's RunProbe), one
+        per sample of the fusion inputs (their shape without the feature dim; flattened with the logits); None when this
         criterion call is not the fused loss of a training step."""
         return None
 
