@@ -316,6 +316,17 @@ class EarlyStopping:
             self.state = copy.deepcopy(model.state_dict())
         return epoch - self.best_epoch >= self.patience
 
+    def observe(self, writer: RecordWriter, epoch: int, acc: float, n: int, model: nn.Module) -> bool:
+        """:meth:`update`, with the epoch's validation evaluation written to the records."""
+        writer.write("eval", epoch=epoch, evaluation=epoch, split="val", n=n, acc=acc)
+        return self.update(epoch, acc, model)
+
+    def restore(self, writer: RecordWriter, model: nn.Module, epochs_run: int) -> None:
+        """Say where training stopped and put the best validation epoch's state back into ``model``."""
+        writer.write("note", what="early_stopping", best_epoch=self.best_epoch, val_acc=self.best_acc,
+                     epochs_run=epochs_run)
+        model.load_state_dict(self.state)
+
 
 def _train(pair, fusion, method, seed, recipe, writer):
     gen = _seed(seed)
@@ -367,15 +378,11 @@ def _train(pair, fusion, method, seed, recipe, writer):
         if sched is not None:
             sched.step()
         if stopper is not None:
-            acc = evaluate(model, None, val, ablate=False)["acc"]
-            writer.write("eval", epoch=epoch, evaluation=epoch, split="val", n=len(val[2]), acc=acc)
-            if stopper.update(epoch, acc, model):
+            if stopper.observe(writer, epoch, evaluate(model, None, val, ablate=False)["acc"], len(val[2]), model):
                 last = epoch
                 break
     if stopper is not None:
-        writer.write("note", what="early_stopping", best_epoch=stopper.best_epoch, val_acc=stopper.best_acc,
-                     epochs_run=last + 1)
-        model.load_state_dict(stopper.state)
+        stopper.restore(writer, model, last + 1)
         if not recipe.score_test:
             return  # a tuning run: the test split is never read
     metrics = evaluate(model, train, test)
@@ -426,14 +433,11 @@ def train_alone(pair: Pair, modality: int, seed: int, recipe: Recipe, record: Pa
                 model.eval()
                 with torch.no_grad():
                     acc = float((model(val[k]).argmax(1) == val[2]).double().mean())
-                writer.write("eval", epoch=epoch, evaluation=epoch, split="val", n=len(val[2]), acc=acc)
-                if stopper.update(epoch, acc, model):
+                if stopper.observe(writer, epoch, acc, len(val[2]), model):
                     last = epoch
                     break
         if stopper is not None:
-            writer.write("note", what="early_stopping", best_epoch=stopper.best_epoch, val_acc=stopper.best_acc,
-                         epochs_run=last + 1)
-            model.load_state_dict(stopper.state)
+            stopper.restore(writer, model, last + 1)
         if stopper is None or recipe.score_test:
             model.eval()
             with torch.no_grad():
