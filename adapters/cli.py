@@ -174,6 +174,11 @@ def _cmd_table(ns) -> int:
         raise AdapterError("table: --recipe, --batch-size, --lr, --alpha and --keep-checkpoints are Table 1's "
                            "(ogm-ge); the other tables' scripts take their own values")
     kwargs.update(given)
+    if ns.u is not None:
+        if ns.table in ("fop", "balancemm"):
+            raise AdapterError(f"table {ns.table}: --u reads U where ζ is fixed; this table's SimAM² rows take ζ from "
+                               f"{'FOP' if ns.table == 'fop' else 'a learnable gate'}, where the two readings coincide")
+        kwargs["u"] = ns.u
     if ns.table == "balancemm":  # its own runner: seeds only
         if ns.fresh or ns.tensorboard is not None:
             raise AdapterError("table: --fresh and --tensorboard are the grid tables' (ogm-ge, ave, fop)")

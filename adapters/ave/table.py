@@ -65,18 +65,18 @@ def ratio_correlation(records: list[dict]) -> float | None:
 
 
 def table(data: Path, epochs: int, checkout_avga: Path, checkout_psp: Path, alpha: float = 0.5,
-          batch_size: int = 8, threshold: float = 0.099) -> Table:
+          batch_size: int = 8, threshold: float = 0.099, u: str = "eq4") -> Table:
     """Table 2's declaration: its cells run the two scripts on ``data`` (an AVE in their layout)."""
 
     def run_cell(cs: CellSeed) -> None:
         method: Method = cs.row
-        config = method.run_config(cs, alpha=alpha)
+        config = method.run_config(cs, u=u, alpha=alpha)
         if cs.column.key == "avga":
             argv = ["--model_name", "AV_att", "--nb_epoch", str(epochs), "--batch_size", str(batch_size),
                     *data_args(data, "--dir_labels", "labels.h5")]
             run_script(AVGA, ["--train", *argv], config, checkout=checkout_avga, cwd=cs.folder)
             # the test of the kept model: its records follow the training run's in the same file
-            test_config = RunConfig(simam2=method.simam2, zeta=config.zeta, seed=cs.seed, record=config.record,
+            test_config = RunConfig(simam2=method.simam2, zeta=config.zeta, u=config.u, seed=cs.seed, record=config.record,
                                     append=True, tensorboard=None)
             run_script(AVGA, argv, test_config, checkout=checkout_avga, cwd=cs.folder)
         else:
@@ -91,7 +91,7 @@ def table(data: Path, epochs: int, checkout_avga: Path, checkout_psp: Path, alph
                  run_cell, split="test", pick="best", metric_labels={"acc": "Acc"},
                  paper={k: {"acc": v} for k, v in PAPER.items()},
                  options={"epochs": epochs, "data": str(data), "alpha": alpha, "batch_size": batch_size,
-                          "threshold": threshold},
+                          "threshold": threshold, **({"u": u} if u != "eq4" else {})},
                  note="Synthetic data: the numbers say that every cell runs and records, not how the methods "
                       "rank on AVE. AVGA's test runs once (its kept model), so best and last coincide.")
 
@@ -109,8 +109,8 @@ def run(out_dir, data_dir=None, epochs: int | None = None, progress: Callable[[s
         checkout_avga=None, checkout_psp=None, seeds=1, fresh: bool = False, tensorboard=None, bar: bool = True,
         alpha: float = 0.5, batch_size: int = 8, n_train: int = 48, n_val: int = 16, n_test: int = 16,
         n_classes: int = 4, threshold: float = 0.099, audio_signal: float = 0.5,
-        visual_signal: float = 0.5) -> Result:
-    """Table 2's :class:`~..machinery.grid.Result`.
+        visual_signal: float = 0.5, u: str = "eq4") -> Result:
+    """Table 2's :class:`~..machinery.grid.Result`; ``u``: SPEC §2's reading of U in its SimAM² rows.
 
     ``data_dir``: an existing AVE folder in the scripts' layout (its val/test orders must hold 402
     entries); None writes a synthetic one of ``n_train`` / ``n_val`` / ``n_test`` videos of
@@ -139,6 +139,6 @@ def run(out_dir, data_dir=None, epochs: int | None = None, progress: Callable[[s
                      f"{n_classes} classes, signal audio {audio_signal} / visual {visual_signal})")
     else:
         data = Path(data_dir).absolute()
-    t = table(data, epochs, checkout_avga, checkout_psp, alpha, batch_size, threshold)
+    t = table(data, epochs, checkout_avga, checkout_psp, alpha, batch_size, threshold, u)
     return run_grid(t, out, seeds=seeds, fresh=fresh, tensorboard=tensorboard, progress=bar,
                     say=None if bar else progress)

@@ -10,6 +10,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from simam2.core.fusion import U_READINGS
+
 from .config import RunConfig
 from .grid import CellSeed, Row
 
@@ -27,10 +29,11 @@ class Method(Row):
     modulation: str = "none"
     zeta: str = "fixed"
 
-    def run_config(self, cs: CellSeed, **kwargs) -> RunConfig:
-        """This row's RunConfig for one cell-seed: its seed, its records file, its TensorBoard folder."""
+    def run_config(self, cs: CellSeed, u: str = "eq4", **kwargs) -> RunConfig:
+        """This row's RunConfig for one cell-seed: its seed, its records file, its TensorBoard folder;
+        ``u`` (SPEC §2's reading of U) applies to the rows with SimAM²."""
         return RunConfig(simam2=self.simam2, zeta=self.zeta, modulation=self.modulation, seed=cs.seed,
-                         record=cs.records, tensorboard=cs.tensorboard, **kwargs)
+                         record=cs.records, tensorboard=cs.tensorboard, u=u if self.simam2 else "eq4", **kwargs)
 
 
 def add_table_options(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +45,9 @@ def add_table_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tensorboard", type=Path, default=None,
                    help="write each run's TensorBoard curves under this folder (<cell>/seed<k>)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    g.add_argument("--u", choices=U_READINGS, default=None,
+                   help="SPEC §2's reading of U in the SimAM² rows with fixed ζ (Tables 1 and 2): eq4 (default) "
+                        "or vanilla; a folder holds one reading (another is run anew, never averaged in)")
 
 
 __all__ = ["Method", "add_table_options"]

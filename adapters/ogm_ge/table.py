@@ -99,13 +99,14 @@ def recipe(name: str = "quick", **overrides) -> Recipe:
 
 
 def table(data: Path, epochs: int, checkout=None, alpha: float = 0.8, batch_size: int = 8,
-          learning_rate: float = 0.01, how: Recipe | None = None, keep_checkpoints: bool = False) -> Table:
+          learning_rate: float = 0.01, how: Recipe | None = None, keep_checkpoints: bool = False,
+          u: str = "eq4") -> Table:
     """Table 1's declaration: its cells run main.py on ``data`` (a CREMA-D in main.py's layout) with
     the recipe ``how`` (default: quick with the given epochs, α, batch size and learning rate)."""
     how = how or recipe("quick", epochs=epochs, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate)
 
     def run_cell(cs: CellSeed) -> None:
-        config = cs.row.run_config(cs, alpha=how.alpha, modulation_start=how.modulation_start,
+        config = cs.row.run_config(cs, u=u, alpha=how.alpha, modulation_start=how.modulation_start,
                                    modulation_end=how.modulation_end)
         argv = ["--dataset", "CREMAD", "--train", "--fusion_method", cs.column.key, *SPEC.upstream_argv(config),
                 *how.argv(), "--random_seed", str(cs.seed),
@@ -125,7 +126,9 @@ def table(data: Path, epochs: int, checkout=None, alpha: float = 0.8, batch_size
             != (70, 0.1, 0, 50):
         options.update(recipe=how.name, lr_decay_step=how.lr_decay_step, lr_decay_ratio=how.lr_decay_ratio,
                        modulation_start=how.modulation_start, modulation_end=how.modulation_end)
-    note = how.describe() + "."
+    if u != "eq4":
+        options["u"] = u
+    note = how.describe() + f"; SimAM² rows read U as {u} (SPEC §2)."
     if is_synthetic(data):
         note += " Synthetic data: the numbers say that every cell runs and records, not how the methods rank on CREMA-D."
     return Table(f"Table 1 on {what} ({how.epochs} epoch(s) per cell)", METHODS, COLUMNS, run_cell,
@@ -135,7 +138,8 @@ def table(data: Path, epochs: int, checkout=None, alpha: float = 0.8, batch_size
 def run_table(out_dir, data_dir=None, epochs: int | None = None, progress: Callable[[str], object] = print,
               checkout=None, alpha: float | None = None, batch_size: int | None = None,
               learning_rate: float | None = None, seeds=1, fresh: bool = False, tensorboard=None, bar: bool = True,
-              n_train: int = 24, n_test: int = 12, recipe_name: str = "quick", keep_checkpoints: bool = False) -> str:
+              n_train: int = 24, n_test: int = 12, recipe_name: str = "quick", keep_checkpoints: bool = False,
+              u: str = "eq4") -> str:
     """Run the fifteen cells × ``seeds`` (resuming what is complete) and return Table 1 as text
     (also ``table.txt``, ``.md``, ``.csv``, ``.json`` in ``out_dir``).
 
@@ -144,15 +148,16 @@ def run_table(out_dir, data_dir=None, epochs: int | None = None, progress: Calla
     ``recipe_name``: ``quick`` (2 epochs, batch 8, lr 0.01) or ``paper`` (main.py's own: 100 epochs,
     batch 64, lr 1e-3); ``epochs``, ``alpha``, ``batch_size``, ``learning_rate`` override it.
     ``keep_checkpoints``: keep main.py's checkpoints (else each cell's are removed once evaluated).
+    ``u``: SPEC §2's reading of U in the SimAM² rows with fixed ζ.
     """
     return render_text(run(out_dir, data_dir, epochs, progress, checkout, alpha, batch_size, learning_rate,
-                           seeds, fresh, tensorboard, bar, n_train, n_test, recipe_name, keep_checkpoints))
+                           seeds, fresh, tensorboard, bar, n_train, n_test, recipe_name, keep_checkpoints, u))
 
 
 def run(out_dir, data_dir=None, epochs: int | None = None, progress: Callable[[str], object] = print, checkout=None,
         alpha: float | None = None, batch_size: int | None = None, learning_rate: float | None = None, seeds=1,
         fresh: bool = False, tensorboard=None, bar: bool = True, n_train: int = 24, n_test: int = 12,
-        recipe_name: str = "quick", keep_checkpoints: bool = False) -> Result:
+        recipe_name: str = "quick", keep_checkpoints: bool = False, u: str = "eq4") -> Result:
     """:func:`run_table`, returning the grid's :class:`~..machinery.grid.Result`."""
     how = recipe(recipe_name, epochs=epochs, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate)
     if how.epochs < 1:
@@ -178,6 +183,6 @@ def run(out_dir, data_dir=None, epochs: int | None = None, progress: Callable[[s
         progress(f"keeping checkpoints: main.py writes one of {CHECKPOINT_BYTES / 1e6:.0f} MB each time a run's "
                  f"accuracy improves; {runs} runs need at least {runs * CHECKPOINT_BYTES / 1e9:.1f} GB "
                  f"(at most {how.epochs} × that)")
-    t = table(data, how.epochs, checkout, how=how, keep_checkpoints=keep_checkpoints)
+    t = table(data, how.epochs, checkout, how=how, keep_checkpoints=keep_checkpoints, u=u)
     return run_grid(t, out, seeds=seeds, fresh=fresh, tensorboard=tensorboard, progress=bar,
                     say=None if bar else progress)
