@@ -30,13 +30,15 @@ from simam2.core import LateFusion, SimAM2
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: (name, shape, which module pair): the shapes of issue 12.
+#: (name, shape, which module pair): the shapes of issues 12 and 19.
 SHAPES = {
-    "sum-2d": ((64, 512), "sum"),
-    "late-3d": ((64, 10, 512), "late"),
     "sum-2d-small": ((64, 128), "sum"),
+    "sum-2d": ((64, 512), "sum"),
+    "sum-2d-large": ((64, 2048), "sum"),
+    "late-3d": ((64, 10, 512), "late"),
     "map-16": ((16, 512, 7, 7), "sum"),
     "map-64": ((64, 512, 7, 7), "sum"),
+    "map-32-14": ((32, 256, 14, 14), "sum"),
 }
 
 

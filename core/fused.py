@@ -39,10 +39,12 @@ hand-written Function would hide from it.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 
+from . import pair_kernel
 from .energy import EPS, importance, neuron_count, power_of_two_scale, resolve_neuron_dims
 
 
@@ -96,6 +98,17 @@ class PairEnergyAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x1, x2, weights, r, lam: float, dims: tuple[int, ...]):
+        ctx.lam, ctx.dims = lam, dims
+        views = _kernel_views(x1, x2, weights, dims)
+        if views is not None:  # the CPU kernel: one pass forward, one backward
+            x1v, x2v, a, b = views
+            k = 2.0 - float(r)
+            grad = any(ctx.needs_input_grad[:3])
+            out, sigma, stats = pair_kernel.kernel().pair_forward(x1v, x2v, a, b, k, lam, grad)
+            ctx.save_for_backward(x1, x2, weights, x1v, x2v, a, b, sigma, stats)
+            ctx.kernel_k = k
+            return out.view(x1.shape)
+        ctx.kernel_k = None
         m = neuron_count(x1, dims)
         w = _as_slots(weights, x1.dim())
         w1, w2 = w.unbind(0)
@@ -143,6 +156,8 @@ class PairEnergyAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.kernel_k is not None:
+            return _kernel_backward(ctx, grad_out)
         x1, x2, weights, w, u, c, imp, q, inv, live, k = ctx.saved_tensors
         m, cdims = ctx.m, ctx.cdims
         need_x1, need_x2, need_w = ctx.needs_input_grad[:3]
@@ -185,6 +200,51 @@ class PairEnergyAttention(torch.autograd.Function):
                 gw = gw.sum(tuple(range(3, gw.dim())))
             g_weights = gw.permute(1, 2, 0)  # (2, B, C) seen as (B, C, 2): pair_weights' layout
         return g1 if need_x1 else None, g2 if need_x2 else None, g_weights, None, None, None
+
+
+def _kernel_views(x1, x2, weights, dims):
+    """``(x1, x2, a, b)`` as the CPU kernel takes them, (N, M) with one channel per row; None where
+    it does not apply (not on the CPU, neuron dims not the trailing ones, no kernel built).
+
+    a and b (ζ and 1 − ζ) are (N, 1) when constant over a channel's neurons, else (N, M).
+    """
+    d0 = dims[0]
+    if x1.device.type != "cpu" or dims != tuple(range(d0, x1.dim())) or pair_kernel.kernel() is None:
+        return None
+    lead = x1.shape[:d0]
+    n = math.prod(lead)
+    m = x1.numel() // n if n else 0
+    if n == 0:
+        return None
+    ab = []
+    for w in weights.unbind(-1):
+        w = _expand_weight(w, x1)
+        # per channel when the neurons lie beyond (B, C); (B, C) itself when C holds neurons
+        ab.append(w.expand(lead + (1,) * (x1.dim() - d0)).reshape(n, 1) if d0 >= 2
+                  else w.expand(x1.shape).reshape(n, m))
+    return (x1.contiguous().view(n, m), x2.contiguous().view(n, m), *(w.contiguous() for w in ab))
+
+
+def _kernel_backward(ctx, grad_out):
+    x1, x2, weights, x1v, x2v, a, b, sigma, stats = ctx.saved_tensors
+    need = ctx.needs_input_grad[:3]
+    if not any(need):
+        return None, None, None, None, None, None
+    if torch.is_grad_enabled():  # create_graph: a second derivative may follow
+        return _reference_backward(ctx, grad_out, (x1, x2, weights), 2 - ctx.kernel_k, need)
+    g = grad_out.reshape(x1v.shape)  # a view where it can be: the gradient of a sum is an expanded scalar
+    if g.stride(1) not in (0, 1):
+        g = g.contiguous()
+    g1, g2, ga, gb = pair_kernel.kernel().pair_backward(g, x1v, x2v, a, b, sigma, stats, ctx.kernel_k)
+    g_weights = None
+    if need[2]:
+        shape = x1.shape[: ctx.dims[0]] if a.shape[1] == 1 else x1.shape
+        ga, gb = (t.view(shape) for t in (ga, gb))
+        if ga.dim() > 2:
+            ga, gb = ga.sum(tuple(range(2, ga.dim()))), gb.sum(tuple(range(2, gb.dim())))
+        g_weights = torch.stack([ga, gb], dim=-1).to(weights.dtype)
+    return (g1.view(x1.shape) if need[0] else None, g2.view(x1.shape) if need[1] else None, g_weights,
+            None, None, None)
 
 
 def _reference_backward(ctx, grad_out, inputs, r, need):
