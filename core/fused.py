@@ -86,6 +86,72 @@ def reference_pair_attention(x1, x2, weights, r, lam, neuron_dims=None) -> torch
     return torch.sigmoid(e) * u  # Eq. 8
 
 
+def _pow2_inverse(s: torch.Tensor, lim: int, root: int = 1) -> torch.Tensor:
+    """``2^−e`` with ``2^e`` within a factor 2 of ``s^(1/root)`` (``s`` > 0 and finite, else 1),
+    ``|e| ≤ lim``: a power of two, so that scaling by it rounds nothing."""
+    ok = (s > 0) & torch.isfinite(s)
+    e = torch.where(ok, s, torch.ones_like(s)).log2().floor().div(root).floor().clamp(-lim, lim)
+    return (-e).exp2()
+
+
+def _pilot(y: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """The first neuron of each channel, broadcasting against ``y``: the shift of the moments."""
+    for d in dims:
+        y = y.narrow(d, 0, 1)
+    return y.detach()
+
+
+def moment_pair_attention(x1, x2, weights, r, lam, neuron_dims=None) -> torch.Tensor:
+    """Eq. 4, 7, 8 for two inputs from five per-channel moments, in differentiable ops.
+
+    What ``torch.compile`` traces: the algebra of the CPU kernel (:mod:`~simam2.core.pair_kernel`),
+    so that inductor makes one reduction over x1 and x2 (Σd1, Σd2, Σd1², Σd2², Σd1·d2 with
+    d_j = x_j − p_j, p_j the channel's first neuron, accumulated in float64) and one element-wise
+    pass that reads x1, x2 and writes the output; U's mean and variance come from the moments
+    (var(U) = a² v1 + b² v2 + 2ab c12) where the weights are constant over a channel's neurons, and
+    from U's own two moments, gathered in the same reduction, where they are not. The element-wise
+    pass works on ``z = (y − μ) / s`` with ``s`` a power of two near the standard deviation
+    (exact), so that no square overflows in the input's dtype. Float64 inputs are first scaled by
+    a power of two near their largest magnitude (an extra reduction), since their squares can
+    overflow float64 itself. Same arguments as :func:`fused_pair_attention`; autograd derives the
+    backward, which inductor fuses alike.
+    """
+    dims = resolve_neuron_dims(x1, neuron_dims)
+    m = neuron_count(x1, dims)
+    a, b = _expand_weight(weights[..., 0], x1), _expand_weight(weights[..., 1], x1)
+    acc = torch.float64
+    if x1.dtype == acc:  # a square of float64 overflows from about 1e154 on
+        big = torch.maximum(x1.detach().abs().amax(dims, keepdim=True), x2.detach().abs().amax(dims, keepdim=True))
+        s0 = _pow2_inverse(big, 1000)
+    else:  # float32 squares in float64 cannot overflow
+        s0 = torch.ones((), dtype=acc, device=x1.device)
+    y1, y2 = x1.to(acc) * s0, x2.to(acc) * s0
+    ys = [y1, y2]
+    if min(dims) < 2:  # the weights vary along the neurons: U's own moments, in the same reduction
+        ys.append(a.to(acc) * y1 + b.to(acc) * y2)
+    ds = [y - _pilot(y, dims) for y in ys]
+    sums = [d.sum(dims, keepdim=True) for d in ds]
+    squares = [d.square().sum(dims, keepdim=True) for d in ds]
+    mus = [_pilot(y, dims) + s / m for y, s in zip(ys, sums)]
+    var = [(q - s.square() / m) / (m - 1) for s, q in zip(sums, squares)]
+    if len(ys) == 2:  # U − μU = a (x1 − μ1) + b (x2 − μ2): var(U) = a² v1 + b² v2 + 2ab c12
+        c12 = ((ds[0] * ds[1]).sum(dims, keepdim=True) - sums[0] * sums[1] / m) / (m - 1)
+        aa, bb = a.to(acc), b.to(acc)
+        mus.append(aa * mus[0] + bb * mus[1])
+        var.append(aa.square() * var[0] + bb.square() * var[1] + 2 * aa * bb * c12)
+    var[2] = var[2] + lam * s0.square()
+    floor = EPS * s0.square()
+    u = a * x1 + b * x2  # Eq. 4
+    imps = []
+    for y, mu, v in zip((x1, x2, u), mus, var):
+        v = torch.maximum(v.clamp_min(0), floor)  # SPEC §1's floor, as importance() has it
+        inv = _pow2_inverse(v.detach(), 1000, root=2)  # 1/s_j, a power of two near 1/std: z of order one
+        z = y * (s0 * inv).to(y.dtype) - (mu * inv).to(y.dtype)
+        imps.append(z.square() * (0.25 / (v * inv.square())).to(y.dtype) + 0.5)  # SPEC §1
+    e = (2 - r) * imps[2] - a.square() * imps[0] - b.square() * imps[1]  # Eq. 7
+    return torch.sigmoid(e) * u  # Eq. 8
+
+
 class PairEnergyAttention(torch.autograd.Function):
     """``sigmoid(E*) ⊙ U`` for two inputs (Eq. 4, 7, 8); see the module docstring for the backward.
 
@@ -209,7 +275,7 @@ def _kernel_views(x1, x2, weights, dims):
     a and b (ζ and 1 − ζ) are (N, 1) when constant over a channel's neurons, else (N, M).
     """
     d0 = dims[0]
-    if x1.device.type != "cpu" or dims != tuple(range(d0, x1.dim())) or pair_kernel.kernel() is None:
+    if x1.device.type != "cpu" or dims != tuple(range(d0, x1.dim())) or not pair_kernel.available():
         return None
     lead = x1.shape[:d0]
     n = math.prod(lead)
@@ -290,6 +356,10 @@ def fused_pair_attention(
     dims = resolve_neuron_dims(x1, neuron_dims)
     neuron_count(x1, dims)
     r = torch.as_tensor(r, dtype=x1.dtype, device=x1.device).detach()
-    if torch.compiler.is_compiling():  # inductor fuses the reference's passes; the Function hides them
-        return reference_pair_attention(x1, x2, weights, r, lam, dims)
+    if torch.compiler.is_compiling():
+        views = _kernel_views(x1, x2, weights, dims)
+        if views is not None:  # on the CPU, the kernel as one operator that the graph keeps whole
+            return pair_kernel.pair_attention(*views, r, float(lam))[0].view(x1.shape)
+        # elsewhere inductor fuses the moments' passes, which the Function would hide from it
+        return moment_pair_attention(x1, x2, weights, r, lam, dims)
     return PairEnergyAttention.apply(x1, x2, weights, r, float(lam), dims)

@@ -11,8 +11,6 @@ are needed; the build is cached on disk). Where it cannot be built, :func:`kerne
 :mod:`~simam2.core.fused` takes its PyTorch path, which computes the same numbers op by op.
 """
 
-from __future__ import annotations
-
 import os
 import warnings
 
@@ -332,3 +330,57 @@ def kernel():
                           f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); using the PyTorch path",
                           RuntimeWarning, stacklevel=2)
     return _state["module"]
+
+
+@torch.compiler.assume_constant_result
+def available() -> bool:
+    """Whether the kernel is built (a constant to ``torch.compile``, which may branch on it)."""
+    return kernel() is not None
+
+
+# -- the kernel as operators that torch.compile keeps whole (on the CPU, where the kernel runs) ------
+
+
+@torch.library.custom_op("simam2::pair_attention", mutates_args=(), device_types="cpu")
+def pair_attention(x1: torch.Tensor, x2: torch.Tensor, a: torch.Tensor, b: torch.Tensor, r: torch.Tensor,
+                   lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(sigmoid(E*) ⊙ U, sigmoid(E*), statistics)`` of (N, M) inputs (Eq. 4, 7, 8), (N, 1) or (N, M)
+    weights, ``r`` a 0-dim tensor: the kernel's forward, differentiable (its backward below)."""
+    out, sigma, stats = kernel().pair_forward(x1, x2, a, b, 2.0 - float(r), lam, True)
+    return out, sigma, stats
+
+
+@pair_attention.register_fake
+def _(x1, x2, a, b, r, lam):
+    return torch.empty_like(x1), torch.empty_like(x1), x1.new_empty((x1.shape[0], 12), dtype=torch.float64)
+
+
+@torch.library.custom_op("simam2::pair_attention_backward", mutates_args=(), device_types="cpu")
+def pair_attention_backward(g: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                            sigma: torch.Tensor, stats: torch.Tensor,
+                            r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kernel's backward: ``(∂x1, ∂x2, ∂a, ∂b)`` from the output's gradient ``g``."""
+    if g.dim() != 2 or g.stride(1) not in (0, 1):
+        g = g.contiguous()
+    g1, g2, ga, gb = kernel().pair_backward(g, x1, x2, a, b, sigma, stats, 2.0 - float(r))
+    return g1, g2, ga, gb
+
+
+@pair_attention_backward.register_fake
+def _(g, x1, x2, a, b, sigma, stats, r):
+    return torch.empty_like(x1), torch.empty_like(x1), torch.empty_like(a), torch.empty_like(b)
+
+
+def _setup(ctx, inputs, output):
+    x1, x2, a, b, r, _ = inputs
+    _, sigma, stats = output
+    ctx.save_for_backward(x1, x2, a, b, r, sigma, stats)
+
+
+def _backward(ctx, g_out, g_sigma, g_stats):
+    x1, x2, a, b, r, sigma, stats = ctx.saved_tensors
+    g1, g2, ga, gb = pair_attention_backward(g_out, x1, x2, a, b, sigma, stats, r)
+    return g1, g2, ga, gb, None, None
+
+
+pair_attention.register_autograd(_backward, setup_context=_setup)
