@@ -17,7 +17,7 @@ the vanilla fusion's, and the fraction of the machine's memory bandwidth the nod
   writes U; backward reads the gradient, x1, x2 (for ∂ζ), ζ and writes ∂x1, ∂x2, ∂ζ: 8n + 3w.
   The SimAM² node as core/pair_kernel.py runs it: forward reads x1, x2, ζ, 1 − ζ and writes the
   output and sigmoid(E*); backward reads the gradient, x1, x2, ζ, 1 − ζ, sigmoid(E*) and writes
-  ∂x1, ∂x2, ∂ζ, ∂(1 − ζ); and 12 float64 statistics per channel: 10n + 6w + 192 bytes per channel.
+  ∂x1, ∂x2, ∂ζ, ∂(1 − ζ); and 15 float64 statistics per channel: 10n + 6w + 240 bytes per channel.
   On feature maps (w ≪ n) that is 1.25× vanilla's; on (B, C) inputs, where ζ is as large as an
   input, 16n against 11n.
 - bandwidth: those bytes over the node's own forward+backward time (``fused_pair_attention`` alone,
@@ -167,9 +167,9 @@ def node_bytes(shape, itemsize: int) -> tuple[int, int]:
     n = math.prod(shape) * itemsize  # one input
     w = shape[0] * shape[1] * itemsize  # one weight: ζ is (B, C), as large as an input when it is 2-D
     channels = math.prod(shape[:2]) if len(shape) > 2 else shape[0]  # the kernel's rows
-    # ζ and 1 − ζ each read forward and backward and their gradients written; 12 float64 statistics
+    # ζ and 1 − ζ each read forward and backward and their gradients written; 15 float64 statistics
     # per row written forward and read backward
-    return 10 * n + 6 * w + channels * 12 * 8 * 2, 8 * n + 3 * w
+    return 10 * n + 6 * w + channels * 15 * 8 * 2, 8 * n + 3 * w
 
 
 def time_node(shape, repeats, device, warmup=5) -> float:

@@ -107,7 +107,7 @@ def moment_pair_attention(x1, x2, weights, r, lam, neuron_dims=None) -> torch.Te
     What ``torch.compile`` traces: the algebra of the CPU kernel (:mod:`~simam2.core.pair_kernel`),
     so that inductor makes one reduction over x1 and x2 (Σd1, Σd2, Σd1², Σd2², Σd1·d2 with
     d_j = x_j − p_j, p_j the channel's first neuron, accumulated in float64) and one element-wise
-    pass that reads x1, x2 and writes the output; U's mean and variance come from the moments
+    pass that reads x1, x2 and writes the output, on ``(x − p) / s − (μ − p) / s``; U's mean and variance come from the moments
     (var(U) = a² v1 + b² v2 + 2ab c12) where the weights are constant over a channel's neurons, and
     from U's own two moments, gathered in the same reduction, where they are not. The element-wise
     pass works on ``z = (y − μ) / s`` with ``s`` a power of two near the standard deviation
@@ -122,31 +122,32 @@ def moment_pair_attention(x1, x2, weights, r, lam, neuron_dims=None) -> torch.Te
     acc = torch.float64
     if x1.dtype == acc:  # a square of float64 overflows from about 1e154 on
         big = torch.maximum(x1.detach().abs().amax(dims, keepdim=True), x2.detach().abs().amax(dims, keepdim=True))
-        s0 = _pow2_inverse(big, 1000)
+        s0 = _pow2_inverse(big, 500)  # |e| ≤ 500: s0² and λ s0² stay finite
     else:  # float32 squares in float64 cannot overflow
         s0 = torch.ones((), dtype=acc, device=x1.device)
-    y1, y2 = x1.to(acc) * s0, x2.to(acc) * s0
-    ys = [y1, y2]
-    if min(dims) < 2:  # the weights vary along the neurons: U's own moments, in the same reduction
-        ys.append(a.to(acc) * y1 + b.to(acc) * y2)
-    ds = [y - _pilot(y, dims) for y in ys]
+    u = a * x1 + b * x2  # Eq. 4
+    slots = [x1, x2] + ([u] if min(dims) < 2 else [])  # ζ varies along the neurons: U's own moments
+    pilots = [_pilot(y, dims) for y in (x1, x2)]
+    pilots.append(_pilot(u, dims) if len(slots) == 3 else a.to(acc) * pilots[0].to(acc) + b.to(acc) * pilots[1].to(acc))
+    ds = [y.to(acc) * s0 - p.to(acc) * s0 for y, p in zip(slots, pilots)]
     sums = [d.sum(dims, keepdim=True) for d in ds]
     squares = [d.square().sum(dims, keepdim=True) for d in ds]
-    mus = [_pilot(y, dims) + s / m for y, s in zip(ys, sums)]
+    mus = [p.to(acc) * s0 + s / m for p, s in zip(pilots, sums)]
     var = [(q - s.square() / m) / (m - 1) for s, q in zip(sums, squares)]
-    if len(ys) == 2:  # U − μU = a (x1 − μ1) + b (x2 − μ2): var(U) = a² v1 + b² v2 + 2ab c12
+    if len(slots) == 2:  # U − μU = a (x1 − μ1) + b (x2 − μ2): var(U) = a² v1 + b² v2 + 2ab c12
         c12 = ((ds[0] * ds[1]).sum(dims, keepdim=True) - sums[0] * sums[1] / m) / (m - 1)
         aa, bb = a.to(acc), b.to(acc)
         mus.append(aa * mus[0] + bb * mus[1])
         var.append(aa.square() * var[0] + bb.square() * var[1] + 2 * aa * bb * c12)
     var[2] = var[2] + lam * s0.square()
     floor = EPS * s0.square()
-    u = a * x1 + b * x2  # Eq. 4
     imps = []
-    for y, mu, v in zip((x1, x2, u), mus, var):
+    for y, p, mu, v in zip((x1, x2, u), pilots, mus, var):
         v = torch.maximum(v.clamp_min(0), floor)  # SPEC §1's floor, as importance() has it
         inv = _pow2_inverse(v.detach(), 1000, root=2)  # 1/s_j, a power of two near 1/std: z of order one
-        z = y * (s0 * inv).to(y.dtype) - (mu * inv).to(y.dtype)
+        # y − p is exact near p: a channel far from zero keeps its digits, where y − μ would round μ
+        d = y - p if y is not u or len(slots) == 3 else a * (x1 - pilots[0]) + b * (x2 - pilots[1])
+        z = d * (s0 * inv).to(y.dtype) + ((p.to(acc) * s0 - mu) * inv).to(y.dtype)
         imps.append(z.square() * (0.25 / (v * inv.square())).to(y.dtype) + 0.5)  # SPEC §1
     e = (2 - r) * imps[2] - a.square() * imps[0] - b.square() * imps[1]  # Eq. 7
     return torch.sigmoid(e) * u  # Eq. 8

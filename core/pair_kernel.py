@@ -27,9 +27,9 @@ SOURCE = r"""
 namespace {
 
 constexpr double EPS = 1e-12;  // core/energy.py: EPS
-// per-channel numbers saved for the backward: z_j = y_j A_j + B_j for j = x1, x2, U (6), q_j (3),
-// and whether the EPS floor lets the gradient through (3)
-constexpr int NSTAT = 12;
+// per-channel numbers saved for the backward: z_j = (y_j − p_j) A_j + B_j for j = x1, x2, U (6),
+// q_j (3), whether the EPS floor lets the gradient through (3), and the pilots p_j (3)
+constexpr int NSTAT = 15;
 
 // exp without a branch or a library call, so that the loops around it vectorise (Cephes expf:
 // |relative error| < 2 ulp on float32's range; a NaN propagates through the polynomial)
@@ -85,7 +85,9 @@ inline Moments moments(const T* __restrict__ x1, const T* __restrict__ x2, const
                        const T* __restrict__ b, int64_t M, double s0) {
   Moments r;
   r.p[0] = x1[0] * s0; r.p[1] = x2[0] * s0;
-  r.p[2] = ((double)a[0] * x1[0] + (double)b[0] * x2[0]) * s0;
+  // U's pilot: its first neuron as the element-wise pass computes it where a, b vary along the channel,
+  // else a p1 + b p2, from which that pass takes U's deviations (a (x1 − p1) + b (x2 − p2), exact)
+  r.p[2] = PerNeuron ? (double)(a[0] * x1[0] + b[0] * x2[0]) * s0 : (double)a[0] * r.p[0] + (double)b[0] * r.p[1];
   const double p1 = r.p[0], p2 = r.p[1], pu = r.p[2];
   double s1 = 0, s2 = 0, q1 = 0, q2 = 0, c12 = 0, su = 0, qu = 0;
 #pragma omp simd reduction(+ : s1, s2, q1, q2, c12, su, qu)
@@ -114,10 +116,12 @@ inline void statistics(const T* __restrict__ x1, const T* __restrict__ x2, const
                        const T* __restrict__ b, int64_t M, double lam, double* st) {
   double s0 = 1.0;
   Moments r = moments<T, PerNeuron>(x1, x2, a, b, M, s0);
-  if (!std::isfinite(r.ss[0] + r.ss[1] + r.ss[2] + r.s12)) {  // float64 inputs beyond about 1e150
+  const double ss = r.ss[0] + r.ss[1] + r.ss[2];
+  // float64 inputs beyond about 1e150, whose squares overflow, or below 1e-150, whose squares vanish
+  if (!std::isfinite(ss + r.s12) || (sizeof(T) == 8 && ss < 1e-250)) {
     double amax = 0;
     for (int64_t m = 0; m < M; ++m) amax = std::fmax(amax, std::fmax(std::fabs((double)x1[m]), std::fabs((double)x2[m])));
-    s0 = pow2(-exponent(amax, std::numeric_limits<T>::max_exponent - 3));
+    s0 = pow2(-exponent(amax, 500));  // |e| ≤ 500: s0² and λ s0² stay finite
     r = moments<T, PerNeuron>(x1, x2, a, b, M, s0);
   }
   const double rm = 1.0 / M, rm1 = 1.0 / (M - 1);
@@ -138,8 +142,11 @@ inline void statistics(const T* __restrict__ x1, const T* __restrict__ x2, const
     var[j] = var[j] > 0 ? var[j] : 0;  // rounding can leave a tiny negative
     const double v = var[j] > floor_ ? var[j] : floor_;
     const double inv = pow2(-(exponent(v, 1000) >> 1));  // 1/s_j, s_j² within 4 of v
-    st[2 * j] = s0 * inv;                 // A_j: z_j = y_j A_j + B_j
-    st[2 * j + 1] = -mu[j] * inv;         // B_j
+    // z_j = (y_j − p_j) A_j + B_j: y_j − p_j is exact where y_j is near p_j, so that a channel far from
+    // zero keeps its digits (y_j − μ_j in the input's dtype would round μ_j at the scale of y_j)
+    st[2 * j] = s0 * inv;                         // A_j
+    st[2 * j + 1] = (r.p[j] - mu[j]) * inv;       // B_j
+    st[12 + j] = r.p[j] / s0;                     // p_j, a value of the input's dtype
     st[6 + j] = 1.0 / (4.0 * v * inv * inv);  // q_j, of order one
     st[9 + j] = var[j] >= floor_ ? 1.0 : 0.0;  // the floor passes no gradient where it holds
   }
@@ -159,6 +166,7 @@ void forward_kernel(const T* x1, const T* x2, const T* a, const T* b, T* out, T*
     statistics<T, PerNeuron>(X1, X2, A, B, M, lam, st);
     const T a1 = st[0], b1 = st[1], a2 = st[2], b2 = st[3], au = st[4], bu = st[5];
     const T q1 = st[6], q2 = st[7], qu = st[8], kk = (T)k;
+    const T pi1 = st[12], pi2 = st[13], piu = st[14];  // the pilots
     // Eq. 7 where the weights are constant over the channel: E = K0 + cu zu² − c1 z1² − c2 z2²
     const double wa0 = A[0], wb0 = B[0];
     const T wa1 = A[0], wb1 = B[0];  // hoisted: a load in the loop would keep it from vectorising
@@ -169,7 +177,9 @@ void forward_kernel(const T* x1, const T* x2, const T* a, const T* b, T* out, T*
       const T y1 = X1[m], y2 = X2[m];
       const T wa = PerNeuron ? A[m] : wa1, wb = PerNeuron ? B[m] : wb1;
       const T u = wa * y1 + wb * y2;  // Eq. 4
-      const T z1 = y1 * a1 + b1, z2 = y2 * a2 + b2, zu = u * au + bu;
+      const T d1 = y1 - pi1, d2 = y2 - pi2;
+      const T z1 = d1 * a1 + b1, z2 = d2 * a2 + b2;
+      const T zu = (PerNeuron ? u - piu : wa * d1 + wb * d2) * au + bu;
       // Eq. 7: E = (2 − r) imp_U − a² imp_1 − b² imp_2
       const T e = PerNeuron
           ? kk * (zu * zu * qu + T(0.5)) - wa * wa * (z1 * z1 * q1 + T(0.5)) - wb * wb * (z2 * z2 * q2 + T(0.5))
@@ -202,6 +212,7 @@ void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T*
     const double* st = stats + n * NSTAT;
     const T a1 = st[0], b1 = st[1], a2 = st[2], b2 = st[3], au = st[4], bu = st[5];
     const T q1 = st[6], q2 = st[7], qu = st[8], kk = (T)k;
+    const T pi1 = st[12], pi2 = st[13], piu = st[14];  // the pilots
     const double wa0 = A[0], wb0 = B[0];
     const T wa1 = A[0], wb1 = B[0];  // hoisted: a load in the loop would keep it from vectorising
     // Σ H_j z_j and Σ H_j z_j², with the per-channel factor f_j taken out where it is one
@@ -211,7 +222,9 @@ void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T*
       const T y1 = X1[m], y2 = X2[m];
       const T wa = PerNeuron ? A[m] : wa1, wb = PerNeuron ? B[m] : wb1;
       const T u = wa * y1 + wb * y2;
-      const T z1 = y1 * a1 + b1, z2 = y2 * a2 + b2, zu = u * au + bu;
+      const T d1 = y1 - pi1, d2 = y2 - pi2;
+      const T z1 = d1 * a1 + b1, z2 = d2 * a2 + b2;
+      const T zu = (PerNeuron ? u - piu : wa * d1 + wb * d2) * au + bu;
       const T sm = S[m];
       const T h = (GRow ? G[0] : G[m]) * u * sm * (T(1) - sm);
       const T h1 = PerNeuron ? -wa * wa * h : h, h2 = PerNeuron ? -wb * wb * h : h;
@@ -227,27 +240,33 @@ void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T*
             ru = (T)(-2 * st[8] * st[4] * su / M);
     const T v1 = (T)(-st[0] * c8 * st[6] * st[6] * t1 * st[9]), v2 = (T)(-st[2] * c8 * st[7] * st[7] * t2 * st[10]),
             vu = (T)(-st[4] * c8 * st[8] * st[8] * tu * st[11]);
-    double sa = 0, sb = 0;
-#pragma omp simd reduction(+ : sa, sb)
+    // ∂a = Σ ∂U x1 − 2a Σ imp_1 h, summed as Σ ∂U (x1 − p1) + p1 Σ ∂U: x1's digits below its offset kept
+    double sa = 0, sb = 0, sdu = 0, si1 = 0, si2 = 0;
+#pragma omp simd reduction(+ : sa, sb, sdu, si1, si2)
     for (int64_t m = 0; m < M; ++m) {
       const T y1 = X1[m], y2 = X2[m];
       const T wa = PerNeuron ? A[m] : wa1, wb = PerNeuron ? B[m] : wb1;
       const T u = wa * y1 + wb * y2;
-      const T z1 = y1 * a1 + b1, z2 = y2 * a2 + b2, zu = u * au + bu;
+      const T d1 = y1 - pi1, d2 = y2 - pi2;
+      const T z1 = d1 * a1 + b1, z2 = d2 * a2 + b2;
+      const T zu = (PerNeuron ? u - piu : wa * d1 + wb * d2) * au + bu;
       const T sm = S[m], gm = GRow ? G[0] : G[m];
       const T h = gm * u * sm * (T(1) - sm);
       const T du = gm * sm + pu * kk * h * zu + ru + vu * zu;
       o1[m] = wa * du - p1 * wa * wa * h * z1 + r1 + v1 * z1;
       o2[m] = wb * du - p2 * wb * wb * h * z2 + r2 + v2 * z2;
-      const T da = du * y1 - 2 * wa * (z1 * z1 * q1 + T(0.5)) * h;
-      const T db = du * y2 - 2 * wb * (z2 * z2 * q2 + T(0.5)) * h;
+      const T i1 = (z1 * z1 * q1 + T(0.5)) * h, i2 = (z2 * z2 * q2 + T(0.5)) * h;
       if (PerNeuron) {
-        ga[n * M + m] = da; gb[n * M + m] = db;
+        ga[n * M + m] = du * y1 - 2 * wa * i1;
+        gb[n * M + m] = du * y2 - 2 * wb * i2;
       } else {
-        sa += da; sb += db;
+        sa += du * d1; sb += du * d2; sdu += du; si1 += i1; si2 += i2;
       }
     }
-    if (!PerNeuron) { ga[n] = (T)sa; gb[n] = (T)sb; }
+    if (!PerNeuron) {
+      ga[n] = (T)(sa + (double)pi1 * sdu - 2 * wa0 * si1);
+      gb[n] = (T)(sb + (double)pi2 * sdu - 2 * wb0 * si2);
+    }
   }
 }
 
@@ -352,7 +371,7 @@ def pair_attention(x1: torch.Tensor, x2: torch.Tensor, a: torch.Tensor, b: torch
 
 @pair_attention.register_fake
 def _(x1, x2, a, b, r, lam):
-    return torch.empty_like(x1), torch.empty_like(x1), x1.new_empty((x1.shape[0], 12), dtype=torch.float64)
+    return torch.empty_like(x1), torch.empty_like(x1), x1.new_empty((x1.shape[0], 15), dtype=torch.float64)
 
 
 @torch.library.custom_op("simam2::pair_attention_backward", mutates_args=(), device_types="cpu")
