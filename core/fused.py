@@ -4,15 +4,29 @@
 :func:`~simam2.core.energy.importance` are the reference (SPEC §1–§2): written op by op, they make
 autograd record some sixty nodes forward and a hundred backward, and each node costs a full pass
 over the tensors plus framework overhead. :func:`fused_pair_attention` computes the same K = 2 output
-in one :class:`torch.autograd.Function` whose backward is derived by hand (below), so that a forward
-and backward take a few dozen raw passes and no per-node bookkeeping. Tests hold it equal to the
-reference, forward and every gradient.
+in one :class:`torch.autograd.Function` whose backward is derived by hand (below). Tests hold it
+equal to the reference, forward and every gradient.
 
-The algebra, per channel of ``M`` neurons (sums and means over the neuron dims), for an input ``y``: a constant ``s``, the power of two nearest ``mean |y|``
-(SPEC §1's statistics are invariant under ``y → y / s`` with λ and the floor scaled by ``1/s²``;
-the squares of ``y / s`` cannot overflow, where float32 ``(y − μ)²`` is inf from |y| ≈ 2e19 on; a
-power of two scales without rounding), ``z = (y − μ) / s``,
-``v = Σz² / (M − 1) + λ/s²`` and ``q = 1 / (4 max(v, EPS/s²))``:
+**Where it runs.** On the CPU, where the neuron dims are the trailing ones (SPEC §1's defaults
+always are), the node is the kernel of :mod:`~simam2.core.pair_kernel`: every statistic comes from
+five per-channel moments of the inputs, Σd1, Σd2, Σd1², Σd2², Σd1·d2 with ``d_j = x_j − p_j``
+(``p_j`` the channel's first neuron, a pilot, so that a variance is never a difference of large
+numbers), accumulated in float64 in one pass; U's mean and variance follow without a pass over U,
+``mean(U) = a μ1 + b μ2`` and ``var(U) = a² v1 + b² v2 + 2ab c12`` (where ζ varies along the neurons,
+as for (B, C) inputs, U's own two moments are gathered in the same pass instead). The output pass
+reads x1 and x2 and writes the output; the backward is one per-channel reduction and one
+element-wise pass. Full-size tensors: forward writes 2 (the output and σ = sigmoid(E*), kept so
+that the backward needs no exponential); backward writes 2 (∂x1, ∂x2) and, where ζ varies along the
+neurons, ∂ζ and ∂(1 − ζ); per channel, 15 float64 numbers are kept. Elsewhere (an accelerator, other
+neuron dims, no C++ compiler) the node takes the PyTorch path below, which computes the same
+numbers op by op; under ``torch.compile`` see :func:`fused_pair_attention`.
+
+**The algebra of the PyTorch path**, per channel of ``M`` neurons (sums and means over the neuron
+dims), for an input ``y``: a constant ``s``, the power of two nearest ``mean |y|`` (SPEC §1's
+statistics are invariant under ``y → y / s`` with λ and the floor scaled by ``1/s²``; the squares of
+``y / s`` cannot overflow, where float32 ``(y − μ)²`` is inf from |y| ≈ 2e19 on; a power of two
+scales without rounding), ``z = (y − μ) / s``, ``v = Σz² / (M − 1) + λ/s²`` and
+``q = 1 / (4 max(v, EPS/s²))`` (the kernel takes the same with ``s`` near the standard deviation):
 
     imp(y) = z² q + 0.5                                           # SPEC §1
     ∂/∂y of Σ H ⊙ imp(y) = (1/s) [2q (H z − mean(H z)) − β z],   β = 8 q² / (M − 1) · Σ(H z²)
@@ -26,15 +40,14 @@ power of two scales without rounding), ``z = (y − μ) / s``,
     ∂x1  = a ∂U + importance gradient of x1 with H = −a² ∂E          (x2 alike, with b)
     ∂a   = Σ_bcast (∂U ⊙ x1 − 2 a imp(x1) ⊙ ∂E)                      (b alike, with x2)
 
-where Σ_bcast sums over the dims along which ``a`` is broadcast. ``r`` is a statistic and takes no
-gradient (SPEC §3). Saved for the backward: U, the three scaled centred inputs ``z``, the
-importances of x1 and x2 times their weights, σ, and the per-channel ``q``, ``1/s`` and floor mask;
-nothing is recomputed.
+where Σ_bcast sums over the dims along which ``a`` is broadcast. The kernel's backward is these
+formulas, the per-channel sums (Σ H z, Σ H z² per slot) gathered in its one reduction. ``r`` is a
+statistic and takes no gradient (SPEC §3). The PyTorch path saves for the backward: U, the three
+scaled centred inputs ``z``, the importances of x1 and x2 times their weights, σ, and the
+per-channel ``q``, ``1/s`` and floor mask; nothing is recomputed.
 
 A second derivative (``create_graph=True``) runs the backward through the op-by-op reference
-(:func:`reference_pair_attention`) instead, so that higher derivatives are exact. Under
-``torch.compile`` the reference itself is traced: inductor fuses its elementwise passes, which a
-hand-written Function would hide from it.
+(:func:`reference_pair_attention`) instead, so that higher derivatives are exact.
 """
 
 from __future__ import annotations
@@ -75,8 +88,8 @@ def _expand_weight(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def reference_pair_attention(x1, x2, weights, r, lam, neuron_dims=None) -> torch.Tensor:
     """Eq. 4, 7, 8 for two inputs, op by op through :func:`~simam2.core.energy.importance`.
 
-    The reference the fused node is held to, its path for second derivatives, and what
-    ``torch.compile`` traces. Same arguments as :func:`fused_pair_attention`.
+    The reference the fused node is held to and its path for second derivatives. Same arguments
+    as :func:`fused_pair_attention`.
     """
     dims = resolve_neuron_dims(x1, neuron_dims)
     a, b = _expand_weight(weights[..., 0], x1), _expand_weight(weights[..., 1], x1)
@@ -156,7 +169,8 @@ def moment_pair_attention(x1, x2, weights, r, lam, neuron_dims=None) -> torch.Te
 class PairEnergyAttention(torch.autograd.Function):
     """``sigmoid(E*) ⊙ U`` for two inputs (Eq. 4, 7, 8); see the module docstring for the backward.
 
-    The three importances (of U, x1, x2) live in one tensor of three slots, so that most steps are
+    On the CPU with trailing neuron dims, the kernel (:mod:`~simam2.core.pair_kernel`). Otherwise
+    the three importances (of U, x1, x2) live in one tensor of three slots, so that most steps are
     one op, not three; temporaries are overwritten in place, since on CPU a fresh full-size
     allocation (page faults) can cost more than the arithmetic. Inputs must already share one
     floating dtype of at least float32 (the caller casts, as :meth:`~simam2.core.MultiSimAM2.fuse`
@@ -338,8 +352,12 @@ def fused_pair_attention(
     first, as :meth:`~simam2.core.MultiSimAM2.fuse` does). ``weights``: (B, C, 2), the weights of
     x1 and x2 (ζ and 1 − ζ), in the same dtype. ``r``: Eq. 6's degradation factor, a number or
     0-dim tensor; it takes no gradient. ``lam``: λ of U's importance. Equal to
-    :func:`reference_pair_attention`, through which a second derivative runs, and which is what
-    ``torch.compile`` traces.
+    :func:`reference_pair_attention`, through which a second derivative runs.
+
+    Under ``torch.compile``: on the CPU (trailing neuron dims, kernel built) the kernel as one
+    custom operator, ``simam2::pair_attention``, which the graph keeps whole, so that compiling
+    costs it nothing; elsewhere :func:`moment_pair_attention`, the same moment algebra in
+    differentiable ops, which inductor fuses (on CUDA, the path the docs recommend).
     """
     if x1.shape != x2.shape:
         raise ValueError(f"both inputs must have one shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")

@@ -1,10 +1,12 @@
 """The CPU kernel of the two-modality node (Eq. 4, 7, 8): one pass over memory forward, one backward.
 
-Each channel's ``M`` neurons are read once from memory and then stay in the cache while the kernel
-makes its few passes over them (per channel: the sums, the centred moments, the output), so a
-forward reads x1 and x2 and writes the output, and nothing else of full size; a backward reads
-the output's gradient, x1 and x2, and writes their gradients. Element-wise work runs in the
-input's dtype and vectorises (a branch-free ``exp``, below); every sum is accumulated in float64.
+Each channel's ``M`` neurons are read from memory and stay in the cache while the kernel makes
+its passes over them (per channel: the five moments, then the output), so that a forward reads x1
+and x2 and writes the output and sigmoid(E*), and a backward reads the output's gradient, x1, x2
+and sigmoid(E*) and writes the inputs' gradients (and ζ's where ζ varies along the neurons):
+nothing else of full size. Element-wise work runs in the input's dtype and vectorises (a
+branch-free ``exp``, below); every sum is accumulated in float64. One thread: the kernel does not
+split channels across threads (``torch.set_num_threads`` does not apply to it).
 
 Built on first use with :func:`torch.utils.cpp_extension.load_inline` (a C++ compiler and ninja
 are needed; the build is cached on disk). Where it cannot be built, :func:`kernel` returns None and
@@ -314,7 +316,9 @@ std::vector<torch::Tensor> pair_backward(torch::Tensor g, torch::Tensor x1, torc
 }
 """
 
-#: SIMAM2_NO_KERNEL=1 takes the PyTorch path everywhere (tests use it to run both paths).
+#: per-channel float64 numbers the forward keeps for the backward (the C++ source's NSTAT)
+NSTAT = 15
+#: SIMAM2_NO_KERNEL=1 takes the PyTorch path everywhere, without building the kernel.
 _DISABLED = os.environ.get("SIMAM2_NO_KERNEL", "") not in ("", "0")
 _state: dict = {}
 
@@ -371,7 +375,7 @@ def pair_attention(x1: torch.Tensor, x2: torch.Tensor, a: torch.Tensor, b: torch
 
 @pair_attention.register_fake
 def _(x1, x2, a, b, r, lam):
-    return torch.empty_like(x1), torch.empty_like(x1), x1.new_empty((x1.shape[0], 15), dtype=torch.float64)
+    return torch.empty_like(x1), torch.empty_like(x1), x1.new_empty((x1.shape[0], NSTAT), dtype=torch.float64)
 
 
 @torch.library.custom_op("simam2::pair_attention_backward", mutates_args=(), device_types="cpu")
