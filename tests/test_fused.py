@@ -5,9 +5,9 @@ import torch
 
 import simam2.core.fused as fused
 import simam2.core.fusion as fusion
-from simam2.core import MultiSimAM2, SimAM2, fused_energy, superpose
+from simam2.core import MultiSimAM2, SimAM2, fused_energy, pair_kernel, superpose
 from simam2.core.energy import resolve_neuron_dims
-from simam2.core.fused import fused_pair_attention, pair_weights
+from simam2.core.fused import fused_pair_attention, moment_pair_attention, pair_weights
 
 
 def reference_pair(x1, x2, weights, r, lam, neuron_dims=None):
@@ -236,9 +236,6 @@ def test_low_precision_is_finite_and_close_to_float32(dtype):
 
 
 # -- issue 19: the CPU kernel, its PyTorch fallback, the traced moment algebra --------------------
-
-from simam2.core import pair_kernel  # noqa: E402
-from simam2.core.fused import moment_pair_attention  # noqa: E402
 
 needs_kernel = pytest.mark.skipif(
     torch.get_default_device().type != "cpu" or pair_kernel.kernel() is None,
