@@ -8,6 +8,21 @@ side returns ζ x1 + (1 − ζ) x2, SimAM² adds Eq. 6–8 on top. For each shap
 ``torch.compile`` of each whole module) the two sides are timed in alternation, one call each in turn
 (each round starting with another side), so that drift in machine load hits both alike; the report is the ratio of the two medians (target
 ≤ 1.3×). A ratio is the only figure to compare across machines: bare times are printed for context.
+
+Beside the ratios, for the two-modality sum shapes, the bytes one SimAM² node moves per call against
+the vanilla fusion's, and the fraction of the machine's memory bandwidth the node achieves:
+
+- bytes: what each side reads and writes, forward+backward, with ``n`` the bytes of one input and
+  ``w`` those of ζ (B, C). Vanilla ζ x1 + (1 − ζ) x2 at the least: forward reads x1, x2, ζ and
+  writes U; backward reads the gradient, x1, x2 (for ∂ζ), ζ and writes ∂x1, ∂x2, ∂ζ: 8n + 3w.
+  The SimAM² node as core/pair_kernel.py runs it: forward reads x1, x2, ζ, 1 − ζ and writes the
+  output and sigmoid(E*); backward reads the gradient, x1, x2, ζ, 1 − ζ, sigmoid(E*) and writes
+  ∂x1, ∂x2, ∂ζ, ∂(1 − ζ); and 15 float64 statistics per channel: 10n + 6w + 240 bytes per channel.
+  On feature maps (w ≪ n) that is 1.25× vanilla's; on (B, C) inputs, where ζ is as large as an
+  input, 16n against 11n.
+- bandwidth: those bytes over the node's own forward+backward time (``fused_pair_attention`` alone,
+  with a random upstream gradient, median of the same rounds), against the bandwidth of a large
+  copy (read + write) timed once in the same run: the fraction is the node's effective bandwidth.
 """
 
 from __future__ import annotations
@@ -16,6 +31,7 @@ import argparse
 import importlib
 import io
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -30,13 +46,15 @@ from simam2.core import LateFusion, SimAM2
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: (name, shape, which module pair): the shapes of issue 12.
+#: (name, shape, which module pair): the shapes of issues 12 and 19.
 SHAPES = {
-    "sum-2d": ((64, 512), "sum"),
-    "late-3d": ((64, 10, 512), "late"),
     "sum-2d-small": ((64, 128), "sum"),
+    "sum-2d": ((64, 512), "sum"),
+    "sum-2d-large": ((64, 2048), "sum"),
+    "late-3d": ((64, 10, 512), "late"),
     "map-16": ((16, 512, 7, 7), "sum"),
     "map-64": ((64, 512, 7, 7), "sum"),
+    "map-32-14": ((32, 256, 14, 14), "sum"),
 }
 
 
@@ -126,6 +144,56 @@ def compare(shape, kind, mode, repeats, device, core=None, warmup=5):
     return [statistics.median(t) for t in times]
 
 
+#: bytes of a large copy for the machine's bandwidth: far beyond any cache
+COPY_BYTES = 256 * 2**20
+
+
+def copy_bandwidth(device, repeats=7) -> float:
+    """Bytes per second of ``dst.copy_(src)`` of COPY_BYTES (read + write counted), median of runs."""
+    src = torch.empty(COPY_BYTES // 4, device=device).normal_()
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(repeats + 1):
+        _sync(device)
+        t0 = clock()
+        dst.copy_(src)
+        _sync(device)
+        times.append(clock() - t0)
+    return 2 * COPY_BYTES / statistics.median(times[1:])
+
+
+def node_bytes(shape, itemsize: int) -> tuple[int, int]:
+    """Bytes moved per forward+backward: (SimAM² node, vanilla ζ x1 + (1 − ζ) x2 at the least)."""
+    n = math.prod(shape) * itemsize  # one input
+    w = shape[0] * shape[1] * itemsize  # one weight: ζ is (B, C), as large as an input when it is 2-D
+    channels = math.prod(shape[:2]) if len(shape) > 2 else shape[0]  # the kernel's rows
+    # ζ and 1 − ζ each read forward and backward and their gradients written; 15 float64 statistics
+    # per row written forward and read backward
+    return 10 * n + 6 * w + channels * 15 * 8 * 2, 8 * n + 3 * w
+
+
+def time_node(shape, repeats, device, warmup=5) -> float:
+    """Median forward+backward seconds of the two-modality node alone (fused_pair_attention)."""
+    from simam2.core.fused import fused_pair_attention, pair_weights
+
+    g = torch.Generator().manual_seed(1)
+    x1, x2 = (torch.randn(shape, generator=g).to(device).requires_grad_() for _ in range(2))
+    w = pair_weights(torch.rand(shape[:2], generator=g)).to(device).requires_grad_()
+    upstream = torch.randn(shape, generator=g).to(device)
+    r = torch.tensor(0.5, device=device)
+
+    def once():
+        _sync(device)
+        t0 = clock()
+        torch.autograd.grad(fused_pair_attention(x1, x2, w, r, 1e-6), (x1, x2, w), upstream)
+        _sync(device)
+        return clock() - t0
+
+    for _ in range(warmup):
+        once()
+    return statistics.median(once() for _ in range(repeats))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=100)
@@ -154,6 +222,8 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, forward+backward, "
           f"median of {args.repeats}, alternating, {clock.__name__}")
     core = load_baseline(args.baseline) if args.baseline else None
+    bandwidth = copy_bandwidth(device)
+    print(f"memory bandwidth (copy of {COPY_BYTES >> 20} MiB, read + write): {bandwidth / 1e9:.1f} GB/s")
     head = f"{'shape':<18} {'mode':<9} {'vanilla':>10} {'SimAM²':>10} {'ratio':>7}"
     print(head + (f" {'at ' + args.baseline:>12} {'ratio':>7}" if core else ""))
     rows = []
@@ -166,12 +236,19 @@ def main(argv=None):
             if tb:
                 row.update(baseline=args.baseline, baseline_s=tb[0], baseline_ratio=tb[0] / tv)
                 line += f" {tb[0] * 1e3:10.3f}ms {tb[0] / tv:6.2f}x"
+            if kind == "sum" and mode == "eager":
+                tn = time_node(shape, args.repeats, device)
+                ours, vanilla = node_bytes(shape, 4)
+                row.update(node_s=tn, node_bytes=ours, vanilla_bytes=vanilla, bytes_ratio=ours / vanilla,
+                           node_GBps=ours / tn / 1e9, bandwidth_fraction=ours / tn / bandwidth)
+                line += (f"   node {tn * 1e3:.3f}ms, {ours / 2**20:.1f} MiB = {ours / vanilla:.2f}x vanilla's, "
+                         f"{ours / tn / 1e9:.1f} GB/s = {ours / tn / bandwidth:.0%} of copy")
             rows.append(row)
             print(line, flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(torch=torch.__version__, device=args.device, threads=torch.get_num_threads(),
-                           clock=clock.__name__,
+                           clock=clock.__name__, copy_bandwidth_GBps=bandwidth / 1e9,
                            repeats=args.repeats, rows=rows), f, indent=1)
     return rows
 

@@ -4,15 +4,29 @@
 :func:`~simam2.core.energy.importance` are the reference (SPEC §1–§2): written op by op, they make
 autograd record some sixty nodes forward and a hundred backward, and each node costs a full pass
 over the tensors plus framework overhead. :func:`fused_pair_attention` computes the same K = 2 output
-in one :class:`torch.autograd.Function` whose backward is derived by hand (below), so that a forward
-and backward take a few dozen raw passes and no per-node bookkeeping. Tests hold it equal to the
-reference, forward and every gradient.
+in one :class:`torch.autograd.Function` whose backward is derived by hand (below). Tests hold it
+equal to the reference, forward and every gradient.
 
-The algebra, per channel of ``M`` neurons (sums and means over the neuron dims), for an input ``y``: a constant ``s``, the power of two nearest ``mean |y|``
-(SPEC §1's statistics are invariant under ``y → y / s`` with λ and the floor scaled by ``1/s²``;
-the squares of ``y / s`` cannot overflow, where float32 ``(y − μ)²`` is inf from |y| ≈ 2e19 on; a
-power of two scales without rounding), ``z = (y − μ) / s``,
-``v = Σz² / (M − 1) + λ/s²`` and ``q = 1 / (4 max(v, EPS/s²))``:
+**Where it runs.** On the CPU, where the neuron dims are the trailing ones (SPEC §1's defaults
+always are), the node is the kernel of :mod:`~simam2.core.pair_kernel`: every statistic comes from
+five per-channel moments of the inputs, Σd1, Σd2, Σd1², Σd2², Σd1·d2 with ``d_j = x_j − p_j``
+(``p_j`` the channel's first neuron, a pilot, so that a variance is never a difference of large
+numbers), accumulated in float64 in one pass; U's mean and variance follow without a pass over U,
+``mean(U) = a μ1 + b μ2`` and ``var(U) = a² v1 + b² v2 + 2ab c12`` (where ζ varies along the neurons,
+as for (B, C) inputs, U's own two moments are gathered in the same pass instead). The output pass
+reads x1 and x2 and writes the output; the backward is one per-channel reduction and one
+element-wise pass. Full-size tensors: forward writes 2 (the output and σ = sigmoid(E*), kept so
+that the backward needs no exponential); backward writes 2 (∂x1, ∂x2) and, where ζ varies along the
+neurons, ∂ζ and ∂(1 − ζ); per channel, 15 float64 numbers are kept. Elsewhere (an accelerator, other
+neuron dims, no C++ compiler) the node takes the PyTorch path below, which computes the same
+numbers op by op; under ``torch.compile`` see :func:`fused_pair_attention`.
+
+**The algebra of the PyTorch path**, per channel of ``M`` neurons (sums and means over the neuron
+dims), for an input ``y``: a constant ``s``, the power of two nearest ``mean |y|`` (SPEC §1's
+statistics are invariant under ``y → y / s`` with λ and the floor scaled by ``1/s²``; the squares of
+``y / s`` cannot overflow, where float32 ``(y − μ)²`` is inf from |y| ≈ 2e19 on; a power of two
+scales without rounding), ``z = (y − μ) / s``, ``v = Σz² / (M − 1) + λ/s²`` and
+``q = 1 / (4 max(v, EPS/s²))`` (the kernel takes the same with ``s`` near the standard deviation):
 
     imp(y) = z² q + 0.5                                           # SPEC §1
     ∂/∂y of Σ H ⊙ imp(y) = (1/s) [2q (H z − mean(H z)) − β z],   β = 8 q² / (M − 1) · Σ(H z²)
@@ -26,23 +40,24 @@ power of two scales without rounding), ``z = (y − μ) / s``,
     ∂x1  = a ∂U + importance gradient of x1 with H = −a² ∂E          (x2 alike, with b)
     ∂a   = Σ_bcast (∂U ⊙ x1 − 2 a imp(x1) ⊙ ∂E)                      (b alike, with x2)
 
-where Σ_bcast sums over the dims along which ``a`` is broadcast. ``r`` is a statistic and takes no
-gradient (SPEC §3). Saved for the backward: U, the three scaled centred inputs ``z``, the
-importances of x1 and x2 times their weights, σ, and the per-channel ``q``, ``1/s`` and floor mask;
-nothing is recomputed.
+where Σ_bcast sums over the dims along which ``a`` is broadcast. The kernel's backward is these
+formulas, the per-channel sums (Σ H z, Σ H z² per slot) gathered in its one reduction. ``r`` is a
+statistic and takes no gradient (SPEC §3). The PyTorch path saves for the backward: U, the three
+scaled centred inputs ``z``, the importances of x1 and x2 times their weights, σ, and the
+per-channel ``q``, ``1/s`` and floor mask; nothing is recomputed.
 
 A second derivative (``create_graph=True``) runs the backward through the op-by-op reference
-(:func:`reference_pair_attention`) instead, so that higher derivatives are exact. Under
-``torch.compile`` the reference itself is traced: inductor fuses its elementwise passes, which a
-hand-written Function would hide from it.
+(:func:`reference_pair_attention`) instead, so that higher derivatives are exact.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 
+from . import pair_kernel
 from .energy import EPS, importance, neuron_count, power_of_two_scale, resolve_neuron_dims
 
 
@@ -73,8 +88,8 @@ def _expand_weight(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def reference_pair_attention(x1, x2, weights, r, lam, neuron_dims=None) -> torch.Tensor:
     """Eq. 4, 7, 8 for two inputs, op by op through :func:`~simam2.core.energy.importance`.
 
-    The reference the fused node is held to, its path for second derivatives, and what
-    ``torch.compile`` traces. Same arguments as :func:`fused_pair_attention`.
+    The reference the fused node is held to and its path for second derivatives. Same arguments
+    as :func:`fused_pair_attention`.
     """
     dims = resolve_neuron_dims(x1, neuron_dims)
     a, b = _expand_weight(weights[..., 0], x1), _expand_weight(weights[..., 1], x1)
@@ -84,10 +99,78 @@ def reference_pair_attention(x1, x2, weights, r, lam, neuron_dims=None) -> torch
     return torch.sigmoid(e) * u  # Eq. 8
 
 
+def _pow2_inverse(s: torch.Tensor, lim: int, root: int = 1) -> torch.Tensor:
+    """``2^−e`` with ``2^e`` within a factor 2 of ``s^(1/root)`` (``s`` > 0 and finite, else 1),
+    ``|e| ≤ lim``: a power of two, so that scaling by it rounds nothing."""
+    ok = (s > 0) & torch.isfinite(s)
+    e = torch.where(ok, s, torch.ones_like(s)).log2().floor().div(root).floor().clamp(-lim, lim)
+    return (-e).exp2()
+
+
+def _pilot(y: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """The first neuron of each channel, broadcasting against ``y``: the shift of the moments."""
+    for d in dims:
+        y = y.narrow(d, 0, 1)
+    return y.detach()
+
+
+def moment_pair_attention(x1, x2, weights, r, lam, neuron_dims=None) -> torch.Tensor:
+    """Eq. 4, 7, 8 for two inputs from five per-channel moments, in differentiable ops.
+
+    What ``torch.compile`` traces: the algebra of the CPU kernel (:mod:`~simam2.core.pair_kernel`),
+    so that inductor makes one reduction over x1 and x2 (Σd1, Σd2, Σd1², Σd2², Σd1·d2 with
+    d_j = x_j − p_j, p_j the channel's first neuron, accumulated in float64) and one element-wise
+    pass that reads x1, x2 and writes the output, on ``(x − p) / s − (μ − p) / s``; U's mean and variance come from the moments
+    (var(U) = a² v1 + b² v2 + 2ab c12) where the weights are constant over a channel's neurons, and
+    from U's own two moments, gathered in the same reduction, where they are not. The element-wise
+    pass works on ``z = (y − μ) / s`` with ``s`` a power of two near the standard deviation
+    (exact), so that no square overflows in the input's dtype. Float64 inputs are first scaled by
+    a power of two near their largest magnitude (an extra reduction), since their squares can
+    overflow float64 itself. Same arguments as :func:`fused_pair_attention`; autograd derives the
+    backward, which inductor fuses alike.
+    """
+    dims = resolve_neuron_dims(x1, neuron_dims)
+    m = neuron_count(x1, dims)
+    a, b = _expand_weight(weights[..., 0], x1), _expand_weight(weights[..., 1], x1)
+    acc = torch.float64
+    if x1.dtype == acc:  # a square of float64 overflows from about 1e154 on
+        big = torch.maximum(x1.detach().abs().amax(dims, keepdim=True), x2.detach().abs().amax(dims, keepdim=True))
+        s0 = _pow2_inverse(big, 500)  # |e| ≤ 500: s0² and λ s0² stay finite
+    else:  # float32 squares in float64 cannot overflow
+        s0 = torch.ones((), dtype=acc, device=x1.device)
+    u = a * x1 + b * x2  # Eq. 4
+    slots = [x1, x2] + ([u] if min(dims) < 2 else [])  # ζ varies along the neurons: U's own moments
+    pilots = [_pilot(y, dims) for y in (x1, x2)]
+    pilots.append(_pilot(u, dims) if len(slots) == 3 else a.to(acc) * pilots[0].to(acc) + b.to(acc) * pilots[1].to(acc))
+    ds = [y.to(acc) * s0 - p.to(acc) * s0 for y, p in zip(slots, pilots)]
+    sums = [d.sum(dims, keepdim=True) for d in ds]
+    squares = [d.square().sum(dims, keepdim=True) for d in ds]
+    mus = [p.to(acc) * s0 + s / m for p, s in zip(pilots, sums)]
+    var = [(q - s.square() / m) / (m - 1) for s, q in zip(sums, squares)]
+    if len(slots) == 2:  # U − μU = a (x1 − μ1) + b (x2 − μ2): var(U) = a² v1 + b² v2 + 2ab c12
+        c12 = ((ds[0] * ds[1]).sum(dims, keepdim=True) - sums[0] * sums[1] / m) / (m - 1)
+        aa, bb = a.to(acc), b.to(acc)
+        mus.append(aa * mus[0] + bb * mus[1])
+        var.append(aa.square() * var[0] + bb.square() * var[1] + 2 * aa * bb * c12)
+    var[2] = var[2] + lam * s0.square()
+    floor = EPS * s0.square()
+    imps = []
+    for y, p, mu, v in zip((x1, x2, u), pilots, mus, var):
+        v = torch.maximum(v.clamp_min(0), floor)  # SPEC §1's floor, as importance() has it
+        inv = _pow2_inverse(v.detach(), 1000, root=2)  # 1/s_j, a power of two near 1/std: z of order one
+        # y − p is exact near p: a channel far from zero keeps its digits, where y − μ would round μ
+        d = y - p if y is not u or len(slots) == 3 else a * (x1 - pilots[0]) + b * (x2 - pilots[1])
+        z = d * (s0 * inv).to(y.dtype) + ((p.to(acc) * s0 - mu) * inv).to(y.dtype)
+        imps.append(z.square() * (0.25 / (v * inv.square())).to(y.dtype) + 0.5)  # SPEC §1
+    e = (2 - r) * imps[2] - a.square() * imps[0] - b.square() * imps[1]  # Eq. 7
+    return torch.sigmoid(e) * u  # Eq. 8
+
+
 class PairEnergyAttention(torch.autograd.Function):
     """``sigmoid(E*) ⊙ U`` for two inputs (Eq. 4, 7, 8); see the module docstring for the backward.
 
-    The three importances (of U, x1, x2) live in one tensor of three slots, so that most steps are
+    On the CPU with trailing neuron dims, the kernel (:mod:`~simam2.core.pair_kernel`). Otherwise
+    the three importances (of U, x1, x2) live in one tensor of three slots, so that most steps are
     one op, not three; temporaries are overwritten in place, since on CPU a fresh full-size
     allocation (page faults) can cost more than the arithmetic. Inputs must already share one
     floating dtype of at least float32 (the caller casts, as :meth:`~simam2.core.MultiSimAM2.fuse`
@@ -96,6 +179,17 @@ class PairEnergyAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x1, x2, weights, r, lam: float, dims: tuple[int, ...]):
+        ctx.lam, ctx.dims = lam, dims
+        views = _kernel_views(x1, x2, weights, dims)
+        if views is not None:  # the CPU kernel: one pass forward, one backward
+            x1v, x2v, a, b = views
+            k = 2.0 - float(r)
+            grad = any(ctx.needs_input_grad[:3])
+            out, sigma, stats = pair_kernel.kernel().pair_forward(x1v, x2v, a, b, k, lam, grad)
+            ctx.save_for_backward(x1, x2, weights, x1v, x2v, a, b, sigma, stats)
+            ctx.kernel_k = k
+            return out.view(x1.shape)
+        ctx.kernel_k = None
         m = neuron_count(x1, dims)
         w = _as_slots(weights, x1.dim())
         w1, w2 = w.unbind(0)
@@ -143,6 +237,8 @@ class PairEnergyAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.kernel_k is not None:
+            return _kernel_backward(ctx, grad_out)
         x1, x2, weights, w, u, c, imp, q, inv, live, k = ctx.saved_tensors
         m, cdims = ctx.m, ctx.cdims
         need_x1, need_x2, need_w = ctx.needs_input_grad[:3]
@@ -187,6 +283,51 @@ class PairEnergyAttention(torch.autograd.Function):
         return g1 if need_x1 else None, g2 if need_x2 else None, g_weights, None, None, None
 
 
+def _kernel_views(x1, x2, weights, dims):
+    """``(x1, x2, a, b)`` as the CPU kernel takes them, (N, M) with one channel per row; None where
+    it does not apply (not on the CPU, neuron dims not the trailing ones, no kernel built).
+
+    a and b (ζ and 1 − ζ) are (N, 1) when constant over a channel's neurons, else (N, M).
+    """
+    d0 = dims[0]
+    if x1.device.type != "cpu" or dims != tuple(range(d0, x1.dim())) or not pair_kernel.available():
+        return None
+    lead = x1.shape[:d0]
+    n = math.prod(lead)
+    m = x1.numel() // n if n else 0
+    if n == 0:
+        return None
+    ab = []
+    for w in weights.unbind(-1):
+        w = _expand_weight(w, x1)
+        # per channel when the neurons lie beyond (B, C); (B, C) itself when C holds neurons
+        ab.append(w.expand(lead + (1,) * (x1.dim() - d0)).reshape(n, 1) if d0 >= 2
+                  else w.expand(x1.shape).reshape(n, m))
+    return (x1.contiguous().view(n, m), x2.contiguous().view(n, m), *(w.contiguous() for w in ab))
+
+
+def _kernel_backward(ctx, grad_out):
+    x1, x2, weights, x1v, x2v, a, b, sigma, stats = ctx.saved_tensors
+    need = ctx.needs_input_grad[:3]
+    if not any(need):
+        return None, None, None, None, None, None
+    if torch.is_grad_enabled():  # create_graph: a second derivative may follow
+        return _reference_backward(ctx, grad_out, (x1, x2, weights), 2 - ctx.kernel_k, need)
+    g = grad_out.reshape(x1v.shape)  # a view where it can be: the gradient of a sum is an expanded scalar
+    if g.stride(1) not in (0, 1):
+        g = g.contiguous()
+    g1, g2, ga, gb = pair_kernel.kernel().pair_backward(g, x1v, x2v, a, b, sigma, stats, ctx.kernel_k)
+    g_weights = None
+    if need[2]:
+        shape = x1.shape[: ctx.dims[0]] if a.shape[1] == 1 else x1.shape
+        ga, gb = (t.view(shape) for t in (ga, gb))
+        if ga.dim() > 2:
+            ga, gb = ga.sum(tuple(range(2, ga.dim()))), gb.sum(tuple(range(2, gb.dim())))
+        g_weights = torch.stack([ga, gb], dim=-1).to(weights.dtype)
+    return (g1.view(x1.shape) if need[0] else None, g2.view(x1.shape) if need[1] else None, g_weights,
+            None, None, None)
+
+
 def _reference_backward(ctx, grad_out, inputs, r, need):
     """The vector-Jacobian product through the reference, with a graph: for second derivatives."""
     wanted = [t for t, n in zip(inputs, need) if n]
@@ -211,8 +352,12 @@ def fused_pair_attention(
     first, as :meth:`~simam2.core.MultiSimAM2.fuse` does). ``weights``: (B, C, 2), the weights of
     x1 and x2 (ζ and 1 − ζ), in the same dtype. ``r``: Eq. 6's degradation factor, a number or
     0-dim tensor; it takes no gradient. ``lam``: λ of U's importance. Equal to
-    :func:`reference_pair_attention`, through which a second derivative runs, and which is what
-    ``torch.compile`` traces.
+    :func:`reference_pair_attention`, through which a second derivative runs.
+
+    Under ``torch.compile``: on the CPU (trailing neuron dims, kernel built) the kernel as one
+    custom operator, ``simam2::pair_attention``, which the graph keeps whole, so that compiling
+    costs it nothing; elsewhere :func:`moment_pair_attention`, the same moment algebra in
+    differentiable ops, which inductor fuses (on CUDA, the path the docs recommend).
     """
     if x1.shape != x2.shape:
         raise ValueError(f"both inputs must have one shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
@@ -230,6 +375,10 @@ def fused_pair_attention(
     dims = resolve_neuron_dims(x1, neuron_dims)
     neuron_count(x1, dims)
     r = torch.as_tensor(r, dtype=x1.dtype, device=x1.device).detach()
-    if torch.compiler.is_compiling():  # inductor fuses the reference's passes; the Function hides them
-        return reference_pair_attention(x1, x2, weights, r, lam, dims)
+    if torch.compiler.is_compiling():
+        views = _kernel_views(x1, x2, weights, dims)
+        if views is not None:  # on the CPU, the kernel as one operator that the graph keeps whole
+            return pair_kernel.pair_attention(*views, r, float(lam))[0].view(x1.shape)
+        # elsewhere inductor fuses the moments' passes, which the Function would hide from it
+        return moment_pair_attention(x1, x2, weights, r, lam, dims)
     return PairEnergyAttention.apply(x1, x2, weights, r, float(lam), dims)

@@ -5,9 +5,9 @@ import torch
 
 import simam2.core.fused as fused
 import simam2.core.fusion as fusion
-from simam2.core import MultiSimAM2, SimAM2, fused_energy, superpose
+from simam2.core import MultiSimAM2, SimAM2, fused_energy, pair_kernel, superpose
 from simam2.core.energy import resolve_neuron_dims
-from simam2.core.fused import fused_pair_attention, pair_weights
+from simam2.core.fused import fused_pair_attention, moment_pair_attention, pair_weights
 
 
 def reference_pair(x1, x2, weights, r, lam, neuron_dims=None):
@@ -233,3 +233,174 @@ def test_low_precision_is_finite_and_close_to_float32(dtype):
     out.float().sum().backward()
     assert lo1.grad.dtype == dtype and torch.isfinite(lo1.grad).all() and torch.isfinite(lo2.grad).all()
     torch.testing.assert_close(out.float(), out32.detach(), rtol=0.05, atol=0.05)
+
+
+# -- issue 19: the CPU kernel, its PyTorch fallback, the traced moment algebra --------------------
+
+needs_kernel = pytest.mark.skipif(
+    torch.get_default_device().type != "cpu" or pair_kernel.kernel() is None,
+    reason="the CPU kernel is not built here (no compiler) or the tests run on another device")
+
+
+class Spy:
+    """Counts the kernel's calls (the compiled module's functions cannot be patched one by one)."""
+
+    def __init__(self, module):
+        self.module, self.calls = module, []
+
+    def __getattr__(self, name):
+        fn = getattr(self.module, name)
+
+        def counted(*args):
+            self.calls.append(name)
+            return fn(*args)
+
+        return counted
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape, neuron_dims", [((6, 8), None), ((3, 4, 5, 6), None), ((4, 3, 5), (-1,)),
+                                                ((2, 3, 4, 5), (3,)), ((3, 4, 5), (1, 2))])
+def test_the_kernel_runs_where_the_neuron_dims_trail_and_equals_the_reference(monkeypatch, shape, neuron_dims):
+    """(6, 8): ζ varies along the neurons (U's own moments); (3, 4, 5, 6) and (4, 3, 5): ζ constant
+    over each channel (U's moments from x1's and x2's); (2, 3, 4, 5) over dim 3: a channel per
+    (b, c, h), ζ's gradient summed over h; (3, 4, 5) over C and S: ζ varies along the neurons."""
+    spy = Spy(pair_kernel.kernel())
+    monkeypatch.setattr(pair_kernel, "kernel", lambda: spy)
+    x1, x2, w = inputs(shape, weights="free")
+    r = torch.tensor(0.37, dtype=torch.float64)
+    fast = fused_pair_attention(x1, x2, w, r, 1e-3, neuron_dims)
+    ref = reference_pair(x1, x2, w, r, 1e-3, neuron_dims)
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
+    for gf, gr in zip(grads(fast, (x1, x2, w)), grads(ref, (x1, x2, w))):
+        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+    assert spy.calls == ["pair_forward", "pair_backward"]
+
+
+@pytest.mark.parametrize("shape, neuron_dims", CASES)
+def test_the_pytorch_path_equals_the_reference_where_no_kernel_is_built(monkeypatch, shape, neuron_dims):
+    monkeypatch.setattr(pair_kernel, "available", lambda: False)
+    x1, x2, w = inputs(shape, weights="free")
+    r = torch.tensor(0.37, dtype=torch.float64)
+    fast = fused_pair_attention(x1, x2, w, r, 1e-3, neuron_dims)
+    assert uses_fused_node(fast)
+    ref = reference_pair(x1, x2, w, r, 1e-3, neuron_dims)
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
+    for gf, gr in zip(grads(fast, (x1, x2, w)), grads(ref, (x1, x2, w))):
+        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape, neuron_dims", CASES)
+@pytest.mark.parametrize("layout", ["pair", "free"])
+def test_moment_algebra_equals_the_reference(shape, neuron_dims, layout):
+    """What torch.compile traces off the CPU: forward and every gradient, in float64."""
+    x1, x2, w = inputs(shape, weights=layout)
+    r = torch.tensor(0.37, dtype=torch.float64)
+    ours = moment_pair_attention(x1, x2, w, r, 1e-3, neuron_dims)
+    ref = reference_pair(x1, x2, w, r, 1e-3, neuron_dims)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    for gf, gr in zip(grads(ours, (x1, x2, w)), grads(ref, (x1, x2, w))):
+        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+
+
+def test_moment_algebra_second_derivatives_are_exact():
+    x1, x2, w = inputs((3, 2, 4), seed=4, weights="free")
+    r = torch.tensor(0.3, dtype=torch.float64)
+    assert torch.autograd.gradgradcheck(lambda a, b, c: moment_pair_attention(a, b, c, r, 1e-2), (x1, x2, w))
+
+
+@pytest.mark.parametrize("attend", ["node", "moments"])
+@pytest.mark.parametrize("outlier", [False, True], ids=["offset", "offset-and-outlying-pilot"])
+def test_shifted_moments_keep_float32_exact_far_from_zero(attend, outlier):
+    """Moments of x − (the first neuron): a channel at 1e4 with spread 1e-2 (float32 Σx² would hold
+    no digit of its variance), and one whose first neuron lies 1e3 spreads out. Float32 inputs give
+    the float64 reference's numbers on the same values, output and input gradients to float32's
+    precision (the op-by-op reference in float32 is off by 3 % and 10 %: it rounds the mean at the
+    scale of x); ζ's gradient, a sum of products with x itself, at least twice as close as it."""
+    g = torch.Generator().manual_seed(7)
+    x1 = (1e4 + 1e-2 * torch.randn(4, 8, 6, 6, generator=g)).float()
+    x2 = (-3e3 + 1e-1 * torch.randn(4, 8, 6, 6, generator=g)).float()
+    if outlier:
+        x1[:, :, 0, 0] += 10.0
+    w = pair_weights(torch.rand(4, 8, generator=g)).float()
+    x1, x2, w = (t.requires_grad_() for t in (x1, x2, w))
+    r = torch.tensor(0.4)
+    fn = fused_pair_attention if attend == "node" else moment_pair_attention
+    out = fn(x1, x2, w, r, 1e-6)
+    ref = reference_pair(*(t.double() for t in (x1, x2, w)), r.double(), 1e-6)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-2)
+    upstream = torch.randn(out.shape, generator=g)
+    got = torch.autograd.grad(out, (x1, x2, w), upstream)
+    exact = torch.autograd.grad(ref, (x1, x2, w), upstream.double())
+    today = torch.autograd.grad(reference_pair(x1, x2, w, r, 1e-6), (x1, x2, w), upstream)
+    for a, b in zip(got[:2], exact[:2]):
+        torch.testing.assert_close(a.double(), b.double(), rtol=1e-4, atol=1e-5 * b.abs().max().item())
+    assert (got[2] - exact[2]).abs().max() < 0.5 * (today[2] - exact[2]).abs().max()
+
+
+@pytest.mark.parametrize("attend", [fused_pair_attention, moment_pair_attention], ids=["node", "moments"])
+def test_float64_beyond_its_squares_gives_the_scaled_result(attend):
+    """In float64, (x − μ)² overflows from |x| ≈ 1e154 on: scaled by a power of two, the output of
+    inputs times 1e200 is 1e200 times that of the inputs (λ = 0: importance is scale-invariant)."""
+    x1, x2, w = inputs((3, 4, 5, 5), seed=8)
+    r = torch.tensor(0.4, dtype=torch.float64)
+    big1, big2 = (x.detach().mul(1e200).requires_grad_() for x in (x1, x2))
+    out = attend(big1, big2, w, r, 0.0)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out / 1e200, reference_pair(x1, x2, w, r, 0.0), rtol=1e-10, atol=1e-12)
+    g1, _, gw = torch.autograd.grad(out, (big1, big2, w), torch.ones_like(out))
+    ref = torch.autograd.grad(reference_pair(x1, x2, w, r, 0.0), (x1, x2, w), torch.ones_like(out))
+    torch.testing.assert_close(g1, ref[0], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(gw / 1e200, ref[2], rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("attend", [fused_pair_attention, moment_pair_attention], ids=["node", "moments"])
+def test_float64_below_its_squares_matches_the_reference(attend):
+    """Inputs times 1e-200, whose squares vanish in float64: the variance is far below EPS, so
+    SPEC §1's floor holds, as in the reference (which scales too); finite, and the same numbers."""
+    x1, x2, w = inputs((3, 4, 5, 5), seed=8)
+    r = torch.tensor(0.4, dtype=torch.float64)
+    tiny1, tiny2 = (x.detach().mul(1e-200).requires_grad_() for x in (x1, x2))
+    out, ref = attend(tiny1, tiny2, w, r, 0.0), reference_pair(tiny1, tiny2, w, r, 0.0)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=0)
+    for a, b in zip(torch.autograd.grad(out, (tiny1, w), torch.ones_like(out)),
+                    torch.autograd.grad(ref, (tiny1, w), torch.ones_like(out))):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("upstream", ["sum", "strided", "dense"])
+def test_kernel_backward_takes_any_upstream_layout(upstream):
+    """The gradient of a sum is an expanded scalar (stride 0), a transposed one has no unit stride."""
+    x1, x2, w = inputs((4, 3, 5, 6), seed=9, weights="free")
+    r = torch.tensor(0.2, dtype=torch.float64)
+    fast, ref = fused_pair_attention(x1, x2, w, r, 1e-6), reference_pair(x1, x2, w, r, 1e-6)
+    if upstream == "sum":
+        gf, gr = torch.autograd.grad(fast.sum(), (x1, x2, w)), torch.autograd.grad(ref.sum(), (x1, x2, w))
+    else:
+        g = torch.randn(4, 3, 6, 5, dtype=torch.float64).transpose(-1, -2) if upstream == "strided" \
+            else torch.randn(4, 3, 5, 6, dtype=torch.float64)
+        gf, gr = torch.autograd.grad(fast, (x1, x2, w), g), torch.autograd.grad(ref, (x1, x2, w), g)
+    for a, b in zip(gf, gr):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel-operator", "moment-algebra"])
+def test_compiled_node_equals_the_reference_without_graph_break(monkeypatch, kernel):
+    """Under torch.compile (AOT autograd, no code generation): on the CPU the kernel as one custom
+    operator; without it, the traced moment algebra. Forward and gradients in float64."""
+    if kernel and pair_kernel.kernel() is None:
+        pytest.skip("the CPU kernel is not built here")
+    if not kernel:
+        monkeypatch.setattr(pair_kernel, "available", lambda: False)
+    torch._dynamo.reset()
+    x1, x2, w = inputs((3, 4, 5, 6), seed=10, weights="free")
+    r = torch.tensor(0.3, dtype=torch.float64)
+    compiled = torch.compile(lambda a, b, c: fused_pair_attention(a, b, c, r, 1e-3), backend="aot_eager",
+                             fullgraph=True)
+    out, ref = compiled(x1, x2, w), reference_pair(x1, x2, w, r, 1e-3)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    for gf, gr in zip(grads(out, (x1, x2, w)), grads(ref, (x1, x2, w))):
+        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+    torch._dynamo.reset()

@@ -1,0 +1,409 @@
+"""The CPU kernel of the two-modality node (Eq. 4, 7, 8): one pass over memory forward, one backward.
+
+Each channel's ``M`` neurons are read from memory and stay in the cache while the kernel makes
+its passes over them (per channel: the five moments, then the output), so that a forward reads x1
+and x2 and writes the output and sigmoid(E*), and a backward reads the output's gradient, x1, x2
+and sigmoid(E*) and writes the inputs' gradients (and ζ's where ζ varies along the neurons):
+nothing else of full size. Element-wise work runs in the input's dtype and vectorises (a
+branch-free ``exp``, below); every sum is accumulated in float64. One thread: the kernel does not
+split channels across threads (``torch.set_num_threads`` does not apply to it).
+
+Built on first use with :func:`torch.utils.cpp_extension.load_inline` (a C++ compiler and ninja
+are needed; the build is cached on disk). Where it cannot be built, :func:`kernel` returns None and
+:mod:`~simam2.core.fused` takes its PyTorch path, which computes the same numbers op by op.
+"""
+
+import os
+import warnings
+
+import torch
+
+SOURCE = r"""
+#include <torch/extension.h>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr double EPS = 1e-12;  // core/energy.py: EPS
+// per-channel numbers saved for the backward: z_j = (y_j − p_j) A_j + B_j for j = x1, x2, U (6),
+// q_j (3), whether the EPS floor lets the gradient through (3), and the pilots p_j (3)
+constexpr int NSTAT = 15;
+
+// exp without a branch or a library call, so that the loops around it vectorise (Cephes expf:
+// |relative error| < 2 ulp on float32's range; a NaN propagates through the polynomial)
+inline float exp_v(float x) {
+  x = x > 88.3762626647949f ? 88.3762626647949f : x;
+  x = x < -87.3365447505531f ? -87.3365447505531f : x;
+  // the nearest integer by the magic-number rounding (std::floor would be a library call)
+  float fx = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  x = x - fx * 0.693359375f;
+  x = x + fx * 2.12194440e-4f;
+  float z = x * x;
+  float y = 1.9875691500e-4f;
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * z + x + 1.0f;
+  int32_t bits = (static_cast<int32_t>(fx) + 127) << 23;
+  float p;
+  std::memcpy(&p, &bits, sizeof p);
+  return y * p;
+}
+inline double exp_v(double x) { return std::exp(x); }
+
+// the binary exponent of s > 0 (finite, normal), clamped to ±lim; 0 for anything else. Read from
+// the bits: ilogb and ldexp are library calls, and they cost more than a channel of 49 neurons.
+inline int exponent(double s, int lim) {
+  uint64_t bits;
+  std::memcpy(&bits, &s, sizeof bits);
+  const int e = (int)((bits >> 52) & 0x7ff) - 1023;
+  if (!(s > 0) || e == 1024 || e == -1023) return 0;  // zero, negative, NaN, inf, subnormal
+  return e > lim ? lim : (e < -lim ? -lim : e);
+}
+// 2^e for |e| <= 1022
+inline double pow2(int e) {
+  const uint64_t bits = (uint64_t)(e + 1023) << 52;
+  double p;
+  std::memcpy(&p, &bits, sizeof p);
+  return p;
+}
+
+// The five moments of one channel, Σd1, Σd2, Σd1², Σd2², Σd1·d2, of d_j = x_j / s0 − p_j, in one
+// pass, accumulated in float64; p_j (the pilot) is the channel's first neuron, so that the variance
+// is not a difference of large numbers; 1/s0 scales by a power of two (exact). Where a, b vary
+// along the channel, U's two moments too. (n. the name of the slot: 0 x1, 1 x2, 2 U)
+struct Moments {
+  double p[3], s[3], ss[3], s12;
+};
+
+template <typename T, bool PerNeuron>
+inline Moments moments(const T* __restrict__ x1, const T* __restrict__ x2, const T* __restrict__ a,
+                       const T* __restrict__ b, int64_t M, double s0) {
+  Moments r;
+  r.p[0] = x1[0] * s0; r.p[1] = x2[0] * s0;
+  // U's pilot: its first neuron as the element-wise pass computes it where a, b vary along the channel,
+  // else a p1 + b p2, from which that pass takes U's deviations (a (x1 − p1) + b (x2 − p2), exact)
+  r.p[2] = PerNeuron ? (double)(a[0] * x1[0] + b[0] * x2[0]) * s0 : (double)a[0] * r.p[0] + (double)b[0] * r.p[1];
+  const double p1 = r.p[0], p2 = r.p[1], pu = r.p[2];
+  double s1 = 0, s2 = 0, q1 = 0, q2 = 0, c12 = 0, su = 0, qu = 0;
+#pragma omp simd reduction(+ : s1, s2, q1, q2, c12, su, qu)
+  for (int64_t m = 0; m < M; ++m) {
+    const double d1 = x1[m] * s0 - p1, d2 = x2[m] * s0 - p2;
+    s1 += d1; s2 += d2; q1 += d1 * d1; q2 += d2 * d2; c12 += d1 * d2;
+    if (PerNeuron) {
+      const double du = ((double)a[m] * x1[m] + (double)b[m] * x2[m]) * s0 - pu;
+      su += du; qu += du * du;
+    }
+  }
+  r.s[0] = s1; r.s[1] = s2; r.s[2] = su; r.ss[0] = q1; r.ss[1] = q2; r.ss[2] = qu; r.s12 = c12;
+  return r;
+}
+
+// Statistics of one channel for the slots x1, x2 and U = a x1 + b x2 (Eq. 4), from the moments:
+// mean μ_j = p_j + Σd_j / M, v_j = (Σd_j² − (Σd_j)² / M) / (M − 1) (+ λ on U), floored at EPS
+// (SPEC §1). Where a, b are constant over the channel, U's from those of x1 and x2:
+// var(U) = a² v1 + b² v2 + 2ab c12, with no pass over U. The inputs are scaled (1/s0 ≠ 1) only
+// where a square overflows float64, which float32 inputs cannot make. The element-wise passes work
+// on z_j = (y_j − μ_j) / s_j with s_j a power of two near the standard deviation (z_j is of order
+// one in the input's dtype), and q_j = s_j² / (4 max(v_j, EPS)), so that imp_j = z_j² q_j + 0.5
+// is SPEC §1's importance exactly.
+template <typename T, bool PerNeuron>
+inline void statistics(const T* __restrict__ x1, const T* __restrict__ x2, const T* __restrict__ a,
+                       const T* __restrict__ b, int64_t M, double lam, double* st) {
+  double s0 = 1.0;
+  Moments r = moments<T, PerNeuron>(x1, x2, a, b, M, s0);
+  const double ss = r.ss[0] + r.ss[1] + r.ss[2];
+  // float64 inputs beyond about 1e150, whose squares overflow, or below 1e-150, whose squares vanish
+  if (!std::isfinite(ss + r.s12) || (sizeof(T) == 8 && ss < 1e-250)) {
+    double amax = 0;
+    for (int64_t m = 0; m < M; ++m) amax = std::fmax(amax, std::fmax(std::fabs((double)x1[m]), std::fabs((double)x2[m])));
+    s0 = pow2(-exponent(amax, 500));  // |e| ≤ 500: s0² and λ s0² stay finite
+    r = moments<T, PerNeuron>(x1, x2, a, b, M, s0);
+  }
+  const double rm = 1.0 / M, rm1 = 1.0 / (M - 1);
+  double var[3], mu[3];
+  for (int j = 0; j < 3; ++j) {
+    mu[j] = r.p[j] + r.s[j] * rm;
+    var[j] = (r.ss[j] - r.s[j] * r.s[j] * rm) * rm1;
+  }
+  if (!PerNeuron) {  // U − μU = a (x1 − μ1) + b (x2 − μ2)
+    const double wa = a[0], wb = b[0];
+    const double c12 = (r.s12 - r.s[0] * r.s[1] * rm) * rm1;
+    mu[2] = wa * mu[0] + wb * mu[1];
+    var[2] = wa * wa * var[0] + wb * wb * var[1] + 2 * wa * wb * c12;
+  }
+  const double floor_ = EPS * s0 * s0;
+  var[2] += lam * s0 * s0;
+  for (int j = 0; j < 3; ++j) {
+    var[j] = var[j] > 0 ? var[j] : 0;  // rounding can leave a tiny negative
+    const double v = var[j] > floor_ ? var[j] : floor_;
+    const double inv = pow2(-(exponent(v, 1000) >> 1));  // 1/s_j, s_j² within 4 of v
+    // z_j = (y_j − p_j) A_j + B_j: y_j − p_j is exact where y_j is near p_j, so that a channel far from
+    // zero keeps its digits (y_j − μ_j in the input's dtype would round μ_j at the scale of y_j)
+    st[2 * j] = s0 * inv;                         // A_j
+    st[2 * j + 1] = (r.p[j] - mu[j]) * inv;       // B_j
+    st[12 + j] = r.p[j] / s0;                     // p_j, a value of the input's dtype
+    st[6 + j] = 1.0 / (4.0 * v * inv * inv);  // q_j, of order one
+    st[9 + j] = var[j] >= floor_ ? 1.0 : 0.0;  // the floor passes no gradient where it holds
+  }
+}
+
+template <typename T, bool PerNeuron, bool SaveSigma>
+void forward_kernel(const T* x1, const T* x2, const T* a, const T* b, T* out, T* sigma, double* stats,
+                    int64_t N, int64_t M, double k, double lam) {
+  for (int64_t n = 0; n < N; ++n) {
+    const T* __restrict__ X1 = x1 + n * M;
+    const T* __restrict__ X2 = x2 + n * M;
+    const T* __restrict__ A = a + (PerNeuron ? n * M : n);
+    const T* __restrict__ B = b + (PerNeuron ? n * M : n);
+    T* __restrict__ o = out + n * M;
+    T* __restrict__ sg = sigma + (SaveSigma ? n * M : 0);
+    double* st = stats + n * NSTAT;
+    statistics<T, PerNeuron>(X1, X2, A, B, M, lam, st);
+    const T a1 = st[0], b1 = st[1], a2 = st[2], b2 = st[3], au = st[4], bu = st[5];
+    const T q1 = st[6], q2 = st[7], qu = st[8], kk = (T)k;
+    const T pi1 = st[12], pi2 = st[13], piu = st[14];  // the pilots
+    // Eq. 7 where the weights are constant over the channel: E = K0 + cu zu² − c1 z1² − c2 z2²
+    const double wa0 = A[0], wb0 = B[0];
+    const T wa1 = A[0], wb1 = B[0];  // hoisted: a load in the loop would keep it from vectorising
+    const T c1 = PerNeuron ? q1 : (T)(wa0 * wa0 * st[6]), c2 = PerNeuron ? q2 : (T)(wb0 * wb0 * st[7]);
+    const T cu = (T)(k * st[8]), k0 = (T)(0.5 * (k - wa0 * wa0 - wb0 * wb0));
+#pragma omp simd
+    for (int64_t m = 0; m < M; ++m) {
+      const T y1 = X1[m], y2 = X2[m];
+      const T wa = PerNeuron ? A[m] : wa1, wb = PerNeuron ? B[m] : wb1;
+      const T u = wa * y1 + wb * y2;  // Eq. 4
+      const T d1 = y1 - pi1, d2 = y2 - pi2;
+      const T z1 = d1 * a1 + b1, z2 = d2 * a2 + b2;
+      const T zu = (PerNeuron ? u - piu : wa * d1 + wb * d2) * au + bu;
+      // Eq. 7: E = (2 − r) imp_U − a² imp_1 − b² imp_2
+      const T e = PerNeuron
+          ? kk * (zu * zu * qu + T(0.5)) - wa * wa * (z1 * z1 * q1 + T(0.5)) - wb * wb * (z2 * z2 * q2 + T(0.5))
+          : k0 + cu * zu * zu - c1 * z1 * z1 - c2 * z2 * z2;
+      const T sm = T(1) / (T(1) + exp_v(-e));
+      o[m] = sm * u;  // Eq. 8: sigmoid(E) U
+      if (SaveSigma) sg[m] = sm;
+    }
+  }
+}
+
+// Backward of L = Σ G ⊙ sigmoid(E) ⊙ U. With σ = sigmoid(E) and h = G U σ (1 − σ) (= ∂E), slot j's
+// importance takes H_j = f_j h, f = (−a², −b², k); its gradient with respect to y_j is
+//   A_j [2 q_j (H_j z_j − mean(H_j z_j)) − β_j z_j],  β_j = 8 q_j² / (M − 1) Σ H_j z_j²
+// (β_j = 0 where the floor holds; A_j = dz_j/dy_j). ∂U = G σ + U's; ∂x1 = a ∂U + x1's (x2 alike);
+// ∂a = Σ (∂U x1 − 2 a imp_1 h) (b alike). G is either contiguous or one value per channel.
+template <typename T, bool PerNeuron, bool GRow>
+void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T* a, const T* b,
+                     const T* sigma, const double* stats, T* gx1, T* gx2, T* ga, T* gb, int64_t N,
+                     int64_t M, double k) {
+  const double rm = 1.0 / M, c8 = 8.0 / (M - 1);  // divisions once, not per channel
+  for (int64_t n = 0; n < N; ++n) {
+    const T* __restrict__ X1 = x1 + n * M;
+    const T* __restrict__ X2 = x2 + n * M;
+    const T* __restrict__ A = a + (PerNeuron ? n * M : n);
+    const T* __restrict__ B = b + (PerNeuron ? n * M : n);
+    const T* __restrict__ G = g + n * gsn;
+    const T* __restrict__ S = sigma + n * M;
+    T* __restrict__ o1 = gx1 + n * M;
+    T* __restrict__ o2 = gx2 + n * M;
+    const double* st = stats + n * NSTAT;
+    const T a1 = st[0], b1 = st[1], a2 = st[2], b2 = st[3], au = st[4], bu = st[5];
+    const T q1 = st[6], q2 = st[7], qu = st[8], kk = (T)k;
+    const T pi1 = st[12], pi2 = st[13], piu = st[14];  // the pilots
+    const double wa0 = A[0], wb0 = B[0];
+    const T wa1 = A[0], wb1 = B[0];  // hoisted: a load in the loop would keep it from vectorising
+    // Σ H_j z_j and Σ H_j z_j², with the per-channel factor f_j taken out where it is one
+    double s1 = 0, s2 = 0, su = 0, t1 = 0, t2 = 0, tu = 0;
+#pragma omp simd reduction(+ : s1, s2, su, t1, t2, tu)
+    for (int64_t m = 0; m < M; ++m) {
+      const T y1 = X1[m], y2 = X2[m];
+      const T wa = PerNeuron ? A[m] : wa1, wb = PerNeuron ? B[m] : wb1;
+      const T u = wa * y1 + wb * y2;
+      const T d1 = y1 - pi1, d2 = y2 - pi2;
+      const T z1 = d1 * a1 + b1, z2 = d2 * a2 + b2;
+      const T zu = (PerNeuron ? u - piu : wa * d1 + wb * d2) * au + bu;
+      const T sm = S[m];
+      const T h = (GRow ? G[0] : G[m]) * u * sm * (T(1) - sm);
+      const T h1 = PerNeuron ? -wa * wa * h : h, h2 = PerNeuron ? -wb * wb * h : h;
+      s1 += h1 * z1; s2 += h2 * z2; su += h * zu;
+      t1 += h1 * z1 * z1; t2 += h2 * z2 * z2; tu += h * zu * zu;
+    }
+    const double f1 = PerNeuron ? 1.0 : -wa0 * wa0, f2 = PerNeuron ? 1.0 : -wb0 * wb0;
+    s1 *= f1; t1 *= f1; s2 *= f2; t2 *= f2; su *= k; tu *= k;
+    // gradient of slot j: P_j H_j z_j + Q_j + R_j z_j
+    const T p1 = (T)(2 * st[6] * st[0]), p2 = (T)(2 * st[7] * st[2]), pu = (T)(2 * st[8] * st[4]);
+    const T r1 = (T)(-2 * st[6] * st[0] * s1 * rm), r2 = (T)(-2 * st[7] * st[2] * s2 * rm),
+            ru = (T)(-2 * st[8] * st[4] * su * rm);
+    const T v1 = (T)(-st[0] * c8 * st[6] * st[6] * t1 * st[9]), v2 = (T)(-st[2] * c8 * st[7] * st[7] * t2 * st[10]),
+            vu = (T)(-st[4] * c8 * st[8] * st[8] * tu * st[11]);
+    // ∂a = Σ ∂U x1 − 2a Σ imp_1 h, summed as Σ ∂U (x1 − p1) + p1 Σ ∂U: x1's digits below its offset kept
+    double sa = 0, sb = 0, sdu = 0, si1 = 0, si2 = 0;
+#pragma omp simd reduction(+ : sa, sb, sdu, si1, si2)
+    for (int64_t m = 0; m < M; ++m) {
+      const T y1 = X1[m], y2 = X2[m];
+      const T wa = PerNeuron ? A[m] : wa1, wb = PerNeuron ? B[m] : wb1;
+      const T u = wa * y1 + wb * y2;
+      const T d1 = y1 - pi1, d2 = y2 - pi2;
+      const T z1 = d1 * a1 + b1, z2 = d2 * a2 + b2;
+      const T zu = (PerNeuron ? u - piu : wa * d1 + wb * d2) * au + bu;
+      const T sm = S[m], gm = GRow ? G[0] : G[m];
+      const T h = gm * u * sm * (T(1) - sm);
+      const T du = gm * sm + pu * kk * h * zu + ru + vu * zu;
+      o1[m] = wa * du - p1 * wa * wa * h * z1 + r1 + v1 * z1;
+      o2[m] = wb * du - p2 * wb * wb * h * z2 + r2 + v2 * z2;
+      const T i1 = (z1 * z1 * q1 + T(0.5)) * h, i2 = (z2 * z2 * q2 + T(0.5)) * h;
+      if (PerNeuron) {
+        ga[n * M + m] = du * y1 - 2 * wa * i1;
+        gb[n * M + m] = du * y2 - 2 * wb * i2;
+      } else {
+        sa += du * d1; sb += du * d2; sdu += du; si1 += i1; si2 += i2;
+      }
+    }
+    if (!PerNeuron) {
+      ga[n] = (T)(sa + (double)pi1 * sdu - 2 * wa0 * si1);
+      gb[n] = (T)(sb + (double)pi2 * sdu - 2 * wb0 * si2);
+    }
+  }
+}
+
+}  // namespace
+
+// x1, x2: (N, M) contiguous; a, b: (N, 1) or (N, M) contiguous; one dtype (float32 or float64).
+// Returns the output, σ = sigmoid(E) (empty unless save_sigma: the backward's one saved tensor of
+// full size, which spares it the exponential) and the per-channel statistics.
+std::vector<torch::Tensor> pair_forward(torch::Tensor x1, torch::Tensor x2, torch::Tensor a,
+                                        torch::Tensor b, double k, double lam, bool save_sigma) {
+  const int64_t N = x1.size(0), M = x1.size(1);
+  const bool per_neuron = a.size(1) != 1;
+  auto out = torch::empty_like(x1);
+  auto sigma = save_sigma ? torch::empty_like(x1) : torch::empty({0}, x1.options());
+  auto stats = torch::empty({N, NSTAT}, x1.options().dtype(torch::kFloat64));
+  AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "pair_forward", [&] {
+    auto f = per_neuron ? (save_sigma ? forward_kernel<scalar_t, true, true> : forward_kernel<scalar_t, true, false>)
+                        : (save_sigma ? forward_kernel<scalar_t, false, true> : forward_kernel<scalar_t, false, false>);
+    f(x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+      out.data_ptr<scalar_t>(), sigma.data_ptr<scalar_t>(), stats.data_ptr<double>(), N, M, k, lam);
+  });
+  return {out, sigma, stats};
+}
+
+// g: (N, M), contiguous rows or one value per row (stride 0 along M: the gradient of a sum);
+// returns ∂x1, ∂x2 (N, M) and ∂a, ∂b in a's shape.
+std::vector<torch::Tensor> pair_backward(torch::Tensor g, torch::Tensor x1, torch::Tensor x2,
+                                         torch::Tensor a, torch::Tensor b, torch::Tensor sigma,
+                                         torch::Tensor stats, double k) {
+  const int64_t N = x1.size(0), M = x1.size(1);
+  const bool per_neuron = a.size(1) != 1;
+  const bool row = g.stride(1) == 0;
+  TORCH_CHECK(row || g.stride(1) == 1, "pair_backward: g must have rows that are contiguous or constant");
+  auto gx1 = torch::empty_like(x1), gx2 = torch::empty_like(x1);
+  auto ga = torch::empty_like(a), gb = torch::empty_like(b);
+  AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "pair_backward", [&] {
+    auto f = per_neuron ? (row ? backward_kernel<scalar_t, true, true> : backward_kernel<scalar_t, true, false>)
+                        : (row ? backward_kernel<scalar_t, false, true> : backward_kernel<scalar_t, false, false>);
+    f(g.data_ptr<scalar_t>(), g.stride(0), x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(),
+      a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), sigma.data_ptr<scalar_t>(), stats.data_ptr<double>(),
+      gx1.data_ptr<scalar_t>(),
+      gx2.data_ptr<scalar_t>(), ga.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>(), N, M, k);
+  });
+  return {gx1, gx2, ga, gb};
+}
+"""
+
+#: per-channel float64 numbers the forward keeps for the backward (the C++ source's NSTAT)
+NSTAT = 15
+#: SIMAM2_NO_KERNEL=1 takes the PyTorch path everywhere, without building the kernel.
+_DISABLED = os.environ.get("SIMAM2_NO_KERNEL", "") not in ("", "0")
+_state: dict = {}
+
+
+def _flags() -> tuple[str, list[str]]:
+    """The build's name and compiler flags: the vector ISA torch itself dispatches to on this CPU."""
+    # no -ffast-math: NaN and inf must behave as in PyTorch; these two only let the loops vectorise
+    flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+    cap = torch.backends.cpu.get_cpu_capability()
+    if cap == "AVX512":
+        return "avx512", flags + ["-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw",
+                                  "-mprefer-vector-width=512"]
+    if cap == "AVX2":
+        return "avx2", flags + ["-mavx2", "-mfma"]
+    return "base", flags
+
+
+def kernel():
+    """The compiled module (``pair_forward``, ``pair_backward``), built once; None where it cannot be."""
+    if _DISABLED:
+        return None
+    if "module" not in _state:
+        _state["module"] = None
+        try:
+            from torch.utils.cpp_extension import load_inline
+
+            isa, flags = _flags()
+            _state["module"] = load_inline(f"simam2_pair_kernel_{isa}", cpp_sources=SOURCE, functions=["pair_forward", "pair_backward"],
+                                           extra_cflags=flags, verbose=False)
+        except Exception as e:  # no compiler, no ninja, no headers: the PyTorch path computes the same
+            warnings.warn(f"SimAM²: the CPU kernel could not be built ({type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); using the PyTorch path",
+                          RuntimeWarning, stacklevel=2)
+    return _state["module"]
+
+
+@torch.compiler.assume_constant_result
+def available() -> bool:
+    """Whether the kernel is built (a constant to ``torch.compile``, which may branch on it)."""
+    return kernel() is not None
+
+
+# -- the kernel as operators that torch.compile keeps whole (on the CPU, where the kernel runs) ------
+
+
+@torch.library.custom_op("simam2::pair_attention", mutates_args=(), device_types="cpu")
+def pair_attention(x1: torch.Tensor, x2: torch.Tensor, a: torch.Tensor, b: torch.Tensor, r: torch.Tensor,
+                   lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(sigmoid(E*) ⊙ U, sigmoid(E*), statistics)`` of (N, M) inputs (Eq. 4, 7, 8), (N, 1) or (N, M)
+    weights, ``r`` a 0-dim tensor: the kernel's forward, differentiable (its backward below)."""
+    out, sigma, stats = kernel().pair_forward(x1, x2, a, b, 2.0 - float(r), lam, True)
+    return out, sigma, stats
+
+
+@pair_attention.register_fake
+def _(x1, x2, a, b, r, lam):
+    return torch.empty_like(x1), torch.empty_like(x1), x1.new_empty((x1.shape[0], NSTAT), dtype=torch.float64)
+
+
+@torch.library.custom_op("simam2::pair_attention_backward", mutates_args=(), device_types="cpu")
+def pair_attention_backward(g: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                            sigma: torch.Tensor, stats: torch.Tensor,
+                            r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kernel's backward: ``(∂x1, ∂x2, ∂a, ∂b)`` from the output's gradient ``g``."""
+    if g.dim() != 2 or g.stride(1) not in (0, 1):
+        g = g.contiguous()
+    g1, g2, ga, gb = kernel().pair_backward(g, x1, x2, a, b, sigma, stats, 2.0 - float(r))
+    return g1, g2, ga, gb
+
+
+@pair_attention_backward.register_fake
+def _(g, x1, x2, a, b, sigma, stats, r):
+    return torch.empty_like(x1), torch.empty_like(x1), torch.empty_like(a), torch.empty_like(b)
+
+
+def _setup(ctx, inputs, output):
+    x1, x2, a, b, r, _ = inputs
+    _, sigma, stats = output
+    ctx.save_for_backward(x1, x2, a, b, r, sigma, stats)
+
+
+def _backward(ctx, g_out, g_sigma, g_stats):
+    x1, x2, a, b, r, sigma, stats = ctx.saved_tensors
+    g1, g2, ga, gb = pair_attention_backward(g_out, x1, x2, a, b, sigma, stats, r)
+    return g1, g2, ga, gb, None, None
+
+
+pair_attention.register_autograd(_backward, setup_context=_setup)
