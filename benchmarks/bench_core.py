@@ -27,7 +27,12 @@ the vanilla fusion's, and the fraction of the machine's memory bandwidth the nod
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# the CPU kernel is opt-in (core/pair_kernel.py); the benchmark times it unless told otherwise
+os.environ.setdefault("SIMAM2_CPU_KERNEL", "1")
+
+import argparse  # noqa: E402
 import importlib
 import io
 import json

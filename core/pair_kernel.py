@@ -318,8 +318,10 @@ std::vector<torch::Tensor> pair_backward(torch::Tensor g, torch::Tensor x1, torc
 
 #: per-channel float64 numbers the forward keeps for the backward (the C++ source's NSTAT)
 NSTAT = 15
-#: SIMAM2_NO_KERNEL=1 takes the PyTorch path everywhere, without building the kernel.
-_DISABLED = os.environ.get("SIMAM2_NO_KERNEL", "") not in ("", "0")
+#: The kernel is opt-in, SIMAM2_CPU_KERNEL=1: it is built with a C++ compiler and ninja on first use
+#: (a minute or two), and it runs on one thread whatever torch.set_num_threads says, so a many-core
+#: CPU can be slower with it. Without it the PyTorch path runs, which computes the same numbers.
+_DISABLED = os.environ.get("SIMAM2_CPU_KERNEL", "") in ("", "0")
 _state: dict = {}
 
 
