@@ -1,20 +1,26 @@
 """The study's report: ``results.json`` (one row per cell, every seed's numbers), Markdown and CSV
 tables and small PNG figures, all read back from the runs' records (docs/records.md).
 
-results.json schema (``format`` 1)::
+results.json schema (``format`` 2)::
 
-    {"format": 1, "dataset", "modalities": [m1, m2], "views", "pairing", "recipe": {...},
-     "cells": [{"regime", "fusion", "method",
+    {"format": 2, "dataset", "modalities": [m1, m2], "views", "pairing", "limit",
+     "protocol": {"name": "tuned" | "tuned-quick" | "fixed", "max_epochs", "seeds", "lrs", "alphas",
+                  "tuning_seeds", "patience", "lr_step", "modulate", "batch", ...},
+     "cells": [{"regime", "fusion", "method", "label", "control": bool, "counted": bool,
                 "seeds": [s, ...],
                 "values": {"acc": {seed: v}, "acc_m1", "acc_m2", "acc_head_m1", "acc_head_m2",
-                           "probe_m1", "probe_m2", "ratio_r", "rho_df", "rho_decoupled", "k1", "k2",
-                           "zeta_mean", "r"},     # per seed; the last seven are means over the run's steps
+                           "probe_m1", "probe_m2", "val_acc", "best_epoch", "epochs_run", "ratio_r",
+                           "rho_df", "rho_decoupled", "k1", "k2", "zeta_mean", "r"},  # per seed
                 "summary": {name: {"mean", "std", "n"}},        # mean ± std over seeds (ddof 1)
-                "vs_baseline": {"mean", "std", "n", "p"} | null,  # paired by seed, acc − baseline's acc
-                "vs_baseline_all": {name: {"mean", "std", "n", "p"}} | null}],  # the same for each accuracy and probe
-     "comparisons": [{"regime", "fusion", "a": "ogm-ge", "b": "df+simam2", "mean", "std", "n", "p"}],  # b − a
-     "alone": [{"regime", "modality": 1 | 2, "values": {"acc": {seed: v}, "probe": {seed: v}},
-                "summary": {...}}]}
+                "selection": {"lr", "alpha", "epochs", "val_acc", "n", "scores"} | null,  # SPEC §9's choice
+                "vs_baseline": COMPARISON | null,               # acc − the Baseline's acc, paired by seed
+                "vs_baseline_all": {name: COMPARISON} | null}],  # the same for each accuracy and probe
+     "comparisons": [COMPARISON + {"kind", "regime", "fusion", "a", "b", "metric", "family", "counted"}],
+     "claims": [{"claim": 1..4, "text", "verdicts": {...}, "cells": [...], ...}],
+     "alone": [{"regime", "modality": 1 | 2, "values": {"acc", "probe", "val_acc"}, "selection", "summary"}]}
+
+    COMPARISON = {"mean", "std", "n", "ci95": [lo, hi], "p", "p_holm", "p_equiv", "margin", "verdict",
+                  "note"?}   # b − a; p, p_holm, p_equiv null where undefined (a constant difference)
 """
 
 from __future__ import annotations
