@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,15 @@ class FailOnce(CountingCells):
             if cs.row.label == "Baseline":
                 raise RuntimeError("CUDA out of memory\nsecond line")
             os._exit(3)
+        super().__call__(cs)
+
+
+class SlowDecouplingFree(CountingCells):
+    """The decoupling-free cell-seed takes two minutes; the baseline's is instant."""
+
+    def __call__(self, cs: grid.CellSeed) -> None:
+        if cs.row.label != "Baseline":
+            time.sleep(120)
         super().__call__(cs)
 
 
@@ -97,6 +107,23 @@ def test_a_failing_worker_is_said_and_rerun_next_time(tmp_path):
                            executor=Local(jobs=2))
     assert not again.failed and all(c.summary["top1"].n == 1 for c in again.cells.values())
     assert sorted(_calls(tmp_path / "t")) == ["concat__baseline 0", "concat__decouplingfree_simam2 0"]
+
+
+@pytest.mark.slow  # two spawned workers and a wait: about 30 s on two loaded cores
+def test_ctrl_c_stops_the_workers_and_writes_the_table_of_what_completed(tmp_path):
+    def say(line: str) -> None:
+        if line.endswith(" s)"):  # the first cell-seed is done: Ctrl-C, as a user would press it
+            raise KeyboardInterrupt
+
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        grid.run_table(_small(SlowDecouplingFree()), tmp_path, seeds=1, progress=False, say=say,
+                       executor=Local(jobs=2))
+    assert time.perf_counter() - started < 100  # the slow worker was stopped, not waited for
+    assert _calls(tmp_path) == ["concat__baseline 0"]
+    cells = {c["row"]: c for c in json.loads((tmp_path / "table.json").read_text(encoding="utf-8"))["cells"]}
+    assert cells["Baseline"]["summary"]["top1"]["n"] == 1
+    assert "top1" not in cells["+Decoupling-Free +SimAM²"]["summary"]
 
 
 def test_a_closure_is_refused_before_anything_runs(tmp_path):

@@ -159,9 +159,10 @@ def cell_seeds(table: Table, out: Path, seeds: Sequence[int], tensorboard: Path 
 
 
 def signature(table: Table, cs: CellSeed) -> dict:
-    """What a cell-seed's ``cell.json`` holds: its row, column, seed and the table's options (a folder
-    made with another signature is rerun, never averaged in)."""
-    return json.loads(json.dumps(plain({"row": cs.row.label, "column": cs.column.key, "seed": cs.seed,
+    """What a cell-seed's ``cell.json`` holds: its row, the column that runs it, its seed and the
+    table's options (a folder made with another signature is rerun, never averaged in). A column that
+    reads another's runs (``shares``) has that column's signature: the folder is the same."""
+    return json.loads(json.dumps(plain({"row": cs.row.label, "column": cs.column.folder_key, "seed": cs.seed,
                                         "options": table.options}), default=str))
 
 
