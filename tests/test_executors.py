@@ -144,7 +144,8 @@ def test_the_three_tables_cells_pickle(tmp_path):
         assert pickle.loads(pickle.dumps(t.run_cell)).keywords == t.run_cell.keywords
 
 
-@pytest.mark.parametrize("cluster", ["debug", "local"])
+# submitit's local executor spawns a fresh interpreter per job (seconds each): slow; debug runs in-process
+@pytest.mark.parametrize("cluster", ["debug", pytest.param("local", marks=pytest.mark.slow)])
 def test_submitits_executors_give_the_serial_table(tmp_path, cluster, monkeypatch):
     pytest.importorskip("submitit", reason="submitit is not installed (pip install 'simam2[slurm]')")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
