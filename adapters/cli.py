@@ -24,7 +24,7 @@ from pathlib import Path
 from . import ADAPTERS, TABLES, get_spec
 from .launch_options import launch_requested
 from .machinery import AdapterError, RecordsError
-from .machinery.table import add_table_options
+from .machinery.table import add_table_options, executor_from_options
 from .run import (  # noqa: F401  (PreparedRun, run_parser and the exit codes are the command's API too)
     EXIT_INTERRUPTED,
     EXIT_NONFINITE,
@@ -179,14 +179,18 @@ def _cmd_table(ns) -> int:
             raise AdapterError(f"table {ns.table}: --u reads U where ζ is fixed; this table's SimAM² rows take ζ from "
                                f"{'FOP' if ns.table == 'fop' else 'a learnable gate'}, where the two readings coincide")
         kwargs["u"] = ns.u
+    try:
+        executor = executor_from_options(ns)
+    except ValueError as e:
+        raise AdapterError(f"table: {e}") from None
     if ns.table == "balancemm":  # its own runner: seeds only
-        if ns.fresh or ns.tensorboard is not None:
-            raise AdapterError("table: --fresh and --tensorboard are the grid tables' (ogm-ge, ave, fop)")
+        if ns.fresh or ns.tensorboard is not None or ns.executor != "serial":
+            raise AdapterError("table: --fresh, --tensorboard and --executor are the grid tables' (ogm-ge, ave, fop)")
         if ns.seeds is not None:
             kwargs["seeds"] = ns.seeds
         print(module.run_table(ns.out, **kwargs))
         return 0
-    kwargs.update(seeds=ns.seeds or 1, fresh=ns.fresh, tensorboard=ns.tensorboard, bar=ns.progress)
+    kwargs.update(seeds=ns.seeds or 1, fresh=ns.fresh, tensorboard=ns.tensorboard, bar=ns.progress, executor=executor)
     print(module.run_table(ns.out, **kwargs))
     print(f"(also as Markdown, CSV and JSON: {ns.out / 'table.md'}, .csv, .json)")
     return 0

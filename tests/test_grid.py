@@ -242,3 +242,15 @@ def test_a_string_metric_is_skipped_and_named_and_the_table_is_written(tmp_path)
     result = grid.run_table(_table(cells), tmp_path, seeds=2, progress=False, say=lambda s: None)
     assert result.skipped and "'last' is no number" in result.skipped[0]
     assert "not a number" in (tmp_path / "table.txt").read_text()
+
+
+def test_a_column_that_reads_anothers_runs_shows_them(tmp_path):
+    # Table 3's Unseen-Unheard reads the runs of Seen-Heard: their cell.json names the column that ran them
+    shared = grid.Column("concat_again", "Concatenation, read again", split="test", shares="concat")
+    table = grid.Table("t", ROWS, (COLS[0], shared), FakeCells(), split="test")
+    result = grid.run_table(table, tmp_path, seeds=2, progress=False, say=lambda s: None)
+    assert not result.stale
+    for row in ROWS:
+        assert result.cell(row.label, "concat_again").summary["top1"].mean == \
+            result.cell(row.label, "concat").summary["top1"].mean
+    assert result.cell("Baseline", "concat_again").summary["top1"].mean == pytest.approx((0.52 + 0.55) / 2)

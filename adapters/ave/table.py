@@ -29,6 +29,7 @@ on AVE.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -64,31 +65,38 @@ def ratio_correlation(records: list[dict]) -> float | None:
     return _ratio_correlation(records)[0]
 
 
+def run_cell(cs: CellSeed, data: Path, epochs: int, checkout_avga: Path, checkout_psp: Path, alpha: float,
+             batch_size: int, threshold: float, u: str) -> None:
+    """One cell-seed of Table 2: AVGA trains then tests its kept model, or PSP trains and tests.
+    Module-level (its options bound with ``functools.partial``) so that it pickles for the local
+    and Slurm executors."""
+    method: Method = cs.row
+    config = method.run_config(cs, u=u, alpha=alpha)
+    if cs.column.key == "avga":
+        argv = ["--model_name", "AV_att", "--nb_epoch", str(epochs), "--batch_size", str(batch_size),
+                *data_args(data, "--dir_labels", "labels.h5")]
+        run_script(AVGA, ["--train", *argv], config, checkout=checkout_avga, cwd=cs.folder)
+        # the test of the kept model: its records follow the training run's in the same file
+        test_config = RunConfig(simam2=method.simam2, zeta=config.zeta, u=config.u, seed=cs.seed, record=config.record,
+                                append=True, tensorboard=None)
+        run_script(AVGA, argv, test_config, checkout=checkout_avga, cwd=cs.folder)
+    else:
+        argv = ["--model_name", "PSP", f"--threshold={threshold}", "--train", "--nb_epoch", str(epochs),
+                "--batch_size", str(batch_size), "--save_epoch", str(epochs + 1), "--check_epoch", "1",
+                *data_args(data, "--dir_labels", "right_labels.h5")]
+        run_script(PSP, argv, config, checkout=checkout_psp, cwd=cs.folder)
+
+
 def table(data: Path, epochs: int, checkout_avga: Path, checkout_psp: Path, alpha: float = 0.5,
           batch_size: int = 8, threshold: float = 0.099, u: str = "eq4") -> Table:
     """Table 2's declaration: its cells run the two scripts on ``data`` (an AVE in their layout)."""
-
-    def run_cell(cs: CellSeed) -> None:
-        method: Method = cs.row
-        config = method.run_config(cs, u=u, alpha=alpha)
-        if cs.column.key == "avga":
-            argv = ["--model_name", "AV_att", "--nb_epoch", str(epochs), "--batch_size", str(batch_size),
-                    *data_args(data, "--dir_labels", "labels.h5")]
-            run_script(AVGA, ["--train", *argv], config, checkout=checkout_avga, cwd=cs.folder)
-            # the test of the kept model: its records follow the training run's in the same file
-            test_config = RunConfig(simam2=method.simam2, zeta=config.zeta, u=config.u, seed=cs.seed, record=config.record,
-                                    append=True, tensorboard=None)
-            run_script(AVGA, argv, test_config, checkout=checkout_avga, cwd=cs.folder)
-        else:
-            argv = ["--model_name", "PSP", f"--threshold={threshold}", "--train", "--nb_epoch", str(epochs),
-                    "--batch_size", str(batch_size), "--save_epoch", str(epochs + 1), "--check_epoch", "1",
-                    *data_args(data, "--dir_labels", "right_labels.h5")]
-            run_script(PSP, argv, config, checkout=checkout_psp, cwd=cs.folder)
+    cell = partial(run_cell, data=data, epochs=epochs, checkout_avga=checkout_avga, checkout_psp=checkout_psp,
+                   alpha=alpha, batch_size=batch_size, threshold=threshold, u=u)
 
     # AVGA's one test is its last; PSP's protocol is its best test: per column, by the pick below
     return Table(f"Table 2 on a synthetic AVE ({epochs} epochs per cell), accuracy", METHODS,
                  (Column("avga", "AVGA (last test: the kept model)"), Column("psp", "PSP (best test)")),
-                 run_cell, split="test", pick="best", metric_labels={"acc": "Acc"},
+                 cell, split="test", pick="best", metric_labels={"acc": "Acc"},
                  paper={k: {"acc": v} for k, v in PAPER.items()},
                  options={"epochs": epochs, "data": str(data), "alpha": alpha, "batch_size": batch_size,
                           "threshold": threshold, **({"u": u} if u != "eq4" else {})},
@@ -109,7 +117,7 @@ def run(out_dir, data_dir=None, epochs: int | None = None, progress: Callable[[s
         checkout_avga=None, checkout_psp=None, seeds=1, fresh: bool = False, tensorboard=None, bar: bool = True,
         alpha: float = 0.5, batch_size: int = 8, n_train: int = 48, n_val: int = 16, n_test: int = 16,
         n_classes: int = 4, threshold: float = 0.099, audio_signal: float = 0.5,
-        visual_signal: float = 0.5, u: str = "eq4") -> Result:
+        visual_signal: float = 0.5, u: str = "eq4", executor=None) -> Result:
     """Table 2's :class:`~..machinery.grid.Result`; ``u``: SPEC §2's reading of U in its SimAM² rows.
 
     ``data_dir``: an existing AVE folder in the scripts' layout (its val/test orders must hold 402
@@ -141,4 +149,4 @@ def run(out_dir, data_dir=None, epochs: int | None = None, progress: Callable[[s
         data = Path(data_dir).absolute()
     t = table(data, epochs, checkout_avga, checkout_psp, alpha, batch_size, threshold, u)
     return run_grid(t, out, seeds=seeds, fresh=fresh, tensorboard=tensorboard, progress=bar,
-                    say=None if bar else progress)
+                    say=None if bar else progress, executor=executor)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -47,57 +48,61 @@ def _paper() -> dict:
     return out
 
 
+def run_cell(cs: CellSeed, data: Path, epochs: int, lr: float, batch_size: int, checkout=None) -> None:
+    """One cell-seed of Table 3: main.py trains, test.py evaluates its best checkpoint on both lists.
+    Module-level (its options bound with ``functools.partial``) so that it pickles for the local
+    and Slurm executors."""
+    method: Method = cs.row
+    config = method.run_config(cs)
+    work = prepare_workdir(data, cs.folder / "train")
+    log = cs.folder / "log.txt"
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            run_script(SPEC, ["--batch_size", str(batch_size), "--max_num_epoch", str(epochs + 1),
+                              "--lr", str(lr), "--seed", str(cs.seed), "--fusion", "gated"],
+                       config, checkout=checkout, cwd=work)
+    finally:
+        log.write_text(buf.getvalue(), encoding="utf-8")
+    ckpt = best_checkpoint(work)
+    found = re.search(r"checkpoint_(\d+)", ckpt.name)
+    epoch = int(found.group(1)) if found else None
+    results = {split: evaluate_checkpoint(ckpt, data, cs.folder / f"test_{split}", split,
+                                          config=RunConfig(simam2=method.simam2, zeta=method.zeta),
+                                          checkout=checkout, log=log)
+               for split in ("seenheard", "unseenunheard")}
+    # test.py's numbers join the training run's records as a second run of the same file
+    w = RecordWriter(cs.records, append=True)
+    w.start(upstream=SPEC.name, script=EVAL_SCRIPT, modalities=SPEC.modalities, metrics=SPEC.metrics,
+            primary=SPEC.primary, higher_is_better=SPEC.higher_is_better, config=config.plain(),
+            upstream_options={"checkpoint": str(ckpt)})
+    for i, (split, m) in enumerate(results.items()):
+        w.write("eval", epoch=epoch, evaluation=i, split=split, n=None, eer=m["eer"], auc=m["auc"],
+                accuracy=m["accuracy"])
+    w.end()
+
+
 def table(data: Path, epochs: int, lr: float = 1e-3, batch_size: int = 32, checkout=None) -> Table:
     """Table 3's declaration: its cells train and test FOP on ``data`` (a face–voice set in FOP's layout)."""
-
-    def run_cell(cs: CellSeed) -> None:
-        method: Method = cs.row
-        config = method.run_config(cs)
-        work = prepare_workdir(data, cs.folder / "train")
-        log = cs.folder / "log.txt"
-        buf = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-                run_script(SPEC, ["--batch_size", str(batch_size), "--max_num_epoch", str(epochs + 1),
-                                  "--lr", str(lr), "--seed", str(cs.seed), "--fusion", "gated"],
-                           config, checkout=checkout, cwd=work)
-        finally:
-            log.write_text(buf.getvalue(), encoding="utf-8")
-        ckpt = best_checkpoint(work)
-        found = re.search(r"checkpoint_(\d+)", ckpt.name)
-        epoch = int(found.group(1)) if found else None
-        results = {split: evaluate_checkpoint(ckpt, data, cs.folder / f"test_{split}", split,
-                                              config=RunConfig(simam2=method.simam2, zeta=method.zeta),
-                                              checkout=checkout, log=log)
-                   for split in ("seenheard", "unseenunheard")}
-        # test.py's numbers join the training run's records as a second run of the same file
-        w = RecordWriter(cs.records, append=True)
-        w.start(upstream=SPEC.name, script=EVAL_SCRIPT, modalities=SPEC.modalities, metrics=SPEC.metrics,
-                primary=SPEC.primary, higher_is_better=SPEC.higher_is_better, config=config.plain(),
-                upstream_options={"checkpoint": str(ckpt)})
-        for i, (split, m) in enumerate(results.items()):
-            w.write("eval", epoch=epoch, evaluation=i, split=split, n=None, eer=m["eer"], auc=m["auc"],
-                    accuracy=m["accuracy"])
-        w.end()
-
+    cell = partial(run_cell, data=data, epochs=epochs, lr=lr, batch_size=batch_size, checkout=checkout)
     return Table(f"Table 3: face-voice association (FOP), synthetic VoxCeleb-format features, {epochs} epoch(s), "
-                 "EER ↓ / AUC ↑", METHODS, COLUMNS, run_cell, pick="last", metric_labels={"eer": "EER", "auc": "AUC"},
+                 "EER ↓ / AUC ↑", METHODS, COLUMNS, cell, pick="last", metric_labels={"eer": "EER", "auc": "AUC"},
                  paper=_paper(), options={"epochs": epochs, "data": str(data), "lr": lr, "batch_size": batch_size},
                  note="The paper's values are VoxCeleb1's; synthetic features say that every cell runs and records.")
 
 
 def run_table(out_dir, data_dir=None, epochs: int = 6, seeds=3, lr: float = 1e-3, batch_size: int = 32,
               checkout=None, progress: Callable[[str], object] = print, fresh: bool = False, tensorboard=None,
-              bar: bool = True) -> str:
+              bar: bool = True, executor=None) -> str:
     """Table 3 on a synthetic face–voice set, mean ± std over ``seeds`` (a count, or the seeds),
     as text (also ``table.txt``, ``.md``, ``.csv``, ``.json`` in ``out_dir``)."""
     return render_text(run(out_dir, data_dir, epochs, seeds, lr, batch_size, checkout, progress, fresh,
-                           tensorboard, bar))
+                           tensorboard, bar, executor))
 
 
 def run(out_dir, data_dir=None, epochs: int = 6, seeds=3, lr: float = 1e-3, batch_size: int = 32, checkout=None,
         progress: Callable[[str], object] = print, fresh: bool = False, tensorboard=None,
-        bar: bool = True) -> Result:
+        bar: bool = True, executor=None) -> Result:
     """Table 3's :class:`~..machinery.grid.Result`; the synthetic set is written to ``out_dir/data``
     (once) unless ``data_dir`` is given."""
     out = Path(out_dir).absolute()
@@ -110,4 +115,5 @@ def run(out_dir, data_dir=None, epochs: int = 6, seeds=3, lr: float = 1e-3, batc
             data = write_fop(data, seed=0)
             progress(f"wrote a synthetic face–voice set to {data}")
     return run_grid(table(data, epochs, lr, batch_size, checkout), out, seeds=seeds, fresh=fresh,
-                    tensorboard=tensorboard, progress=bar, say=None if bar else progress)
+                    tensorboard=tensorboard, progress=bar, say=None if bar else progress,
+                    executor=executor)

@@ -14,6 +14,7 @@ from simam2.core.fusion import U_READINGS
 
 from .config import RunConfig
 from .grid import CellSeed, Row
+from .tables.executors import EXECUTORS, Local, Serial, Slurm
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,46 @@ def add_table_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--u", choices=U_READINGS, default=None,
                    help="SPEC §2's reading of U in the SimAM² rows with fixed ζ (Tables 1 and 2): eq4 (default) "
                         "or vanilla; a folder holds one reading (another is run anew, never averaged in)")
+    e = parser.add_argument_group("where the cells run")
+    e.add_argument("--executor", choices=EXECUTORS, default="serial",
+                   help="serial (default): one cell-seed after another here; local: --jobs worker processes, or "
+                        "one per GPU with --gpus; slurm: one Slurm job per cell-seed through submitit "
+                        "(pip install 'simam2[slurm]'). Every executor writes the same folders, so a table resumes "
+                        "on any of them")
+    e.add_argument("--jobs", type=int, default=None, help="local: cell-seeds at once, each in its own process (default 1)")
+    e.add_argument("--gpus", default=None,
+                   help="local: GPU indices, e.g. 0,1: one cell-seed per GPU at a time, its CUDA_VISIBLE_DEVICES set "
+                        "to that GPU (jobs = the number of GPUs)")
+    e.add_argument("--slurm-partition", default=None, help="slurm: the partition (default: the cluster's)")
+    e.add_argument("--slurm-time", type=int, default=60, help="slurm: each cell-seed's time limit in minutes (default 60)")
+    e.add_argument("--slurm-gpus-per-cell", type=int, default=1, help="slurm: GPUs per cell-seed (default 1)")
+    e.add_argument("--slurm-array-parallelism", type=int, default=16,
+                   help="slurm: cell-seeds of the job array running at once (default 16)")
 
 
-__all__ = ["Method", "add_table_options"]
+def executor_from_options(ns: argparse.Namespace) -> Serial | Local | Slurm:
+    """The executor ``simam2 table``'s options ask for; options of another executor are refused in one line."""
+    local_given = ns.jobs is not None or ns.gpus is not None
+    slurm_given = any(getattr(ns, k) != d for k, d in (("slurm_partition", None), ("slurm_time", 60),
+                                                       ("slurm_gpus_per_cell", 1), ("slurm_array_parallelism", 16)))
+    if local_given and ns.executor != "local":
+        raise ValueError("--jobs and --gpus are --executor local's")
+    if slurm_given and ns.executor != "slurm":
+        raise ValueError("--slurm-* options are --executor slurm's")
+    if ns.executor == "local":
+        if ns.jobs is not None and ns.gpus is not None:
+            raise ValueError("--gpus sets the number of jobs (one per GPU); give --jobs or --gpus, not both")
+        gpus = None
+        if ns.gpus is not None:
+            try:
+                gpus = [int(g) for g in ns.gpus.split(",")]
+            except ValueError:
+                raise ValueError(f"--gpus takes GPU indices separated by commas (0,1), got {ns.gpus!r}") from None
+        return Local(jobs=ns.jobs or 1, gpus=gpus)
+    if ns.executor == "slurm":
+        return Slurm(partition=ns.slurm_partition, time_min=ns.slurm_time, gpus_per_cell=ns.slurm_gpus_per_cell,
+                     array_parallelism=ns.slurm_array_parallelism)
+    return Serial()
+
+
+__all__ = ["Method", "add_table_options", "executor_from_options"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -98,26 +99,31 @@ def recipe(name: str = "quick", **overrides) -> Recipe:
     return replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
+def run_cell(cs: CellSeed, data: Path, how: Recipe, checkout=None, keep_checkpoints: bool = False,
+             u: str = "eq4") -> None:
+    """One cell-seed of Table 1: main.py with the recipe ``how``. Module-level (its options bound with
+    ``functools.partial``) so that it pickles for the local and Slurm executors."""
+    config = cs.row.run_config(cs, u=u, alpha=how.alpha, modulation_start=how.modulation_start,
+                               modulation_end=how.modulation_end)
+    argv = ["--dataset", "CREMAD", "--train", "--fusion_method", cs.column.key, *SPEC.upstream_argv(config),
+            *how.argv(), "--random_seed", str(cs.seed),
+            "--audio_path", str(data / "AudioWAV"), "--visual_path", str(data),
+            "--ckpt_path", str(cs.folder / "ckpt")]
+    try:
+        with open(cs.folder / "main.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+            run_script(SPEC, argv, config, checkout=checkout, cwd=data)
+    finally:
+        if not keep_checkpoints:  # the records hold every evaluation; a checkpoint is ~180 MB
+            shutil.rmtree(cs.folder / "ckpt", ignore_errors=True)
+
+
 def table(data: Path, epochs: int, checkout=None, alpha: float = 0.8, batch_size: int = 8,
           learning_rate: float = 0.01, how: Recipe | None = None, keep_checkpoints: bool = False,
           u: str = "eq4") -> Table:
     """Table 1's declaration: its cells run main.py on ``data`` (a CREMA-D in main.py's layout) with
     the recipe ``how`` (default: quick with the given epochs, α, batch size and learning rate)."""
     how = how or recipe("quick", epochs=epochs, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate)
-
-    def run_cell(cs: CellSeed) -> None:
-        config = cs.row.run_config(cs, u=u, alpha=how.alpha, modulation_start=how.modulation_start,
-                                   modulation_end=how.modulation_end)
-        argv = ["--dataset", "CREMAD", "--train", "--fusion_method", cs.column.key, *SPEC.upstream_argv(config),
-                *how.argv(), "--random_seed", str(cs.seed),
-                "--audio_path", str(data / "AudioWAV"), "--visual_path", str(data),
-                "--ckpt_path", str(cs.folder / "ckpt")]
-        try:
-            with open(cs.folder / "main.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-                run_script(SPEC, argv, config, checkout=checkout, cwd=data)
-        finally:
-            if not keep_checkpoints:  # the records hold every evaluation; a checkpoint is ~180 MB
-                shutil.rmtree(cs.folder / "ckpt", ignore_errors=True)
+    cell = partial(run_cell, data=data, how=how, checkout=checkout, keep_checkpoints=keep_checkpoints, u=u)
 
     what = describe(data, "CREMA-D")
     options = {"epochs": how.epochs, "data": str(data), "alpha": how.alpha, "batch_size": how.batch_size,
@@ -131,7 +137,7 @@ def table(data: Path, epochs: int, checkout=None, alpha: float = 0.8, batch_size
     note = how.describe() + f"; SimAM² rows read U as {u} (SPEC §2)."
     if is_synthetic(data):
         note += " Synthetic data: the numbers say that every cell runs and records, not how the methods rank on CREMA-D."
-    return Table(f"Table 1 on {what} ({how.epochs} epoch(s) per cell)", METHODS, COLUMNS, run_cell,
+    return Table(f"Table 1 on {what} ({how.epochs} epoch(s) per cell)", METHODS, COLUMNS, cell,
                  split="test", pick="best", metric_labels={"top1": "Top-1", "mAP": "mAP"}, options=options, note=note)
 
 
@@ -139,7 +145,7 @@ def run_table(out_dir, data_dir=None, epochs: int | None = None, progress: Calla
               checkout=None, alpha: float | None = None, batch_size: int | None = None,
               learning_rate: float | None = None, seeds=1, fresh: bool = False, tensorboard=None, bar: bool = True,
               n_train: int = 24, n_test: int = 12, recipe_name: str = "quick", keep_checkpoints: bool = False,
-              u: str = "eq4") -> str:
+              u: str = "eq4", executor=None) -> str:
     """Run the fifteen cells × ``seeds`` (resuming what is complete) and return Table 1 as text
     (also ``table.txt``, ``.md``, ``.csv``, ``.json`` in ``out_dir``).
 
@@ -148,16 +154,18 @@ def run_table(out_dir, data_dir=None, epochs: int | None = None, progress: Calla
     ``recipe_name``: ``quick`` (2 epochs, batch 8, lr 0.01) or ``paper`` (main.py's own: 100 epochs,
     batch 64, lr 1e-3); ``epochs``, ``alpha``, ``batch_size``, ``learning_rate`` override it.
     ``keep_checkpoints``: keep main.py's checkpoints (else each cell's are removed once evaluated).
-    ``u``: SPEC §2's reading of U in the SimAM² rows with fixed ζ.
+    ``u``: SPEC §2's reading of U in the SimAM² rows with fixed ζ. ``executor``: where the cell-seeds
+    run (``serial``, ``local``, ``slurm`` or one of machinery/tables/executors.py's; default serial).
     """
     return render_text(run(out_dir, data_dir, epochs, progress, checkout, alpha, batch_size, learning_rate,
-                           seeds, fresh, tensorboard, bar, n_train, n_test, recipe_name, keep_checkpoints, u))
+                           seeds, fresh, tensorboard, bar, n_train, n_test, recipe_name, keep_checkpoints, u,
+                           executor))
 
 
 def run(out_dir, data_dir=None, epochs: int | None = None, progress: Callable[[str], object] = print, checkout=None,
         alpha: float | None = None, batch_size: int | None = None, learning_rate: float | None = None, seeds=1,
         fresh: bool = False, tensorboard=None, bar: bool = True, n_train: int = 24, n_test: int = 12,
-        recipe_name: str = "quick", keep_checkpoints: bool = False, u: str = "eq4") -> Result:
+        recipe_name: str = "quick", keep_checkpoints: bool = False, u: str = "eq4", executor=None) -> Result:
     """:func:`run_table`, returning the grid's :class:`~..machinery.grid.Result`."""
     how = recipe(recipe_name, epochs=epochs, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate)
     if how.epochs < 1:
@@ -185,4 +193,4 @@ def run(out_dir, data_dir=None, epochs: int | None = None, progress: Callable[[s
                  f"(at most {how.epochs} × that)")
     t = table(data, how.epochs, checkout, how=how, keep_checkpoints=keep_checkpoints, u=u)
     return run_grid(t, out, seeds=seeds, fresh=fresh, tensorboard=tensorboard, progress=bar,
-                    say=None if bar else progress)
+                    say=None if bar else progress, executor=executor)
