@@ -474,7 +474,7 @@ def plot_probes(res: dict, path: Path, regime: str | None = None) -> Path | None
         return None
     alone = {a["modality"]: a for a in res["alone"] if a["regime"] == regime}
     fusions = _order({c["fusion"] for c in cells}, FUSION_ORDER)
-    fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.9), dpi=80)
+    fig, axes = plt.subplots(1, 2, figsize=(9.8, 2.9), dpi=80)
     colors = plt.get_cmap("tab10")
     names = res["modalities"] or ("m1", "m2")
     for k, ax in zip((1, 2), axes):
@@ -499,8 +499,8 @@ def plot_probes(res: dict, path: Path, regime: str | None = None) -> Path | None
         ax.set_xticks(range(len(fusions)), [SHORT.get(f, f) for f in fusions])
         ax.set_title(f"probe of {names[k - 1]}'s encoder ({regime})", fontsize=9)
         ax.set_ylabel("probe accuracy (%)")
-    axes[1].legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
+    fig.legend(*axes[1].get_legend_handles_labels(), fontsize=6, loc="center right", frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 2.3 / fig.get_size_inches()[0], 1))
     fig.savefig(path)
     plt.close(fig)
     return path
