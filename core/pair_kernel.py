@@ -357,10 +357,17 @@ def kernel():
     return _state["module"]
 
 
-@torch.compiler.assume_constant_result
-def available() -> bool:
-    """Whether the kernel is built (a constant to ``torch.compile``, which may branch on it)."""
+def _built() -> bool:
     return kernel() is not None
+
+
+def _off() -> bool:
+    return False
+
+
+#: Whether the kernel is built: a constant to ``torch.compile``, which may branch on it. Marking it
+#: so imports TorchDynamo (over a second), a cost only the opt-in pays.
+available = _off if _DISABLED else torch.compiler.assume_constant_result(_built)
 
 
 # -- the kernel as operators that torch.compile keeps whole (on the CPU, where the kernel runs) ------
