@@ -81,3 +81,19 @@ def test_gradients_of_the_vanilla_reading_are_exact():
 def test_unknown_reading_is_refused():
     with pytest.raises(ValueError, match="u must be one of"):
         SimAM2(3, u="half")
+
+
+def test_the_temperature_control_scales_the_vanilla_output_by_the_eq4_gain():
+    """SPEC §9's temperature control: the Baseline's fused output × the eq4 row's mean gain, no
+    attention; the gain is ½ · mean sigmoid(E*) where the vanilla adds (≈ 0.31), and twice that where
+    it averages (late fusion)."""
+    from simam2.adapters.study.models import Attention, Head, eq4_gain
+
+    assert 0.28 < eq4_gain("sum", 10) < 0.34 and eq4_gain("late", 10) == pytest.approx(2 * eq4_gain("sum", 64), rel=0.02)
+    torch.manual_seed(0)
+    plain, scaled = Head("sum", 10, Attention()), Head("sum", 10, Attention(temperature=True))
+    scaled.load_state_dict(plain.state_dict())
+    a, b = torch.randn(2, 8, 64)
+    torch.testing.assert_close(scaled(a, b), eq4_gain("sum", 10) * plain(a, b))
+    with pytest.raises(ValueError, match="no SimAM²"):
+        Attention(simam2=True, temperature=True)

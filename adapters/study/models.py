@@ -112,8 +112,7 @@ def eq4_gain(fusion: str, classes: int, dim: int = EMBED) -> float:
         width = classes if fusion == "sum" else dim
         a, b = torch.randn(2, 256, width, generator=gen, dtype=torch.float64)
         if fusion == "concat":
-            att, out, vanilla = ConcatFusion(width, width).double(), None, torch.cat([a, b], 1)
-            out = att(a, b)
+            out, vanilla = ConcatFusion(width, width).double()(a, b), torch.cat([a, b], 1)
         elif fusion == "late":
             out, vanilla = LateFusion(width).double()(a, b), (a + b) / 2
         else:  # sum, and FiLM whose X1 = γ ⊙ F and X2 = β add the same way
