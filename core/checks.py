@@ -34,6 +34,19 @@ def check_nonnegative(name: str, value) -> float:
     return value
 
 
+def _queued_on_device(ok: torch.Tensor, device: torch.device, message: str) -> bool:
+    """Queue ``torch._assert_async(ok, message)`` where a host read of ``ok`` would stall an
+    accelerator or break a compiled graph, and say whether it was queued; False on the CPU outside
+    ``torch.compile`` (and on a device without ``_assert_async``): the caller reads ``ok`` itself."""
+    if device.type != "cpu" or torch.compiler.is_compiling():
+        try:
+            torch._assert_async(ok, message)
+            return True
+        except NotImplementedError:
+            pass
+    return False
+
+
 def check_unit_interval(t: torch.Tensor, what: str) -> None:
     """Refuse a tensor with an entry outside [0, 1] or NaN (a given ζ, or given fusion weights).
 
@@ -47,12 +60,8 @@ def check_unit_interval(t: torch.Tensor, what: str) -> None:
     """
     t = t.detach()
     ok = ((t >= 0) & (t <= 1)).all()  # NaN fails both comparisons
-    if t.device.type != "cpu" or torch.compiler.is_compiling():
-        try:
-            torch._assert_async(ok, f"{what} must lie in [0, 1] with no NaN")
-            return
-        except NotImplementedError:
-            pass
+    if _queued_on_device(ok, t.device, f"{what} must lie in [0, 1] with no NaN"):
+        return
     if not bool(ok):
         nan = t.isnan()
         finite = t[~nan]
@@ -140,12 +149,8 @@ def check_convex(weights: torch.Tensor, what: str) -> None:
     tol = max(1e-5, 8 * torch.finfo(w.dtype).eps) if w.is_floating_point() else 0.0
     total = w.sum(-1, dtype=torch.float64 if w.device.type == "cpu" else torch.float32)
     ok = ((total - 1).abs() <= tol).all()
-    if w.device.type != "cpu" or torch.compiler.is_compiling():
-        try:
-            torch._assert_async(ok, f"{what} must sum to 1 over the modalities")
-            return
-        except NotImplementedError:
-            pass
+    if _queued_on_device(ok, w.device, f"{what} must sum to 1 over the modalities"):
+        return
     if not bool(ok):
         raise ValueError(f"{what} must sum to 1 over the modalities (a convex combination, Eq. 4); "
                          f"got sums from {total.min().item():g} to {total.max().item():g}")
