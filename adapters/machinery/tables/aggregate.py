@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Sequence
 
 from ..records import read_records, runs
 from ..stats import Paired, Summary, adjust_family, paired_difference, ratio_correlation, summarize
-from .declare import MODALITY_SUFFIXES, CellSeed, Column, GridError, Row, Table, cell_seeds, seed_list, signature
+from .declare import MODALITY_SUFFIXES, Column, GridError, Row, Table, cell_seeds, made_with, seed_list
 
 
 def last_run(path: Path) -> list[dict] | None:
@@ -118,7 +117,7 @@ def aggregate(table: Table, out: Path | str, seeds: int | Sequence[int]) -> Resu
     for cs in cell_seeds(table, out, seeds, running=False):
         records = all_runs(cs.records)
         last = last_run(cs.records)
-        if records is not None and not _made_with_options(table, cs):
+        if records is not None and not made_with(table, cs, missing=True):  # no cell.json: records by hand
             stale.append(f"{cs.cell} seed {cs.seed}")  # another run's options: never averaged in
             records, last = None, None
         # a file whose last run did not complete counts as not run (it is run again next time)
@@ -176,18 +175,6 @@ def aggregate(table: Table, out: Path | str, seeds: int | Sequence[int]) -> Resu
     for c, d in zip(compared, adjust_family([c.diff for c in compared])):
         c.diff = d
     return Result(table, seeds, cells, primary, higher, metrics, modalities, skipped=skipped, stale=stale)
-
-
-def _made_with_options(table: Table, cs: CellSeed) -> bool:
-    """Whether ``cs``'s folder was made with this table's options (its cell.json); a folder without
-    one (records written by hand, or by an older version) counts as made with them."""
-    sig = cs.folder / "cell.json"
-    if not sig.exists():
-        return True
-    try:
-        return json.loads(sig.read_text(encoding="utf-8")) == signature(table, cs)
-    except (OSError, ValueError):
-        return False
 
 
 def _swap_modalities(values: dict) -> dict:

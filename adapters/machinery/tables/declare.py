@@ -166,6 +166,17 @@ def signature(table: Table, cs: CellSeed) -> dict:
                                         "options": table.options}), default=str))
 
 
+def made_with(table: Table, cs: CellSeed, missing: bool) -> bool:
+    """Whether ``cs``'s ``cell.json`` holds this table's :func:`signature`; ``missing``: the answer
+    when there is no ``cell.json`` at all. An unreadable one never matches."""
+    path = cs.folder / "cell.json"
+    if not path.exists():
+        return missing
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) == signature(table, cs)
+    except (OSError, ValueError):
+        return False
+
 
 __all__ = ["GridError", "Row", "Column", "CellSeed", "Table", "slug", "cell_name", "seed_list", "cell_seeds",
-           "signature", "PICKS", "MODALITY_SUFFIXES"]
+           "signature", "made_with", "PICKS", "MODALITY_SUFFIXES"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Sequence
 
 from ..records import is_complete
 from .aggregate import Result, aggregate, last_run
-from .declare import CellSeed, GridError, Table, cell_seeds, seed_list, signature
+from .declare import CellSeed, GridError, Table, cell_seeds, made_with, seed_list, signature
 from .executors import Local, Serial, Slurm, make_executor
 from .render import write_outputs
 
@@ -32,12 +31,7 @@ from .render import write_outputs
 def is_done(table: Table, cs: CellSeed) -> bool:
     """Whether ``cs`` completed with this table's options (so a resumed table need not run it)."""
     records = last_run(cs.records)
-    if records is None or not is_complete(records):
-        return False
-    try:
-        return json.loads((cs.folder / "cell.json").read_text(encoding="utf-8")) == signature(table, cs)
-    except (OSError, ValueError):
-        return False
+    return records is not None and is_complete(records) and made_with(table, cs, missing=False)
 
 
 def _bar(total: int, title: str, enabled: bool):
