@@ -32,6 +32,15 @@ def inputs(shape, seed=0, weights="pair", dtype=torch.float64):
     return x1, x2, w.detach().requires_grad_()
 
 
+def assert_matches(outputs, wrt) -> None:
+    """``outputs = (ours, reference)``: equal, and so are their gradients with respect to ``wrt``
+    (float64 precision)."""
+    ours, ref = outputs
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    for gf, gr in zip(grads(ours, wrt), grads(ref, wrt)):
+        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+
+
 def grads(out, tensors, seed=1):
     upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype, device="cpu")
     upstream = upstream.to(out.device)
@@ -59,9 +68,7 @@ def test_equals_reference_forward_and_every_gradient(monkeypatch, shape, neuron_
     r = torch.tensor(0.37, dtype=torch.float64)
     fast = fused_pair_attention(x1, x2, w, r, 1e-3, neuron_dims)
     ref = reference_pair(x1, x2, w, r, 1e-3, neuron_dims)
-    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
-    for gf, gr in zip(grads(fast, (x1, x2, w)), grads(ref, (x1, x2, w))):
-        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+    assert_matches((fast, ref), (x1, x2, w))
 
 
 def test_fixed_weights_take_no_gradient_and_inputs_still_do():
@@ -271,9 +278,7 @@ def test_the_kernel_runs_where_the_neuron_dims_trail_and_equals_the_reference(mo
     r = torch.tensor(0.37, dtype=torch.float64)
     fast = fused_pair_attention(x1, x2, w, r, 1e-3, neuron_dims)
     ref = reference_pair(x1, x2, w, r, 1e-3, neuron_dims)
-    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
-    for gf, gr in zip(grads(fast, (x1, x2, w)), grads(ref, (x1, x2, w))):
-        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+    assert_matches((fast, ref), (x1, x2, w))
     assert spy.calls == ["pair_forward", "pair_backward"]
 
 
@@ -285,9 +290,7 @@ def test_the_pytorch_path_equals_the_reference_where_no_kernel_is_built(monkeypa
     fast = fused_pair_attention(x1, x2, w, r, 1e-3, neuron_dims)
     assert uses_fused_node(fast)
     ref = reference_pair(x1, x2, w, r, 1e-3, neuron_dims)
-    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
-    for gf, gr in zip(grads(fast, (x1, x2, w)), grads(ref, (x1, x2, w))):
-        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+    assert_matches((fast, ref), (x1, x2, w))
 
 
 @pytest.mark.parametrize("shape, neuron_dims", CASES)
@@ -298,9 +301,7 @@ def test_moment_algebra_equals_the_reference(shape, neuron_dims, layout):
     r = torch.tensor(0.37, dtype=torch.float64)
     ours = moment_pair_attention(x1, x2, w, r, 1e-3, neuron_dims)
     ref = reference_pair(x1, x2, w, r, 1e-3, neuron_dims)
-    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
-    for gf, gr in zip(grads(ours, (x1, x2, w)), grads(ref, (x1, x2, w))):
-        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+    assert_matches((ours, ref), (x1, x2, w))
 
 
 def test_moment_algebra_second_derivatives_are_exact():
@@ -404,7 +405,5 @@ def test_compiled_node_equals_the_reference_without_graph_break(monkeypatch, ker
     compiled = torch.compile(lambda a, b, c: fused_pair_attention(a, b, c, r, 1e-3), backend="aot_eager",
                              fullgraph=True)
     out, ref = compiled(x1, x2, w), reference_pair(x1, x2, w, r, 1e-3)
-    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
-    for gf, gr in zip(grads(out, (x1, x2, w)), grads(ref, (x1, x2, w))):
-        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+    assert_matches((out, ref), (x1, x2, w))
     torch._dynamo.reset()
