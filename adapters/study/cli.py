@@ -8,6 +8,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from simam2.adapters.machinery.table import add_executor_options, executor_from_options
+
 from . import data
 from .models import FUSIONS
 from . import protocol as protocols
@@ -57,10 +59,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="most epochs per run (default: tuned 100 on mfeat, 40 on avdigits; fixed 20 and 5)")
     p.add_argument("--quick", action="store_true",
                    help="every number shrunk (2 seeds, 1 tuning seed, 2 lrs, fewer epochs): minutes, not hours")
-    p.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each (default 2)")
     p.add_argument("--limit", type=int, nargs=2, metavar=("TRAIN", "TEST"), default=None,
                    help="use only the first TRAIN / TEST samples (tiny runs, tests)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    add_executor_options(p, default="local", jobs=2, what="study")
 
 
 def protocol_of(ns: argparse.Namespace) -> protocols.Protocol:
@@ -88,8 +90,7 @@ def run_study(ns: argparse.Namespace) -> int:
     from .grid import run_grid
     from .report import write_report
 
-    if ns.jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {ns.jobs}")
+    executor = executor_from_options(ns, jobs=2, reuse=True)
     proto = protocol_of(ns)
     if ns.methods is not None:
         methods = list(ns.methods)
@@ -102,15 +103,15 @@ def run_study(ns: argparse.Namespace) -> int:
         methods.insert(0, "baseline")  # every difference is paired with the baseline's seeds
     start = time.perf_counter()
     summary = run_grid(ns.dataset, ns.out, ns.regime, ns.fusions, methods, proto,
-                       views=ns.views, jobs=ns.jobs, limit=ns.limit)
+                       views=ns.views, limit=ns.limit, executor=executor, progress=sys.stderr.isatty())
     res = write_report(ns.out, figures=not ns.no_figures)
     print((Path(ns.out) / "tables.md").read_text())
-    print(f"wall time {time.perf_counter() - start:.0f}s for {summary['ran']} runs on {ns.jobs} process(es); "
+    print(f"wall time {time.perf_counter() - start:.0f}s on {summary['executor']} ({summary['jobs']} at a time); "
           f"results: {Path(ns.out) / 'results.json'}")
     for f in res.get("figures", []):
         print(f"figure: {f}")
-    for what, error in summary["failed"]:
-        print(f"failed: {what}: {error}", file=sys.stderr)
+    for what in summary["failed"]:
+        print(f"failed: {what} (its error is above; rerun the same command to run it again)", file=sys.stderr)
     return 1 if summary["failed"] else 0
 
 

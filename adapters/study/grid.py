@@ -1,25 +1,32 @@
-"""The study's grid: regimes × fusions × methods × seeds, plus each encoder trained alone, run in
-parallel worker processes, resumable.
+"""The study's grid: regimes × fusions × methods × seeds, plus each encoder trained alone, as two
+tables on the engine every table uses (``machinery/tables``): SPEC §9's tuning runs, then the final
+runs with each row's chosen setting.
 
-Every run writes its own records file under ``OUT/runs/`` (docs/records.md). A run whose records end
-with an ``end`` record of status ``completed`` is not run again; a file without one (a killed run) is
-removed and the run starts over. ``OUT/study.json`` says what the folder holds, protocol included
-(a folder never mixes two protocols); under SPEC §9's protocol ``OUT/selection.json`` holds each
-row's chosen setting, read from its tuning runs (``runs/<regime>/<fusion>/<method>/tune/``).
+Every run is a cell-seed with its own folder ``OUT/runs/<regime>/<fusion>/<method>/[tune/<setting>/]
+seed<k>/`` holding ``records.jsonl`` (docs/records.md) and ``cell.json`` (what it was made with:
+method, regime and fusion, seed, the protocol, and a final run's chosen lr and α). A run whose records
+end with an ``end`` record of status ``completed`` and whose ``cell.json`` matches is not run again;
+any other is cleared and run from scratch (a final run whose row's choice changed, e.g. after tuning
+seeds were added, too). ``OUT/study.json`` says what the folder holds, protocol included (a folder
+never mixes two protocols); ``OUT/selection.json`` holds each row's chosen setting, read from its
+tuning runs' validation accuracy alone. A folder of the earlier layout (``seed<k>.jsonl`` files) is
+moved into this one first (:func:`migrate_layout`). One study at a time per folder (a lock).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
-from multiprocessing import get_context
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from simam2.adapters.machinery.records import atomic_write_text, is_complete, read_records
+from simam2.adapters.machinery.tables import Column, Local, Row, Serial, Table, folder_lock
+from simam2.adapters.machinery.tables.declare import plain
+from simam2.adapters.machinery.tables.run import run_cells
 
 from . import data
 from .protocol import Protocol, select
@@ -36,11 +43,34 @@ class Job:
     alpha: float | None = None
     tune: bool = False
 
-    def path(self, out: Path) -> Path:
-        base = out / "runs" / self.regime / ("alone" if self.fusion is None else self.fusion) / slug(self.method)
+    def column(self) -> str:
+        """The cell's column key (and the folder under ``runs/`` its method's folders lie in)."""
+        key = f"{self.regime}/{'alone' if self.fusion is None else self.fusion}"
+        return key + (f"/tune/{setting_name(self.lr, self.alpha)}" if self.tune else "")
+
+    def folder(self, out: Path) -> Path:
+        base = Path(out) / "runs" / self.regime / ("alone" if self.fusion is None else self.fusion) / slug(self.method)
         if self.tune:
             base = base / "tune" / setting_name(self.lr, self.alpha)
-        return base / f"seed{self.seed}.jsonl"
+        return base / f"seed{self.seed}"
+
+    def path(self, out: Path) -> Path:
+        """The run's records file."""
+        return self.folder(out) / "records.jsonl"
+
+    def legacy_path(self, out: Path) -> Path:
+        """Where the earlier layout kept the records file."""
+        return self.folder(out).with_suffix(".jsonl")
+
+    def cell_options(self) -> dict:
+        """What a run depends on beyond the study's options: a final run's chosen lr (and α where
+        the row is modulated), so that a run made with an earlier choice is rerun."""
+        if self.tune or self.lr is None:
+            return {}
+        out = {"lr": self.lr}
+        if self.alpha is not None and is_modulated(self.method):
+            out["alpha"] = self.alpha
+        return out
 
     def describe(self) -> str:
         what = f"{self.regime} {self.fusion or 'alone'} {self.method} seed {self.seed}"
@@ -97,15 +127,9 @@ def row_key(regime: str, fusion: str | None, method: str) -> str:
     return f"{regime}/{fusion or 'alone'}/{method}"
 
 
-# -- the worker ------------------------------------------------------------------------------------
+# -- the cell -------------------------------------------------------------------------------------
 
 _PAIRS: dict = {}
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _pair(spec: dict, regime: str):
@@ -118,50 +142,92 @@ def _pair(spec: dict, regime: str):
     return _PAIRS[key]
 
 
-def run_job(job: Job, out: Path, spec: dict, recipe: Recipe) -> tuple[Job, float, str | None]:
-    """Run one job into its records file; (job, seconds, one-line error or None)."""
-    path = job.path(out)
-    start = time.perf_counter()
-    try:
-        pair = _pair(spec, job.regime)
-        if job.fusion is None:
-            train_alone(pair, int(job.method[-1]), job.seed, recipe, path)
-        else:
-            train_cell(pair, job.fusion, job.method, job.seed, recipe, path)
-    except Exception as e:  # the records say failed; the grid goes on with the other runs
-        return job, time.perf_counter() - start, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    return job, time.perf_counter() - start, None
+def run_study_cell(cs, spec: dict, protocol: Protocol, jobs: dict) -> None:
+    """One run of the study into ``cs.records``, in whichever process the executor gives it: the job
+    of ``(cs.row.label, cs.column.key)`` with ``cs.seed``, one torch thread (every run of a study the
+    same, so that its numbers do not depend on the executor)."""
+    import torch
+
+    torch.set_num_threads(1)
+    job = replace(jobs[(cs.row.label, cs.column.key)], seed=cs.seed)
+    recipe = protocol.recipe(job.lr, job.alpha, score_test=not job.tune)
+    pair = _pair(spec, job.regime)
+    if job.fusion is None:
+        train_alone(pair, int(job.method[-1]), job.seed, recipe, cs.records)
+    else:
+        train_cell(pair, job.fusion, job.method, job.seed, recipe, cs.records)
 
 
-# -- the grid --------------------------------------------------------------------------------------
-
-def _made_with(records: list[dict], job: Job) -> bool:
-    """Whether a complete run was made with the job's setting (a final run whose row's selection
-    has changed since, e.g. after tuning seeds were added, is run again)."""
-    if job.lr is None:
-        return True
-    opts = (records[0].get("upstream_options") or {}) if records else {}
-    if opts.get("lr") != job.lr:
-        return False
-    return job.alpha is None or not is_modulated(job.method) or opts.get("alpha") == job.alpha
+def study_options(spec: dict, protocol: Protocol) -> dict:
+    """What every run of a study depends on: the dataset, its views and limit, the protocol."""
+    return json.loads(json.dumps(plain({"dataset": spec["dataset"], "views": spec.get("views"),
+                                        "limit": spec.get("limit"), "protocol": protocol.plain()})))
 
 
-def pending(jobs: list[Job], out: Path) -> list[Job]:
-    """The jobs still to run: a complete records file made with the job's setting is kept, any other
-    removed."""
-    todo = []
-    for job in jobs:
-        path = job.path(out)
-        if path.exists():
-            try:
-                records = read_records(path)
-                if is_complete(records) and _made_with(records, job):
-                    continue
-            except (OSError, ValueError):
-                pass
+def study_table(title: str, jobs: list[Job], spec: dict, protocol: Protocol) -> tuple[Table, list[int]]:
+    """The runs ``jobs`` as one table on the engine: a row per method, a column per regime × fusion
+    (× tuning setting), the cells the jobs name; returns it with its seeds."""
+    templates = {}
+    for j in jobs:
+        templates.setdefault((j.method, j.column()), replace(j, seed=0))
+    rows = [Row(m) for m in dict.fromkeys(m for m, _ in templates)]
+    columns = [Column(c, c) for c in dict.fromkeys(c for _, c in templates)]
+    seeds = sorted({j.seed for j in jobs})
+    wanted = {(j.method, j.column(), j.seed) for j in jobs}
+    if len(wanted) != len(templates) * len(seeds):
+        raise ValueError("every cell of the study runs the same seeds")
+
+    def folder_of(row, column, seed):
+        return replace(templates[(row.label, column.key)], seed=seed).folder(Path("."))
+
+    table = Table(title=title, rows=rows, columns=columns, cells=list(templates),
+                  run_cell=functools.partial(run_study_cell, spec=spec, protocol=protocol, jobs=templates),
+                  options=study_options(spec, protocol), folder_of=folder_of,
+                  cell_options=lambda row, column: templates[(row.label, column.key)].cell_options())
+    return table, seeds
+
+
+def signature_of(job: Job, options: dict) -> dict:
+    """The ``cell.json`` the engine writes for ``job`` (:func:`~machinery.tables.declare.signature`)."""
+    return {"row": job.method, "column": job.column(), "seed": job.seed, "options": {**options, **job.cell_options()}}
+
+
+def migrate_layout(out: Path, options: dict) -> int:
+    """Move the runs of the earlier layout (``runs/.../seed<k>.jsonl``) into their folders
+    (``runs/.../seed<k>/records.jsonl`` with its ``cell.json``); an incomplete one is removed (it would
+    be run again anyway). Returns how many were moved. The folder's study must have ``options``."""
+    moved = 0
+    for path in sorted((Path(out) / "runs").rglob("seed*.jsonl")):
+        m = re.fullmatch(r"seed(-?\d+)\.jsonl", path.name)
+        if m is None or not path.is_file():
+            continue
+        try:
+            records = read_records(path)
+        except (OSError, ValueError):
+            records = []
+        if not records or not is_complete(records):
             path.unlink()
-        todo.append(job)
-    return todo
+            continue
+        job = _job_of(path, Path(out), records, int(m.group(1)))
+        folder = job.folder(out)
+        if (folder / "records.jsonl").exists():
+            path.unlink()  # the new layout's run of the same job wins
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "cell.json", json.dumps(signature_of(job, options), indent=1))
+        os.replace(path, folder / "records.jsonl")
+        moved += 1
+    return moved
+
+
+def _job_of(path: Path, out: Path, records: list[dict], seed: int) -> Job:
+    parts = path.relative_to(out / "runs").parts  # regime, fusion, method[, tune, setting], file
+    opts = records[0].get("upstream_options") or {}
+    regime, fusion, method = parts[0], (None if parts[1] == "alone" else parts[1]), opts.get("method")
+    tune = len(parts) > 4 and parts[3] == "tune"
+    lr = opts.get("lr") if (tune or opts.get("patience") is not None) else None
+    alpha = opts.get("alpha") if (tune or lr is not None) and fusion is not None and is_modulated(method) else None
+    return Job(regime, fusion, method, seed, lr, alpha, tune)
 
 
 def _normalise_views(dataset: str, views):
@@ -254,83 +320,62 @@ def _early_stopping(path: Path) -> dict | None:
     return notes[-1] if notes else None
 
 
-def _execute(todo: list[Job], out: Path, spec: dict, protocol: Protocol, jobs: int, log, label: str) -> tuple[int, list]:
-    failed, done = [], 0
-    if not todo:
-        return 0, failed
-    recipes = [protocol.recipe(j.lr, j.alpha, score_test=not j.tune) for j in todo]
-    if jobs <= 1:
-        _init_worker(1)
-        iterator = (run_job(j, out, spec, r) for j, r in zip(todo, recipes))
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
-                                   initializer=_init_worker, initargs=(1,))
-        futures = [pool.submit(run_job, j, out, spec, r) for j, r in zip(todo, recipes)]
-        iterator = (f.result() for f in as_completed(futures))
-    start = time.perf_counter()
-    try:
-        for job, seconds, error in iterator:
-            done += 1
-            left = (time.perf_counter() - start) / done * (len(todo) - done)
-            if error:
-                failed.append((job.describe(), error))
-                log(f"[{label} {done}/{len(todo)}] {job.describe()}: FAILED {error}")
-            else:
-                log(f"[{label} {done}/{len(todo)}] {job.describe()}: {seconds:.1f}s (about {left / 60:.0f} min left)")
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    return done, failed
-
-
 def run_grid(dataset: str, out: Path, regimes, fusions, methods, protocol: Protocol, views=None,
-             jobs: int = 2, limit=None, home=None, log=print) -> dict:
+             jobs: int = 2, limit=None, home=None, log=print, executor=None, progress: bool = False) -> dict:
     """Run every job not yet complete — SPEC §9's tuning runs, then each row's final runs with its
-    chosen setting — and return counts and wall time. Failures are listed, not raised."""
+    chosen setting — and return counts and wall time. Failures are listed, not raised. ``executor``:
+    the engine's (default: ``jobs`` reused worker processes, or this process for one job)."""
     for m in methods:
         parse_method(m)  # a typo or a bad value fails now, before any path is made from it
         slug(m)
     views = _normalise_views(dataset, views)
     for regime in regimes:
         data._regime(dataset, regime)
-    out = prepare_out(out)
+    out = prepare_out(out).absolute()
     spec = {"dataset": dataset, "views": views, "limit": list(limit) if limit else None,
             "home": str(home) if home else None, "val": protocol.tuned}
-    write_manifest(out, spec, protocol, regimes, fusions, methods)
-    # load once here: downloads and feature caches happen before the workers start
-    for regime in regimes:
-        data.load(dataset, regime, views, home, val=protocol.tuned)
-    start = time.perf_counter()
-    ran, failed = 0, []
-    selection = None
-    if protocol.tuned:
-        every = tuning_plan(regimes, fusions, methods, protocol)
-        todo = pending(every, out)
-        log(f"study {dataset} ({protocol.name}): {len(every)} tuning runs, {len(every) - len(todo)} complete "
-            f"already, {len(todo)} to run on {jobs} process{'es' if jobs > 1 else ''}")
-        n, f = _execute(todo, out, spec, protocol, jobs, log, "tune")
-        ran, failed = ran + n, failed + f
-        selection = read_selection(out, regimes, fusions, methods, protocol)
-        old = out / "selection.json"
-        merged = {}
-        if old.exists():
-            try:
-                merged = json.loads(old.read_text())
-            except (OSError, ValueError):
-                merged = {}
-        merged.update(selection)
-        atomic_write_text(old, json.dumps(merged, indent=1, sort_keys=True) + "\n")
-    every = plan(regimes, fusions, methods, protocol.seeds, selection)
-    if selection is not None:
-        waiting = [j for j in every if j.lr is None]
-        every = [j for j in every if j.lr is not None]
-        if waiting:
-            log(f"{len(waiting)} final runs wait for their row's tuning runs (some failed); rerun to resume")
-    todo = pending(every, out)
-    log(f"study {dataset}: {len(every)} final runs, {len(every) - len(todo)} complete already, {len(todo)} to run")
-    n, f = _execute(todo, out, spec, protocol, jobs, log, "final")
-    ran, failed = ran + n, failed + f
-    wall = time.perf_counter() - start
-    return {"runs": len(every), "ran": ran, "failed": failed, "wall_s": wall, "jobs": jobs,
-            "cpus": os.cpu_count()}
+    if executor is None:
+        executor = Serial() if jobs <= 1 else Local(jobs=jobs, reuse=True)
+    with folder_lock(out, "study"):
+        write_manifest(out, spec, protocol, regimes, fusions, methods)
+        moved = migrate_layout(out, study_options(spec, protocol))
+        if moved:
+            log(f"{moved} runs of the earlier layout moved into their folders (runs/.../seed<k>/records.jsonl)")
+        # load once here: downloads and feature caches happen before the workers start
+        for regime in regimes:
+            data.load(dataset, regime, views, home, val=protocol.tuned)
+        start = time.perf_counter()
+        failed: list[str] = []
+        ran = 0
+        selection = None
+        if protocol.tuned:
+            every = tuning_plan(regimes, fusions, methods, protocol)
+            table, seeds = study_table(f"study {dataset} tuning", every, spec, protocol)
+            log(f"study {dataset} ({protocol.name}): {len(every)} tuning runs on {executor.name}"
+                + (f" ({executor.jobs} processes)" if isinstance(executor, Local) else ""))
+            n, f = run_cells(table, out, seeds, executor=executor, progress=progress, say=log, label="tune")
+            ran, failed = ran + n, failed + f
+            selection = read_selection(out, regimes, fusions, methods, protocol)
+            old = out / "selection.json"
+            merged = {}
+            if old.exists():
+                try:
+                    merged = json.loads(old.read_text())
+                except (OSError, ValueError):
+                    merged = {}
+            merged.update(selection)
+            atomic_write_text(old, json.dumps(merged, indent=1, sort_keys=True) + "\n")
+        every = plan(regimes, fusions, methods, protocol.seeds, selection)
+        if selection is not None:
+            waiting = [j for j in every if j.lr is None]
+            every = [j for j in every if j.lr is not None]
+            if waiting:
+                log(f"{len(waiting)} final runs wait for their row's tuning runs (some failed); rerun to resume")
+        log(f"study {dataset}: {len(every)} final runs")
+        if every:
+            table, seeds = study_table(f"study {dataset}", every, spec, protocol)
+            n, f = run_cells(table, out, seeds, executor=executor, progress=progress, say=log, label="final")
+            ran, failed = ran + n, failed + f
+        wall = time.perf_counter() - start
+    return {"runs": len(every), "ran": ran, "failed": failed, "wall_s": wall, "executor": executor.name,
+            "jobs": getattr(executor, "jobs", 1), "cpus": os.cpu_count()}

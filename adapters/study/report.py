@@ -88,7 +88,10 @@ def collect(out: Path) -> dict:
     alone: dict = defaultdict(dict)
     modalities, pairing = None, None
     incomplete = []
-    for path in sorted((out / "runs").rglob("seed*.jsonl")):
+    if not any((out / "runs").rglob("records.jsonl")) and any((out / "runs").rglob("seed*.jsonl")):
+        raise ValueError(f"{out} holds runs of the earlier layout (runs/.../seed<k>.jsonl): run the same simam2 study "
+                         "command again to move them into their folders (nothing is rerun that completed)")
+    for path in sorted((out / "runs").rglob("records.jsonl")):
         if "tune" in path.relative_to(out).parts:
             continue  # tuning runs choose settings (selection.json); they carry no test number
         records = read_records(path)

@@ -96,6 +96,12 @@ class Table:
     ``paper``: ``{(row label, column key): {metric: value}}`` (a bare number means the primary
     metric), in display units. ``options``: what every cell depends on besides row, column and seed
     (epochs, data, …): a cell-seed run with other options is rerun.
+
+    A grid that is not the full product of its rows and columns (the study's: an encoder alone has no
+    fusion, a modulated row tries more settings) lists its ``cells`` as (row label, column key) pairs.
+    ``folder_of(row, column, seed)``: a cell-seed's folder under the out folder, relative (default
+    ``<column>__<row>/seed<k>``). ``cell_options(row, column)``: what one cell depends on beyond
+    ``options`` (the study's chosen lr and α), part of its signature like ``options``.
     """
 
     title: str
@@ -112,6 +118,9 @@ class Table:
     paper: dict[tuple[str, str], Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    cells: Sequence[tuple[str, str]] | None = None
+    folder_of: Callable[[Row, Column, int], "Path | str"] | None = None
+    cell_options: Callable[[Row, Column], dict] | None = None
 
     def __post_init__(self) -> None:
         if self.pick not in PICKS:
@@ -131,6 +140,23 @@ class Table:
             self.baseline = self.rows[0].label
         if self.baseline not in labels:
             raise GridError(f"baseline {self.baseline!r} is not a row: {labels}")
+        if self.cells is not None:
+            keys = {c.key for c in self.columns}
+            bad = [c for c in self.cells if c[0] not in labels or c[1] not in keys]
+            if bad:
+                raise GridError(f"cells name rows or columns the table does not have: {bad[:3]}")
+            if len(set(self.cells)) != len(self.cells):
+                raise GridError("cells must be distinct")
+
+    def pairs(self, running: bool = True) -> list[tuple[Row, Column]]:
+        """Every (row, column) cell, column by column, then row by row (``running``: only the columns
+        that run, not those that read another's runs)."""
+        rows = {r.label: r for r in self.rows}
+        cols = [c for c in self.columns if not (running and c.shares)]
+        if self.cells is None:
+            return [(row, col) for col in cols for row in self.rows]
+        wanted = set(self.cells)
+        return [(rows[r], col) for col in cols for r in rows if (r, col.key) in wanted]
 
     def label(self, metric: str) -> str:
         return self.metric_labels.get(metric, metric)
@@ -152,18 +178,28 @@ def cell_seeds(table: Table, out: Path, seeds: Sequence[int], tensorboard: Path 
                running: bool = True) -> list[CellSeed]:
     """Every cell-seed, seed by seed, then column by column, then row by row (``running``: only the
     columns that run, not those that read another's runs)."""
-    return [CellSeed(row, col, seed, out / cell_name(row, col) / f"seed{seed}",
-                     None if tensorboard is None else tensorboard / cell_name(row, col) / f"seed{seed}")
-            for seed in seeds for col in table.columns if not (running and col.shares)
-            for row in table.rows]
+    def folder(row, col, seed) -> Path:
+        if table.folder_of is None:
+            return Path(cell_name(row, col)) / f"seed{seed}"
+        rel = Path(table.folder_of(row, col, seed))
+        if rel.is_absolute() or ".." in rel.parts:
+            raise GridError(f"a cell-seed's folder must lie inside the out folder, got {rel}")
+        return rel
+
+    return [CellSeed(row, col, seed, out / folder(row, col, seed),
+                     None if tensorboard is None else tensorboard / folder(row, col, seed))
+            for seed in seeds for row, col in table.pairs(running)]
 
 
 def signature(table: Table, cs: CellSeed) -> dict:
     """What a cell-seed's ``cell.json`` holds: its row, the column that runs it, its seed and the
     table's options (a folder made with another signature is rerun, never averaged in). A column that
     reads another's runs (``shares``) has that column's signature: the folder is the same."""
+    options = dict(table.options)
+    if table.cell_options is not None:
+        options.update(table.cell_options(cs.row, cs.column))
     return json.loads(json.dumps(plain({"row": cs.row.label, "column": cs.column.folder_key, "seed": cs.seed,
-                                        "options": table.options}), default=str))
+                                        "options": options}), default=str))
 
 
 def made_with(table: Table, cs: CellSeed, missing: bool) -> bool:

@@ -100,10 +100,16 @@ def _worker(run_cell, cs: CellSeed, sig: dict, conn) -> None:
 class Local:
     """Worker processes on this machine (spawned: a fresh interpreter per cell-seed, so nothing of one
     cell's CUDA or module state reaches the next). ``jobs`` at a time; with ``gpus``, one cell-seed
-    per GPU at a time, its ``CUDA_VISIBLE_DEVICES`` set to that GPU (``jobs`` is then their number)."""
+    per GPU at a time, its ``CUDA_VISIBLE_DEVICES`` set to that GPU (``jobs`` is then their number).
+
+    ``reuse``: ``jobs`` worker processes that each run many cell-seeds, one after another (the
+    study's runs last seconds, and a fresh interpreter with torch costs about two); ``initializer``
+    runs once in each (e.g. one torch thread per worker). Not with ``gpus``."""
 
     jobs: int = 1
     gpus: Sequence[int] | None = None
+    reuse: bool = False
+    initializer: Callable[[], Any] | None = None
     name = "local"
 
     def __post_init__(self) -> None:
@@ -114,9 +120,13 @@ class Local:
             self.jobs = len(self.gpus)
         if self.jobs < 1:
             raise GridError(f"--jobs must be at least 1, got {self.jobs}")
+        if self.reuse and self.gpus is not None:
+            raise GridError("worker processes reused across cell-seeds cannot each take a GPU: use fresh workers")
 
     def run(self, jobs: Sequence[Job], run_cell, out: Path, started: Started, finished: Finished) -> None:
         _check_picklable(run_cell, self.name)
+        if self.reuse:
+            return self._run_pool(jobs, run_cell, started, finished)
         ctx = multiprocessing.get_context("spawn")
         free: list[str | None] = [str(g) for g in self.gpus] if self.gpus is not None else [None] * self.jobs
         pending = deque(jobs)
@@ -159,6 +169,47 @@ class Local:
                 p.join()
                 receive.close()
             raise
+
+
+    def _run_pool(self, jobs: Sequence[Job], run_cell, started: Started, finished: Finished) -> None:
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        def new_pool():
+            return ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=self.initializer)
+
+        pool = new_pool()
+        pending, running = deque(jobs), {}
+        try:
+            while pending or running:
+                while pending and len(running) < self.jobs:  # submitted as slots free: started() is true
+                    cs, sig = pending.popleft()
+                    started(cs)
+                    running[pool.submit(run_cell_seed, run_cell, cs, sig)] = (cs, time.perf_counter())
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                broken = False
+                for future in done:
+                    cs, t0 = running.pop(future)
+                    e = future.exception()
+                    if isinstance(e, BrokenProcessPool):
+                        broken = True
+                        error = "a worker process died (killed, or out of memory)"
+                    else:
+                        error = describe_error(e) if e is not None else None
+                    finished(cs, error, time.perf_counter() - t0)
+                if broken:  # every cell-seed of the dead pool is said; the rest go on in a new one
+                    for future, (cs, t0) in list(running.items()):
+                        finished(cs, "a worker process died (killed, or out of memory)", time.perf_counter() - t0)
+                    running.clear()
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    pool = new_pool()
+        except BaseException:
+            for p in list((getattr(pool, "_processes", None) or {}).values()):  # Ctrl-C: none left running
+                p.terminate()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -87,15 +88,37 @@ def run_table(table: Table, out: Path | str, seeds: int | Sequence[int] = 1, fre
 
 def _run_table(table, out, seeds, fresh, tensorboard, progress, say, executor) -> Result:
     seeds = seed_list(seeds)
+    try:
+        _, failed = run_cells(table, out, seeds, fresh, tensorboard, progress, say, executor)
+    except KeyboardInterrupt:
+        (say or (lambda s: print(s, file=sys.stderr)))(
+            "interrupted: writing the table of the runs that completed; run the table again to resume")
+        write_outputs(aggregate(table, out, seeds), out)
+        raise
+    result = aggregate(table, out, seeds)
+    result.failed = failed
+    write_outputs(result, out)
+    return result
+
+
+def run_cells(table: Table, out: Path, seeds: Sequence[int], fresh: bool = False, tensorboard: Path | None = None,
+              progress: bool = True, say=None, executor: "Serial | Local | Slurm | None" = None,
+              label: str | None = None) -> tuple[int, list[str]]:
+    """Run every cell-seed of ``table`` not already complete (all with ``fresh``) on ``executor``;
+    return how many ran and the names of those that failed; the caller holds the folder's lock (:func:`folder_lock`)
+    and makes the table (:func:`run_table`) or its own report (the study) from the records."""
+    executor = make_executor(executor)
     tb = None if tensorboard is None else Path(tensorboard).absolute()
     all_runs = cell_seeds(table, out, seeds, tb)
     todo = [cs for cs in all_runs if fresh or not is_done(table, cs)]
-    bar = _bar(len(todo), table.title.split("(")[0].strip()[:40], progress)
+    bar = _bar(len(todo), label or table.title.split("(")[0].strip()[:40], progress)
     say = say or (bar.write if bar is not None else (lambda s: print(s, file=sys.stderr)))
     if len(todo) < len(all_runs):
         say(f"{len(all_runs) - len(todo)} of {len(all_runs)} runs already complete in {out}, not run again "
             "(--fresh reruns them)")
     failed: list[str] = []
+    done = [0]
+    t_start = time.perf_counter()
 
     def started(cs: CellSeed) -> None:
         if bar is not None:
@@ -103,6 +126,7 @@ def _run_table(table, out, seeds, fresh, tensorboard, progress, say, executor) -
 
     def finished(cs: CellSeed, error: str | None, seconds: float) -> None:
         name = f"{cs.cell} seed {cs.seed}"
+        done[0] += 1
         if error is not None:
             failed.append(name)
             say(f"{name} failed: {error}")
@@ -112,24 +136,18 @@ def _run_table(table, out, seeds, fresh, tensorboard, progress, say, executor) -
                 failed.append(name)
                 say(f"{name} left no completed records in {cs.records}")
             elif bar is None:
-                say(f"{name} done ({seconds:.0f} s)")
+                left = (time.perf_counter() - t_start) / done[0] * (len(todo) - done[0])
+                say(f"[{label or 'run'} {done[0]}/{len(todo)}] {name} done ({seconds:.0f} s; about "
+                    f"{left / 60:.0f} min left)")
         if bar is not None:
             bar.update(1)
 
     try:
         executor.run([(cs, signature(table, cs)) for cs in todo], table.run_cell, out, started, finished)
-    except KeyboardInterrupt:
+    finally:
         if bar is not None:
             bar.close()
-        say("interrupted: writing the table of the runs that completed; run the table again to resume")
-        write_outputs(aggregate(table, out, seeds), out)
-        raise
-    if bar is not None:
-        bar.close()
-    result = aggregate(table, out, seeds)
-    result.failed = failed
-    write_outputs(result, out)
-    return result
+    return done[0], failed
 
 
-__all__ = ["run_table", "is_done", "folder_lock"]
+__all__ = ["run_table", "run_cells", "is_done", "folder_lock"]
