@@ -183,14 +183,7 @@ def _cmd_table(ns) -> int:
         executor = executor_from_options(ns)
     except ValueError as e:
         raise AdapterError(f"table: {e}") from None
-    if ns.table == "balancemm":  # its own runner: seeds only
-        if ns.fresh or ns.tensorboard is not None or ns.executor != "serial":
-            raise AdapterError("table: --fresh, --tensorboard and --executor are the grid tables' (ogm-ge, ave, fop)")
-        if ns.seeds is not None:
-            kwargs["seeds"] = ns.seeds
-        print(module.run_table(ns.out, **kwargs))
-        return 0
-    kwargs.update(seeds=ns.seeds or 1, fresh=ns.fresh, tensorboard=ns.tensorboard, bar=ns.progress, executor=executor)
+    kwargs.update(seeds=ns.seeds or (2 if ns.table == "balancemm" else 1), fresh=ns.fresh, tensorboard=ns.tensorboard, bar=ns.progress, executor=executor)
     print(module.run_table(ns.out, **kwargs))
     print(f"(also as Markdown, CSV and JSON: {ns.out / 'table.md'}, .csv, .json)")
     return 0

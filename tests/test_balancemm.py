@@ -304,16 +304,47 @@ def test_table_reads_the_test_evaluation_by_modality_name():
     assert bmm_table.test_metrics(RECORDS[:2]) is None
 
 
-def test_table_layout_mean_and_std_over_seeds():
-    a = bmm_table.test_metrics(RECORDS)
-    b = {**a, "acc": 0.7, "acc_audio": 0.25}
-    text = bmm_table.format_table({"Baseline": [a, b], "+SimAM²": [a, None]}, "title")
-    baseline = next(line for line in text.splitlines() if line.startswith("Baseline"))
-    assert "60.0 ± 14.1" in baseline  # acc 0.5, 0.7: mean 60 %, sample std 14.1 %
-    assert "50.0 ± 35.4" in baseline  # audio head 0.75, 0.25
-    simam2 = next(line for line in text.splitlines() if line.startswith("+SimAM²"))
-    assert simam2.split()[1] == "50.0"  # one seed ran: no ±
-    assert "Not run: Greedy" in text and "MLA" in text
+class BalanceCells:
+    """The BalanceMM table's ``run_cell`` replaced: writes each cell-seed's records as BalanceMM's
+    would (two val evaluations, then the final test one) with made-up numbers."""
+
+    TEST = {("Baseline", 0): (0.5, 0.75), ("Baseline", 1): (0.7, 0.25), ("+SimAM²", 0): (0.6, 0.5),
+            ("+SimAM²", 1): (0.8, 0.5)}
+
+    def __call__(self, cs):
+        from simam2.adapters.machinery.records import RecordWriter
+
+        acc, audio = self.TEST[(cs.row.label, cs.seed)]
+        w = RecordWriter(cs.records)
+        w.start(upstream="balancemm", script="balancemm", modalities=["visual", "audio"], metrics=["acc", "f1"],
+                config={"seed": cs.seed})
+        w.write("eval", epoch=0, split="val", acc=0.1, f1=0.1)
+        w.write("eval", epoch=1, split="test", acc=acc, f1=acc - 0.1, acc_head_m1=0.25, acc_head_m2=audio,
+                f1_head_m1=0.2, f1_head_m2=audio - 0.05)
+        w.end()
+
+
+def test_table_is_one_engine_table_mean_std_and_difference_over_seeds(tmp_path):
+    from simam2.adapters.machinery import grid
+
+    t = bmm_table.table(tmp_path / "data", rows=("+SimAM²",))
+    assert [r.label for r in t.rows] == ["Baseline", "+SimAM²"]  # the Baseline always: differences pair with it
+    t.run_cell = BalanceCells()
+    result = grid.run_table(t, tmp_path / "out", seeds=2, progress=False, say=lambda s: None)
+    base, simam2 = result.cell("Baseline", "cremad"), result.cell("+SimAM²", "cremad")
+    assert base.summary["acc"].mean == pytest.approx(0.6) and base.summary["acc"].std == pytest.approx(0.1414, abs=1e-4)
+    assert base.summary["acc_head_m2"].mean == pytest.approx(0.5)  # audio head 0.75, 0.25
+    assert simam2.diff.mean == pytest.approx(0.1)  # +0.1 at both seeds: constant, no p (stats.py)
+    text = (tmp_path / "out" / "table.txt").read_text()
+    assert "60.0 ± 14.1" in text and "Not run: Greedy" in text
+    assert (tmp_path / "out" / "table.csv").is_file() and (tmp_path / "out" / "table.md").is_file()
+    again = grid.run_table(t, tmp_path / "out", seeds=2, progress=False, say=lambda s: None)  # resumes: nothing reruns
+    assert again.cell("+SimAM²", "cremad").summary["acc"].mean == pytest.approx(0.7)
+
+
+def test_table_refuses_an_unknown_row(tmp_path):
+    with pytest.raises(ValueError, match="unknown rows"):
+        bmm_table.table(tmp_path, rows=("Baseline", "Nope"))
 
 
 def test_cli_run_balancemm_needs_a_workdir(capsys):
@@ -425,9 +456,9 @@ def test_simam2_and_the_df_trainer_through_python_m_balancemm(checkout, cremad, 
 
 @pytest.mark.slow
 def test_table_runs_a_baseline_and_the_df_row(checkout, tmp_path):
-    text = bmm_table.run_table(tmp_path / "table", epochs=1, seeds=1, rows=("Baseline", "+Decoupling-Free +SimAM²"),
-                               n_train=8, n_test=8, progress=lambda _: None)
-    lines = text.splitlines()
-    assert lines[1].split()[:3] == ["Method", "acc", "F1"]
-    assert [line.split()[0] for line in lines[3:5]] == ["Baseline", "+Decoupling-Free"]
-    assert "—" not in "\n".join(lines[3:5])  # every cell has its number
+    result = bmm_table.run_result(tmp_path / "table", epochs=1, seeds=1, n_train=8, n_test=8, bar=False,
+                                  rows=("Baseline", "+Decoupling-Free +SimAM²"), progress=lambda _: None)
+    assert not result.failed
+    for label in ("Baseline", "+Decoupling-Free +SimAM²"):  # every cell has its numbers
+        cell = result.cell(label, "cremad")
+        assert cell.summary["acc"].n == 1 and cell.summary["f1"].n == 1 and cell.summary["acc_head_m1"].n == 1

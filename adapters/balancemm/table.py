@@ -2,10 +2,12 @@
 ``python -m balancemm`` itself.
 
 One row per trainer of theirs that runs on CREMA-D on CPU at the pin (with ``patches/balancemm``),
-then the two SimAM² rows; each cell is one run per seed in its own folder (``training.log``,
-``records.jsonl``, the printout in ``stdout.log``), and its numbers are the final test evaluation's (BalanceMM tests the model with
-the best validation accuracy): accuracy and macro-F1, fused and per modality head, mean ± std over
-seeds.
+then the two SimAM² rows. It is a table of the engine every table uses (``machinery/tables``): each
+cell-seed runs in its own folder ``OUT/cremad__<row>/seed<k>/`` (``records.jsonl``, ``cell.json``,
+BalanceMM's ``training.log``, the printout in ``stdout.log``), resumes, runs on any executor, and the
+table (text, Markdown, CSV, JSON) shows the final test evaluation's numbers (BalanceMM tests the model
+with the best validation accuracy): accuracy and macro-F1, fused and per modality head, mean ± std
+over seeds, with each row's paired difference to the Baseline.
 
 ===============================  =========================  ======  ==========  ==========
 row                              --trainer                  SimAM²  ζ           modulation
@@ -30,51 +32,45 @@ how the methods rank on CREMA-D.
 from __future__ import annotations
 
 import contextlib
-import json
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from ..machinery import RunConfig
-from ..machinery.records import read_records
-from ..machinery.stats import summarize
+from ..machinery.grid import CellSeed, Column, Result, Table, render_text, run_table as run_grid
+from ..machinery.table import Method
 from .spec import SPEC, run
 
 
 @dataclass(frozen=True)
-class Row:
-    """One row: its label, BalanceMM's --trainer (and --model), and our options."""
+class Trainer(Method):
+    """One row: its label, BalanceMM's ``--trainer`` (and ``--model``, and a batch size of its own
+    where the trainer needs one), SimAM² on or off, our modulation and ζ."""
 
-    label: str
-    trainer: str
+    trainer: str = "baselineTrainer"
     model: str = "BaseClassifier"
-    simam2: bool = False
-    modulation: str = "none"
     batch_size: int | None = None  # None: the table's
-
-    def config(self, record: Path, seed: int, alpha: float) -> RunConfig:
-        return RunConfig(simam2=self.simam2, zeta="learnable" if self.simam2 else "fixed",
-                         modulation=self.modulation, alpha=alpha, seed=seed, record=record)
 
 
 ROWS = (
-    Row("Baseline", "baselineTrainer"),
-    Row("OGM", "OGMTrainer", modulation="ogm-ge"),
-    Row("AGM", "AGMTrainer"),
-    Row("AMCo", "AMCoTrainer", model="BaseClassifier_AMCo", batch_size=2),
-    Row("CML", "CMLTrainer"),
-    Row("GBlending", "GBlendingTrainer"),
-    Row("LFM", "LFMTrainer"),
-    Row("MBSD", "MBSDTrainer"),
-    Row("MMPareto", "MMParetoTrainer"),
-    Row("OPM", "OPMTrainer"),
-    Row("PMR", "PMRTrainer"),
-    Row("ReLearning", "ReLearningTrainer"),
-    Row("ReconBoost", "ReconBoostTrainer", model="BaseClassifier_ReconBoost"),
-    Row("+SimAM²", "baselineTrainer", simam2=True),
-    Row("+Decoupling-Free +SimAM²", "OGMTrainerDF", simam2=True, modulation="df"),
+    Trainer("Baseline", trainer="baselineTrainer"),
+    Trainer("OGM", trainer="OGMTrainer", modulation="ogm-ge"),
+    Trainer("AGM", trainer="AGMTrainer"),
+    Trainer("AMCo", trainer="AMCoTrainer", model="BaseClassifier_AMCo", batch_size=2),
+    Trainer("CML", trainer="CMLTrainer"),
+    Trainer("GBlending", trainer="GBlendingTrainer"),
+    Trainer("LFM", trainer="LFMTrainer"),
+    Trainer("MBSD", trainer="MBSDTrainer"),
+    Trainer("MMPareto", trainer="MMParetoTrainer"),
+    Trainer("OPM", trainer="OPMTrainer"),
+    Trainer("PMR", trainer="PMRTrainer"),
+    Trainer("ReLearning", trainer="ReLearningTrainer"),
+    Trainer("ReconBoost", trainer="ReconBoostTrainer", model="BaseClassifier_ReconBoost"),
+    Trainer("+SimAM²", trainer="baselineTrainer", simam2=True, zeta="learnable"),
+    Trainer("+Decoupling-Free +SimAM²", trainer="OGMTrainerDF", simam2=True, modulation="df", zeta="learnable"),
 )
+#: one column: CREMA-D (the metrics, fused and per modality head, are the table's sub-columns)
+COLUMNS = (Column("cremad", "CREMA-D"),)
 
 #: Their trainers that do not run on CREMA-D on CPU at the pin (with the patches), and why.
 NOT_RUNNING = {
@@ -91,8 +87,6 @@ NOT_RUNNING = {
               "1 epoch here",
 }
 
-COLUMNS = (("acc", "acc"), ("f1", "F1"), ("acc_audio", "acc a"), ("acc_visual", "acc v"),
-           ("f1_audio", "F1 a"), ("f1_visual", "F1 v"))
 
 
 def test_metrics(records: list[dict]) -> dict | None:
@@ -111,74 +105,72 @@ def test_metrics(records: list[dict]) -> dict | None:
     return out
 
 
-def format_table(results: dict[str, list[dict | None]], title: str) -> str:
-    """One row per method: mean ± std over seeds of each column, in %."""
-    width = max(len(r.label) for r in ROWS) + 2
-    head = f"{'Method':<{width}}" + "".join(f"{name:>15}" for _, name in COLUMNS)
-    lines = [title, head, "-" * len(head)]
-    for row in ROWS:
-        if row.label not in results:
-            continue
-        cells = []
-        for key, _ in COLUMNS:
-            s = summarize([r.get(key) if r else None for r in results[row.label]])
-            cells.append(f"{s.format(scale=100):>15}")
-        lines.append(f"{row.label:<{width}}" + "".join(cells))
-    lines.append("")
-    lines.append("Not run: " + "; ".join(f"{k}: {v}" for k, v in NOT_RUNNING.items()))
-    return "\n".join(lines)
+def run_cell(cs: CellSeed, data: Path, epochs: int, batch_size: int, alpha: float, checkout=None) -> None:
+    """One cell-seed: ``python -m balancemm`` with the row's trainer, through the spec. Module-level
+    (its options bound with ``functools.partial``) so that it pickles for the local and Slurm
+    executors. BalanceMM prints its config and tqdm bars (stderr): they go to the cell's
+    ``stdout.log``."""
+    row: Trainer = cs.row
+    config = row.run_config(cs, alpha=alpha)
+    argv = [*SPEC.upstream_argv(config), "--trainer", row.trainer, "--model", row.model]
+    with open(cs.folder / "stdout.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        run(argv, config, workdir=cs.folder, checkout=checkout, data=data, epochs=epochs,
+            batch_size=row.batch_size or batch_size, workers=0)
 
 
-def run_table(out_dir, data_dir=None, epochs: int = 2, seeds: int = 2, progress: Callable[[str], object] = print,
-              checkout=None, alpha: float = 0.5, batch_size: int = 4, n_train: int = 12, n_test: int = 12,
-              rows: tuple[str, ...] | None = None) -> str:
-    """Run every row for seeds 0 .. seeds-1 and return the table (also ``out_dir/table.txt``, and every
-    run's numbers in ``out_dir/table.json``).
-
-    ``data_dir``: an existing CREMA-D in BalanceMM's layout; None writes a synthetic one to
-    ``out_dir/data``. ``rows``: labels of :data:`ROWS` to run (default: all). The modulation window
-    is every epoch, α = 0.5 (their README's example).
-    """
-    if epochs < 1 or seeds < 1:
-        raise ValueError(f"epochs and seeds must be at least 1, got epochs={epochs}, seeds={seeds}")
+def table(data: Path, epochs: int = 2, batch_size: int = 4, alpha: float = 0.5, checkout=None,
+          rows: tuple[str, ...] | None = None, synthetic: dict | None = None) -> Table:
+    """The BalanceMM table's declaration: ``rows`` (labels of :data:`ROWS`; default all) on ``data``
+    (a CREMA-D in BalanceMM's layout; ``synthetic``: the sizes it was written with, if ours)."""
     chosen = [r for r in ROWS if rows is None or r.label in rows]
     if rows is not None and len(chosen) != len(set(rows)):
         unknown = set(rows) - {r.label for r in ROWS}
         raise ValueError(f"unknown rows {sorted(unknown)}; known: {[r.label for r in ROWS]}")
+    if "Baseline" not in [r.label for r in chosen]:
+        chosen.insert(0, ROWS[0])  # every difference is paired with the Baseline's seeds
+    cell = partial(run_cell, data=Path(data), epochs=epochs, batch_size=batch_size, alpha=alpha, checkout=checkout)
+    note = (f"{epochs} epoch(s), batch {batch_size}, α {alpha:g}, modulation every epoch; the final test evaluation "
+            "(BalanceMM's best-validation model). Not run: " + "; ".join(f"{k}: {v}" for k, v in NOT_RUNNING.items()))
+    return Table(f"BalanceMM on {data} ({epochs} epoch(s) per cell)", chosen, COLUMNS, cell, split="test",
+                 pick="last", metrics=("acc", "f1"), metric_labels={"acc": "acc", "f1": "F1"},
+                 options={"epochs": epochs, "data": str(data), "batch_size": batch_size, "alpha": alpha,
+                          **({"synthetic": synthetic} if synthetic else {})},
+                 note=note)
+
+
+def run_table(out_dir, data_dir=None, epochs: int = 2, seeds=2, progress: Callable[[str], object] = print,
+              checkout=None, alpha: float = 0.5, batch_size: int = 4, n_train: int = 12, n_test: int = 12,
+              rows: tuple[str, ...] | None = None, fresh: bool = False, tensorboard=None, bar: bool = True,
+              executor=None) -> str:
+    """Run every row for ``seeds`` (resuming what is complete) and return the table as text (also
+    ``table.txt``, ``.md``, ``.csv``, ``.json`` in ``out_dir``).
+
+    ``data_dir``: an existing CREMA-D in BalanceMM's layout; None writes a synthetic one to
+    ``out_dir/data`` (once). ``rows``: labels of :data:`ROWS` to run (default: all; the Baseline
+    always). The modulation window is every epoch, α = 0.5 (their README's example). ``executor``:
+    where the cell-seeds run (``serial``, ``local``, ``slurm``; default serial).
+    """
+    return render_text(run_result(out_dir, data_dir, epochs, seeds, progress, checkout, alpha, batch_size, n_train,
+                                  n_test, rows, fresh, tensorboard, bar, executor))
+
+
+def run_result(out_dir, data_dir=None, epochs: int = 2, seeds=2, progress: Callable[[str], object] = print,
+               checkout=None, alpha: float = 0.5, batch_size: int = 4, n_train: int = 12, n_test: int = 12,
+               rows: tuple[str, ...] | None = None, fresh: bool = False, tensorboard=None, bar: bool = True,
+               executor=None) -> Result:
+    """:func:`run_table`, returning the engine's :class:`~..machinery.grid.Result`."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    if data_dir is None:
+    synthetic = None
+    if data_dir is None:  # written anew each time, the same bytes for the same sizes (seed 0)
         data = SPEC.synth(out / "data", n_train=n_train, n_test=n_test)
+        synthetic = {"n_train": n_train, "n_test": n_test}
         progress(f"wrote a synthetic CREMA-D to {data} ({n_train} train / {n_test} test clips)")
     else:
         data = Path(data_dir).absolute()
-    results: dict[str, list[dict | None]] = {}
-    for row in chosen:
-        for seed in range(seeds):
-            cell = out / f"{row.label.lower().replace('²', '2').replace('+', '').replace(' ', '_').replace('-', '')}" \
-                         f"__seed{seed}"
-            cell.mkdir(parents=True, exist_ok=True)
-            record = cell / "records.jsonl"
-            record.unlink(missing_ok=True)
-            config = row.config(record, seed, alpha)
-            argv = [*SPEC.upstream_argv(config), "--trainer", row.trainer, "--model", row.model]
-            start = time.perf_counter()
-            failure = None
-            # BalanceMM prints its config and tqdm bars (stderr): each cell's go to its own log
-            with open(cell / "stdout.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
-                    contextlib.redirect_stderr(log):
-                try:
-                    run(argv, config, workdir=cell, checkout=checkout, data=data, epochs=epochs,
-                        batch_size=row.batch_size or batch_size, workers=0)
-                except Exception as e:  # one failing cell (see the module's notes) does not end the table
-                    failure = f"{type(e).__name__}: {e}".splitlines()[0]
-            metrics = test_metrics(read_records(record)) if failure is None else None
-            results.setdefault(row.label, []).append(metrics)
-            shown = (f"failed: {failure}" if failure else "no test" if metrics is None
-                     else f"acc {metrics['acc']:.3f}, F1 {metrics['f1']:.3f}")
-            progress(f"{row.label:<26} seed {seed}  {shown}  ({time.perf_counter() - start:.0f} s)")
-    table = format_table(results, f"BalanceMM on synthetic CREMA-D ({epochs} epoch(s), {seeds} seed(s), {data}), "
-                                  "test, in %, mean ± std over seeds")
-    (out / "table.txt").write_text(table + "\n", encoding="utf-8")
-    (out / "table.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-    return table
+    t = table(data, epochs, batch_size, alpha, checkout, rows, synthetic)
+    return run_grid(t, out, seeds=seeds, fresh=fresh, tensorboard=tensorboard, progress=bar,
+                    say=None if bar else progress, executor=executor)
