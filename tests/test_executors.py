@@ -32,6 +32,8 @@ class CountingCells(FakeCells):
     def __call__(self, cs: grid.CellSeed) -> None:
         with open(cs.folder.parent.parent / "calls.txt", "a", encoding="utf-8") as f:
             f.write(f"{cs.cell} {cs.seed}\n")
+        with open(cs.folder.parent.parent / "pids.txt", "a", encoding="utf-8") as f:
+            f.write(f"{os.getpid()}\n")  # which process ran it (reused workers run several)
         super().__call__(cs)
 
 
@@ -177,18 +179,9 @@ def test_the_command_lines_executor_options():
         pick("--executor", "local", "--jobs", "2", "--gpus", "0")
 
 
-class PidCells(CountingCells):
-    """CountingCells that also log the worker's pid (to see a worker run several cell-seeds)."""
-
-    def __call__(self, cs: grid.CellSeed) -> None:
-        with open(cs.folder.parent.parent / "pids.txt", "a", encoding="utf-8") as f:
-            f.write(f"{os.getpid()}\n")
-        super().__call__(cs)
-
-
 def test_reused_workers_give_the_serial_table_and_run_several_cells_each(tmp_path):
     serial = grid.run_table(_small(CountingCells()), tmp_path / "serial", seeds=3, progress=False, say=lambda s: None)
-    reused = grid.run_table(_small(PidCells()), tmp_path / "reused", seeds=3, progress=False, say=lambda s: None,
+    reused = grid.run_table(_small(CountingCells()), tmp_path / "reused", seeds=3, progress=False, say=lambda s: None,
                             executor=Local(jobs=2, reuse=True))
     assert not reused.failed and len(_calls(tmp_path / "reused")) == 6
     pids = (tmp_path / "reused" / "pids.txt").read_text().split()

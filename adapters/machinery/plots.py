@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .records import MixedRunsError, runs
+from .records import MixedRunsError, parse_lines, runs
 from .stats import ratio_correlation
 
 #: how each series of a metric is drawn: (suffix, line style, width, marker, legend text)
@@ -163,29 +163,21 @@ def read_checked(path: Path, warn) -> list[dict]:
     as one line (``PATH line N: ...``) and left out. A torn last line (a killed writer) is dropped
     silently, as :func:`~.records.read_records` drops it."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        values, not_json = parse_lines(path, torn_alone=False)
+    except (OSError, ValueError) as e:
         raise PlotError(f"{path} is not a records file (JSON lines): {e}") from None
     out: list[dict] = []
-    problems: list[str] = []
+    problems = [(line, f"{path} line {line}: {why}; left out") for line, why in not_json]
     metrics: list[str] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i == len(lines) - 1 and out:
-                break
-            problems.append(f"{path} line {i + 1}: not JSON ({e.msg}); left out")
-            continue
+    for line, record in values:
         checked, bad = _check_record(record, metrics)
         if checked is not None and checked.get("event") == "start":
             metrics = list(checked.get("metrics") or [])
         what = "left out" if checked is None else "that value left out"
-        problems += [f"{path} line {i + 1}: {b}; {what}" for b in bad]
+        problems += [(line, f"{path} line {line}: {b}; {what}") for b in bad]
         if checked is not None:
             out.append(checked)
+    problems = [p for _, p in sorted(problems, key=lambda x: x[0])]
     if not out:
         raise PlotError(f"{path} is not a records file (JSON lines): no line is a record"
                         + (f" (line {problems[0].split(' line ', 1)[1].rsplit(';', 1)[0]})" if problems else ""))

@@ -286,27 +286,43 @@ class RecordWriter:
         return split[-1] if split else found
 
 
-def read_records(path: Path | str) -> list[dict]:
-    """The records of a JSON-lines file; a torn last line (a killed writer) is dropped. A line that
-    is not a JSON object elsewhere, and a file into which two runs wrote at once, are refused with a
-    ``ValueError`` naming the file and the line (:class:`MixedRunsError` for the second)."""
-    out = []
+def parse_lines(path: Path | str, torn_alone: bool = True) -> tuple[list[tuple[int, Any]], list[tuple[int, str]]]:
+    """The JSON values of a JSON-lines file with their line numbers, and the lines that are not JSON
+    (line number, why); a torn last line (a killed writer) is dropped (``torn_alone=False``: only
+    after at least one value, so that a file of one line of text is not taken for an empty run). The
+    one parser of records files: :func:`read_records` refuses what it finds wrong, the plots leave it
+    out and say so. A file that is not UTF-8 text is a ``ValueError``."""
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not a records file (not UTF-8 text: {e.reason} at byte {e.start})") from None
+    values: list[tuple[int, Any]] = []
+    bad: list[tuple[int, str]] = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            values.append((i + 1, json.loads(line)))
         except json.JSONDecodeError as e:
-            if i == len(lines) - 1:
+            if i == len(lines) - 1 and (values or torn_alone):
                 break  # the last line of a run that was killed mid-write
-            raise ValueError(f"{path} line {i + 1}: not JSON ({e.msg}): not a records file, or a damaged one") from None
+            bad.append((i + 1, f"not JSON ({e.msg})"))
+    return values, bad
+
+
+def read_records(path: Path | str) -> list[dict]:
+    """The records of a JSON-lines file; a torn last line (a killed writer) is dropped. A line that
+    is not a JSON object elsewhere, and a file into which two runs wrote at once, are refused with a
+    ``ValueError`` naming the file and the line (:class:`MixedRunsError` for the second)."""
+    values, bad = parse_lines(path)
+    if bad:
+        line, why = bad[0]
+        raise ValueError(f"{path} line {line}: {why}: not a records file, or a damaged one")
+    out = []
+    for line, record in values:
         if not isinstance(record, dict):
-            raise ValueError(f"{path} line {i + 1}: a JSON {type(record).__name__}, where a record is an object")
+            raise ValueError(f"{path} line {line}: a JSON {type(record).__name__}, where a record is an object")
         out.append(record)
     try:
         runs(out)
