@@ -179,6 +179,13 @@ def _cmd_table(ns) -> int:
             raise AdapterError(f"table {ns.table}: --u reads U where ζ is fixed; this table's SimAM² rows take ζ from "
                                f"{'FOP' if ns.table == 'fop' else 'a learnable gate'}, where the two readings coincide")
         kwargs["u"] = ns.u
+    if ns.nproc_per_node is not None:
+        if ns.table != "ogm-ge":
+            raise AdapterError(f"table {ns.table}: --nproc-per-node is Table 1's (ogm-ge): the other upstreams' scripts "
+                               "do not run under torchrun (docs/distributed.md)")
+        if ns.nproc_per_node < 1:
+            raise AdapterError(f"--nproc-per-node must be at least 1, got {ns.nproc_per_node}")
+        kwargs["nproc_per_node"] = ns.nproc_per_node
     try:
         executor = executor_from_options(ns)
     except ValueError as e:

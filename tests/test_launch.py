@@ -354,3 +354,40 @@ def test_torchrun_options_pass_through_and_one_node_without_address_is_standalon
     port = _free_port()
     static = ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(port)]
     assert torchrun_argv(_launch_args(*static)) == static
+
+
+def test_run_config_argv_gives_the_config_back():
+    import argparse
+
+    from simam2.adapters.machinery.config import add_run_options, config_from_args
+
+    for config in (RunConfig(), RunConfig(simam2=True),
+                   RunConfig(simam2=True, zeta="learnable", modulation="df", ge=False, alpha=0.8, seed=3,
+                             record=Path("/tmp/x.jsonl"), per_modality=False),
+                   RunConfig(simam2=True, u="vanilla", lam=0.01, s=1.5, modulation_start=2, modulation_end=9,
+                             tensorboard=Path("/tmp/tb"), append=True, alpha=1 / 3)):
+        p = argparse.ArgumentParser()
+        add_run_options(p)
+        assert config_from_args(p.parse_args(config.argv())) == config, config.argv()
+
+
+@pytest.mark.slow  # two 2-rank launches: about 90 s on a loaded 2-core machine
+def test_a_table_1_cell_runs_under_torchrun_and_its_folder_holds_that(checkout, cremad, tmp_path):
+    from simam2.adapters.machinery import grid
+    from simam2.adapters.ogm_ge import table as t1
+
+    how = t1.recipe("quick", epochs=1, batch_size=4)
+    decl = t1.table(cremad, 1, checkout, how=how, nproc_per_node=2)
+    decl.rows, decl.columns = [decl.rows[0], decl.rows[-1]], [c for c in decl.columns if c.key == "sum"]
+    result = grid.run_table(decl, tmp_path, seeds=1, progress=False, say=lambda s: None)
+    assert not result.failed
+    for row in decl.rows:
+        records = read_records(tmp_path / f"sum__{row.key}" / "seed0" / "records.jsonl")
+        assert records[0]["distributed"] == {"world_size": 2, "backend": "gloo"}
+        assert records[-1]["status"] == "completed" and records[-1]["steps"] == 2  # 8 clips, 4 per step, 2 ranks
+        assert result.cell(row.label, "sum").summary["top1"].mean == pytest.approx(1 / 6)  # one clip, 6 labels
+    assert "2 ranks under torchrun" in result.table.note
+    one = t1.table(cremad, 1, checkout, how=how)
+    one.rows, one.columns = decl.rows, decl.columns
+    cs = grid.cell_seeds(one, tmp_path, [0])[0]
+    assert not grid.is_done(one, cs)  # a folder made under torchrun is not one process's: run anew

@@ -29,3 +29,11 @@ def test_table1_hands_its_reading_to_the_simam2_rows_only(u, tmp_path, monkeypat
 def test_tables_whose_zeta_is_not_fixed_refuse_a_reading(capsys, tmp_path):
     assert main(["table", "fop", "--u", "vanilla", "--out", str(tmp_path)]) == 2
     assert "readings coincide" in capsys.readouterr().err
+
+
+def test_only_table_1_cells_run_under_torchrun(capsys, tmp_path):
+    assert main(["table", "ave", "--nproc-per-node", "2", "--out", str(tmp_path)]) == 2
+    assert "--nproc-per-node is Table 1's" in capsys.readouterr().err
+    assert main(["table", "ogm-ge", "--nproc-per-node", "0", "--out", str(tmp_path)]) == 2
+    assert "--nproc-per-node must be at least 1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was written

@@ -96,6 +96,22 @@ class RunConfig:
         """The config as JSON-friendly data (for ``start`` records and table headers)."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
+    def argv(self) -> list[str]:
+        """The ``simam2 run`` options that give this config back (:func:`config_from_args` of them is
+        equal to it): how a table hands a cell to ``simam2 run --nproc-per-node`` in a new process."""
+        out: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            if isinstance(value, bool):
+                out.append(_flag(f))  # a bool differs from its default only by its flag
+            else:
+                out += [_flag(f), str(value)]
+        if self.simam2 and "--zeta" not in out:
+            out += ["--zeta", self.zeta]  # an unset --zeta is the upstream's default gate with --simam2
+        return out
+
     def but(self, **changes) -> "RunConfig":
         """A copy with ``changes`` (validated again)."""
         return RunConfig(**{**asdict(self), **changes})

@@ -7,6 +7,8 @@ is a :class:`Method`, which says how its cells are configured.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,21 @@ class Method(Row):
                          record=cs.records, tensorboard=cs.tensorboard, u=u if self.simam2 else "eq4", **kwargs)
 
 
+def run_under_torchrun(name: str, argv: list[str], config: RunConfig, nproc_per_node: int, cwd: Path,
+                       log: Path, checkout=None) -> None:
+    """One cell as ``simam2 run NAME --nproc-per-node N [config] -- ARGV`` in a new process (torchrun
+    and its ranks: the DDP layer of docs/distributed.md; rank 0 writes ``config.record``), its output
+    into ``log``; a failure raises with the log's last line."""
+    cmd = [sys.executable, "-m", "simam2.adapters.cli", "run", name, "--nproc-per-node", str(nproc_per_node),
+           *(["--checkout", str(checkout)] if checkout is not None else []), *config.argv(), "--", *argv]
+    with open(log, "w", encoding="utf-8") as out:
+        rc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    if rc != 0:
+        lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        raise RuntimeError(f"simam2 run {name} --nproc-per-node {nproc_per_node} exited with {rc}: "
+                           f"{lines[-1] if lines else 'no output'} (all of it in {log})")
+
+
 def add_table_options(parser: argparse.ArgumentParser) -> None:
     """``simam2 table``'s options that every table shares (the runner's)."""
     g = parser.add_argument_group("seeds and resume")
@@ -50,6 +67,11 @@ def add_table_options(parser: argparse.ArgumentParser) -> None:
                    help="SPEC §2's reading of U in the SimAM² rows with fixed ζ (Tables 1 and 2): eq4 (default) "
                         "or vanilla; a folder holds one reading (another is run anew, never averaged in)")
     add_executor_options(parser)
+    parser.add_argument_group("where the cells run").add_argument(
+        "--nproc-per-node", type=int, default=None,
+        help="ogm-ge: run each cell as N processes under torchrun (DDP: gloo on CPU, NCCL with one GPU per "
+             "process; OGM-GE's own modulation rows cannot, their coefficients being each rank's own); "
+             "a folder holds one N")
 
 
 def add_executor_options(parser: argparse.ArgumentParser, default: str = "serial", jobs: int = 1,

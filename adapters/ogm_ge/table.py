@@ -36,7 +36,7 @@ from typing import Callable
 from ..machinery import run_script
 from ..machinery.provenance import describe, is_synthetic
 from ..machinery.grid import CellSeed, Column, Result, Table, render_text, run_table as run_grid
-from ..machinery.table import Method
+from ..machinery.table import Method, run_under_torchrun
 from .layers import FUSIONS
 from .spec import SPEC
 
@@ -100,8 +100,9 @@ def recipe(name: str = "quick", **overrides) -> Recipe:
 
 
 def run_cell(cs: CellSeed, data: Path, how: Recipe, checkout=None, keep_checkpoints: bool = False,
-             u: str = "eq4") -> None:
-    """One cell-seed of Table 1: main.py with the recipe ``how``. Module-level (its options bound with
+             u: str = "eq4", nproc_per_node: int = 1) -> None:
+    """One cell-seed of Table 1: main.py with the recipe ``how``; with ``nproc_per_node`` > 1, as that
+    many ranks under torchrun (:func:`run_under_torchrun`). Module-level (its options bound with
     ``functools.partial``) so that it pickles for the local and Slurm executors."""
     config = cs.row.run_config(cs, u=u, alpha=how.alpha, modulation_start=how.modulation_start,
                                modulation_end=how.modulation_end)
@@ -110,6 +111,10 @@ def run_cell(cs: CellSeed, data: Path, how: Recipe, checkout=None, keep_checkpoi
             "--audio_path", str(data / "AudioWAV"), "--visual_path", str(data),
             "--ckpt_path", str(cs.folder / "ckpt")]
     try:
+        if nproc_per_node > 1:
+            run_under_torchrun(SPEC.name, argv, config, nproc_per_node, cwd=data, log=cs.folder / "main.log",
+                               checkout=checkout)
+            return
         with open(cs.folder / "main.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
             run_script(SPEC, argv, config, checkout=checkout, cwd=data)
     finally:
@@ -119,11 +124,14 @@ def run_cell(cs: CellSeed, data: Path, how: Recipe, checkout=None, keep_checkpoi
 
 def table(data: Path, epochs: int, checkout=None, alpha: float = 0.8, batch_size: int = 8,
           learning_rate: float = 0.01, how: Recipe | None = None, keep_checkpoints: bool = False,
-          u: str = "eq4") -> Table:
+          u: str = "eq4", nproc_per_node: int = 1) -> Table:
     """Table 1's declaration: its cells run main.py on ``data`` (a CREMA-D in main.py's layout) with
     the recipe ``how`` (default: quick with the given epochs, α, batch size and learning rate)."""
     how = how or recipe("quick", epochs=epochs, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate)
-    cell = partial(run_cell, data=data, how=how, checkout=checkout, keep_checkpoints=keep_checkpoints, u=u)
+    if nproc_per_node < 1:
+        raise ValueError(f"--nproc-per-node must be at least 1, got {nproc_per_node}")
+    cell = partial(run_cell, data=data, how=how, checkout=checkout, keep_checkpoints=keep_checkpoints, u=u,
+                   nproc_per_node=nproc_per_node)
 
     what = describe(data, "CREMA-D")
     options = {"epochs": how.epochs, "data": str(data), "alpha": how.alpha, "batch_size": how.batch_size,
@@ -134,7 +142,12 @@ def table(data: Path, epochs: int, checkout=None, alpha: float = 0.8, batch_size
                        modulation_start=how.modulation_start, modulation_end=how.modulation_end)
     if u != "eq4":
         options["u"] = u
+    if nproc_per_node > 1:  # DDP's batches and reductions are not one process's: never averaged together
+        options["nproc_per_node"] = nproc_per_node
     note = how.describe() + f"; SimAM² rows read U as {u} (SPEC §2)."
+    if nproc_per_node > 1:
+        note += (f" Each cell ran as {nproc_per_node} ranks under torchrun (batch {how.batch_size} per rank); the "
+                 "+OGM-GE rows fail there (OGM-GE's own coefficients would differ per rank).")
     if is_synthetic(data):
         note += " Synthetic data: the numbers say that every cell runs and records, not how the methods rank on CREMA-D."
     return Table(f"Table 1 on {what} ({how.epochs} epoch(s) per cell)", METHODS, COLUMNS, cell,
@@ -145,7 +158,7 @@ def run_table(out_dir, data_dir=None, epochs: int | None = None, progress: Calla
               checkout=None, alpha: float | None = None, batch_size: int | None = None,
               learning_rate: float | None = None, seeds=1, fresh: bool = False, tensorboard=None, bar: bool = True,
               n_train: int = 24, n_test: int = 12, recipe_name: str = "quick", keep_checkpoints: bool = False,
-              u: str = "eq4", executor=None) -> str:
+              u: str = "eq4", executor=None, nproc_per_node: int = 1) -> str:
     """Run the fifteen cells × ``seeds`` (resuming what is complete) and return Table 1 as text
     (also ``table.txt``, ``.md``, ``.csv``, ``.json`` in ``out_dir``).
 
@@ -156,16 +169,18 @@ def run_table(out_dir, data_dir=None, epochs: int | None = None, progress: Calla
     ``keep_checkpoints``: keep main.py's checkpoints (else each cell's are removed once evaluated).
     ``u``: SPEC §2's reading of U in the SimAM² rows with fixed ζ. ``executor``: where the cell-seeds
     run (``serial``, ``local``, ``slurm`` or one of machinery/tables/executors.py's; default serial).
+    ``nproc_per_node``: each cell as that many ranks under torchrun.
     """
     return render_text(run(out_dir, data_dir, epochs, progress, checkout, alpha, batch_size, learning_rate,
                            seeds, fresh, tensorboard, bar, n_train, n_test, recipe_name, keep_checkpoints, u,
-                           executor))
+                           executor, nproc_per_node))
 
 
 def run(out_dir, data_dir=None, epochs: int | None = None, progress: Callable[[str], object] = print, checkout=None,
         alpha: float | None = None, batch_size: int | None = None, learning_rate: float | None = None, seeds=1,
         fresh: bool = False, tensorboard=None, bar: bool = True, n_train: int = 24, n_test: int = 12,
-        recipe_name: str = "quick", keep_checkpoints: bool = False, u: str = "eq4", executor=None) -> Result:
+        recipe_name: str = "quick", keep_checkpoints: bool = False, u: str = "eq4", executor=None,
+        nproc_per_node: int = 1) -> Result:
     """:func:`run_table`, returning the grid's :class:`~..machinery.grid.Result`."""
     how = recipe(recipe_name, epochs=epochs, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate)
     if how.epochs < 1:
@@ -191,6 +206,6 @@ def run(out_dir, data_dir=None, epochs: int | None = None, progress: Callable[[s
         progress(f"keeping checkpoints: main.py writes one of {CHECKPOINT_BYTES / 1e6:.0f} MB each time a run's "
                  f"accuracy improves; {runs} runs need at least {runs * CHECKPOINT_BYTES / 1e9:.1f} GB "
                  f"(at most {how.epochs} × that)")
-    t = table(data, how.epochs, checkout, how=how, keep_checkpoints=keep_checkpoints, u=u)
+    t = table(data, how.epochs, checkout, how=how, keep_checkpoints=keep_checkpoints, u=u, nproc_per_node=nproc_per_node)
     return run_grid(t, out, seeds=seeds, fresh=fresh, tensorboard=tensorboard, progress=bar,
                     say=None if bar else progress, executor=executor)
