@@ -175,9 +175,9 @@ def _cmd_table(ns) -> int:
                            "(ogm-ge); the other tables' scripts take their own values")
     kwargs.update(given)
     if ns.u is not None:
-        if ns.table in ("fop", "balancemm"):
-            raise AdapterError(f"table {ns.table}: --u reads U where ζ is fixed; this table's SimAM² rows take ζ from "
-                               f"{'FOP' if ns.table == 'fop' else 'a learnable gate'}, where the two readings coincide")
+        if ns.table == "fop":
+            raise AdapterError("table fop: --u reads U where ζ is fixed; this table's SimAM² rows take ζ from "
+                               "FOP, where the two readings coincide")
         kwargs["u"] = ns.u
     if ns.nproc_per_node is not None:
         if ns.table != "ogm-ge":

@@ -37,3 +37,20 @@ def test_only_table_1_cells_run_under_torchrun(capsys, tmp_path):
     assert main(["table", "ogm-ge", "--nproc-per-node", "0", "--out", str(tmp_path)]) == 2
     assert "--nproc-per-node must be at least 1" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.parametrize("u", ["eq4", "vanilla"])
+def test_the_balancemm_table_fixes_zeta_in_its_simam2_row_and_hands_it_the_reading(u, tmp_path, monkeypatch):
+    from simam2.adapters.balancemm import table as bmm
+
+    seen = {}
+    monkeypatch.setattr(bmm, "run", lambda argv, config, **kw: seen.__setitem__(tuple(argv), config))
+    t = bmm.table(tmp_path, rows=("+SimAM²", "+Decoupling-Free +SimAM²"), u=u)
+    for row in t.rows:
+        cs = CellSeed(row, t.columns[0], 0, tmp_path / row.key)
+        cs.folder.mkdir()
+        t.run_cell(cs)
+    by_trainer = {argv[argv.index("--trainer") + 1]: c for argv, c in seen.items() if c.simam2}
+    assert (by_trainer["baselineTrainer"].zeta, by_trainer["baselineTrainer"].u) == ("fixed", u)  # SPEC §7
+    assert (by_trainer["OGMTrainerDF"].zeta, by_trainer["OGMTrainerDF"].u) == ("learnable", "eq4")
+    assert t.options.get("u") == (None if u == "eq4" else "vanilla")

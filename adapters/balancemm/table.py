@@ -17,7 +17,7 @@ OGM (their OGM-GE)               OGMTrainer                 off     —         
 AGM, AMCo, CML, GBlending, LFM,  <name>Trainer              off     —           their own
 MBSD, MMPareto, OPM, PMR,
 ReLearning, ReconBoost
-+SimAM²                          baselineTrainer            on      learnable   none
++SimAM²                          baselineTrainer            on      fixed 0.5   none
 +Decoupling-Free +SimAM²         OGMTrainerDF               on      learnable   Eq. 11 + GE
 ===============================  =========================  ======  ==========  ==========
 
@@ -66,7 +66,8 @@ ROWS = (
     Trainer("PMR", trainer="PMRTrainer"),
     Trainer("ReLearning", trainer="ReLearningTrainer"),
     Trainer("ReconBoost", trainer="ReconBoostTrainer", model="BaseClassifier_ReconBoost"),
-    Trainer("+SimAM²", trainer="baselineTrainer", simam2=True, zeta="learnable"),
+    # the paper's convention (SPEC §7), as in Tables 1 and 2: learnable ζ only where Eq. 11 reads it
+    Trainer("+SimAM²", trainer="baselineTrainer", simam2=True, zeta="fixed"),
     Trainer("+Decoupling-Free +SimAM²", trainer="OGMTrainerDF", simam2=True, modulation="df", zeta="learnable"),
 )
 #: one column: CREMA-D (the metrics, fused and per modality head, are the table's sub-columns)
@@ -105,13 +106,14 @@ def test_metrics(records: list[dict]) -> dict | None:
     return out
 
 
-def run_cell(cs: CellSeed, data: Path, epochs: int, batch_size: int, alpha: float, checkout=None) -> None:
+def run_cell(cs: CellSeed, data: Path, epochs: int, batch_size: int, alpha: float, checkout=None,
+             u: str = "eq4") -> None:
     """One cell-seed: ``python -m balancemm`` with the row's trainer, through the spec. Module-level
     (its options bound with ``functools.partial``) so that it pickles for the local and Slurm
     executors. BalanceMM prints its config and tqdm bars (stderr): they go to the cell's
     ``stdout.log``."""
     row: Trainer = cs.row
-    config = row.run_config(cs, alpha=alpha)
+    config = row.run_config(cs, u=u if row.zeta == "fixed" else "eq4", alpha=alpha)
     argv = [*SPEC.upstream_argv(config), "--trainer", row.trainer, "--model", row.model]
     with open(cs.folder / "stdout.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
@@ -120,7 +122,7 @@ def run_cell(cs: CellSeed, data: Path, epochs: int, batch_size: int, alpha: floa
 
 
 def table(data: Path, epochs: int = 2, batch_size: int = 4, alpha: float = 0.5, checkout=None,
-          rows: tuple[str, ...] | None = None, synthetic: dict | None = None) -> Table:
+          rows: tuple[str, ...] | None = None, synthetic: dict | None = None, u: str = "eq4") -> Table:
     """The BalanceMM table's declaration: ``rows`` (labels of :data:`ROWS`; default all) on ``data``
     (a CREMA-D in BalanceMM's layout; ``synthetic``: the sizes it was written with, if ours)."""
     chosen = [r for r in ROWS if rows is None or r.label in rows]
@@ -129,36 +131,39 @@ def table(data: Path, epochs: int = 2, batch_size: int = 4, alpha: float = 0.5, 
         raise ValueError(f"unknown rows {sorted(unknown)}; known: {[r.label for r in ROWS]}")
     if "Baseline" not in [r.label for r in chosen]:
         chosen.insert(0, ROWS[0])  # every difference is paired with the Baseline's seeds
-    cell = partial(run_cell, data=Path(data), epochs=epochs, batch_size=batch_size, alpha=alpha, checkout=checkout)
-    note = (f"{epochs} epoch(s), batch {batch_size}, α {alpha:g}, modulation every epoch; the final test evaluation "
+    cell = partial(run_cell, data=Path(data), epochs=epochs, batch_size=batch_size, alpha=alpha, checkout=checkout,
+                   u=u)
+    note = (f"{epochs} epoch(s), batch {batch_size}, α {alpha:g}, modulation every epoch; +SimAM² fuses with ζ = 0.5 "
+            f"and reads U as {u} (SPEC §2, §7); the final test evaluation "
             "(BalanceMM's best-validation model). Not run: " + "; ".join(f"{k}: {v}" for k, v in NOT_RUNNING.items()))
     return Table(f"BalanceMM on {data} ({epochs} epoch(s) per cell)", chosen, COLUMNS, cell, split="test",
                  pick="last", metrics=("acc", "f1"), metric_labels={"acc": "acc", "f1": "F1"},
                  options={"epochs": epochs, "data": str(data), "batch_size": batch_size, "alpha": alpha,
-                          **({"synthetic": synthetic} if synthetic else {})},
+                          **({"synthetic": synthetic} if synthetic else {}), **({"u": u} if u != "eq4" else {})},
                  note=note)
 
 
 def run_table(out_dir, data_dir=None, epochs: int = 2, seeds=2, progress: Callable[[str], object] = print,
               checkout=None, alpha: float = 0.5, batch_size: int = 4, n_train: int = 12, n_test: int = 12,
               rows: tuple[str, ...] | None = None, fresh: bool = False, tensorboard=None, bar: bool = True,
-              executor=None) -> str:
+              executor=None, u: str = "eq4") -> str:
     """Run every row for ``seeds`` (resuming what is complete) and return the table as text (also
     ``table.txt``, ``.md``, ``.csv``, ``.json`` in ``out_dir``).
 
     ``data_dir``: an existing CREMA-D in BalanceMM's layout; None writes a synthetic one to
     ``out_dir/data`` (once). ``rows``: labels of :data:`ROWS` to run (default: all; the Baseline
     always). The modulation window is every epoch, α = 0.5 (their README's example). ``executor``:
-    where the cell-seeds run (``serial``, ``local``, ``slurm``; default serial).
+    where the cell-seeds run (``serial``, ``local``, ``slurm``; default serial). ``u``: SPEC §2's
+    reading of U in the +SimAM² row (ζ fixed).
     """
     return render_text(run_result(out_dir, data_dir, epochs, seeds, progress, checkout, alpha, batch_size, n_train,
-                                  n_test, rows, fresh, tensorboard, bar, executor))
+                                  n_test, rows, fresh, tensorboard, bar, executor, u))
 
 
 def run_result(out_dir, data_dir=None, epochs: int = 2, seeds=2, progress: Callable[[str], object] = print,
                checkout=None, alpha: float = 0.5, batch_size: int = 4, n_train: int = 12, n_test: int = 12,
                rows: tuple[str, ...] | None = None, fresh: bool = False, tensorboard=None, bar: bool = True,
-               executor=None) -> Result:
+               executor=None, u: str = "eq4") -> Result:
     """:func:`run_table`, returning the engine's :class:`~..machinery.grid.Result`."""
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -171,6 +176,6 @@ def run_result(out_dir, data_dir=None, epochs: int = 2, seeds=2, progress: Calla
         progress(f"wrote a synthetic CREMA-D to {data} ({n_train} train / {n_test} test clips)")
     else:
         data = Path(data_dir).absolute()
-    t = table(data, epochs, batch_size, alpha, checkout, rows, synthetic)
+    t = table(data, epochs, batch_size, alpha, checkout, rows, synthetic, u)
     return run_grid(t, out, seeds=seeds, fresh=fresh, tensorboard=tensorboard, progress=bar,
                     say=None if bar else progress, executor=executor)

@@ -64,7 +64,7 @@ def add_table_options(parser: argparse.ArgumentParser) -> None:
                    help="write each run's TensorBoard curves under this folder (<cell>/seed<k>)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     g.add_argument("--u", choices=U_READINGS, default=None,
-                   help="SPEC §2's reading of U in the SimAM² rows with fixed ζ (Tables 1 and 2): eq4 (default) "
+                   help="SPEC §2's reading of U in the SimAM² rows with fixed ζ (Tables 1, 2 and balancemm): eq4 (default) "
                         "or vanilla; a folder holds one reading (another is run anew, never averaged in)")
     add_executor_options(parser)
     parser.add_argument_group("where the cells run").add_argument(
