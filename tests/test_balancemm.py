@@ -183,7 +183,7 @@ def test_simam2_fusions_keep_the_upstreams_layers_and_initialisation(fusion_arch
 @pytest.mark.parametrize("zeta", ["fixed", "learnable"])
 def test_simam2_fusions_are_the_core_forms_on_the_upstream_terms(fusion_arch, zeta):
     torch.manual_seed(4)
-    classes = simam2_fusion_classes(fusion_arch, zeta=zeta)
+    classes = simam2_fusion_classes(fusion_arch, zeta_mode=zeta)
     a, v = torch.randn(5, 512), torch.randn(5, 512)
     concat = classes["ConcatFusion_N"](1024, 6)
     assert isinstance(concat.simam2, CoreConcat)
@@ -200,7 +200,7 @@ def test_simam2_fusions_are_the_core_forms_on_the_upstream_terms(fusion_arch, ze
 
 def test_simam2_fusion_refuses_a_given_zeta(fusion_arch):
     with pytest.raises(ValueError, match="no gate of its own"):
-        simam2_fusion_classes(fusion_arch, zeta="given")
+        simam2_fusion_classes(fusion_arch, zeta_mode="given")
 
 
 def test_df_groups_are_the_ogm_trainers_and_film_weighs_the_filmed_stream(fusion_arch):
@@ -210,7 +210,7 @@ def test_df_groups_are_the_ogm_trainers_and_film_weighs_the_filmed_stream(fusion
             self.modality_encoder = torch.nn.ModuleDict({"audio": torch.nn.Conv2d(1, 2, 3), "visual": torch.nn.Conv2d(3, 2, 3)})
             self.fusion_module = fusion
 
-    classes = simam2_fusion_classes(fusion_arch, zeta="learnable")
+    classes = simam2_fusion_classes(fusion_arch, zeta_mode="learnable")
     model = Model(classes["FiLM"](512, 512, 6))
     groups = ogm_groups(model, ["audio", "visual"])
     # conv weights only: OGMTrainer skips 1-D (bias) gradients

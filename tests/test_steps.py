@@ -62,14 +62,15 @@ def _groups():
 
 
 def test_modulator_for_maps_each_modulation_onto_the_core():
-    fusion = SimAM2(4, "learnable")
+    fusion = SimAM2(4, zeta_mode="learnable")
     assert modulator_for(RunConfig(), _groups(), fusion) is None
     ogm = modulator_for(RunConfig(modulation="ogm-ge", ge=False, alpha=0.3, seed=1), _groups(), fusion)
-    assert (ogm.ratio, ogm.mode, ogm.fusion, ogm.alpha, ogm.seed) == ("decoupled", "ogm", None, 0.3, 1)
+    assert (ogm.ratio, ogm.noise, ogm.fusion, ogm.alpha, ogm.seed) == ("decoupled", False, None, 0.3, 1)
+    assert modulator_for(RunConfig(modulation="ogm-ge"), _groups(), fusion).noise
     assert modulator_for(RunConfig(modulation="ogm-ge"), _groups(), fusion, upstream_modulates=True) is None
     df = modulator_for(RunConfig(simam2=True, zeta="learnable", modulation="df", modulation_start=2,
                                  modulation_end=4), _groups(), fusion, lambda: 3)
-    assert (df.ratio, df.fusion, df.start_epoch, df.end_epoch, df.current_epoch()) == ("zeta", fusion, 2, 4, 3)
+    assert (df.ratio, df.noise, df.fusion, df.start_epoch, df.end_epoch, df.current_epoch()) == ("zeta", True, fusion, 2, 4, 3)
     asked = []
     modulator_for(RunConfig(), lambda: asked.append(1), fusion)
     assert asked == []  # the groups are read only where a modulator is made

@@ -27,8 +27,9 @@ and, with ``--simam2``, ``ConcatFusion_N``, ``SumFusion`` and ``FiLM`` in
 ``OGMTrainerDF`` is appended to ``balancemm.trainer._trainer_modules``, which ``create_trainer``
 searches by name; no upstream file is edited.
 
-Modulation: ``--modulation ogm-ge`` runs their own ``OGMTrainer`` (``method: OGM_GE``, or ``OGM``
-with ``--no-ge``: their OGM branch raises KeyError at the pin, so ``--no-ge`` is refused);
+Modulation (:data:`TRAINERS`, :data:`OGM_METHODS`): ``--modulation ogm-ge`` runs their own
+``OGMTrainer`` (``method: OGM_GE``, or ``OGM`` with ``--modulation ogm`` / ``--no-ge``: their OGM
+branch raises KeyError at the pin, so that one is refused);
 ``--modulation df`` runs ``OGMTrainerDF`` and the probe attaches core's GradientModulator (Eq. 11).
 """
 
@@ -44,8 +45,15 @@ from typing import Sequence
 from torch import nn
 
 from ..machinery import AdapterError, Replacement, RunConfig, Spec, option_value
+from ..machinery.config import Modulation
 from . import layers, synth
 from .seam import FUSIONS, Overrides
+
+#: BalanceMM's words for our modulations: the ``--trainer`` that runs each (the decoupling-free one
+#: is their OGM trainer without its own modulation, beside which the probe runs core's)
+TRAINERS = {"none": "baselineTrainer", "ogm": "OGMTrainer", "ogm-ge": "OGMTrainer", "df": layers.DF_TRAINER}
+#: and their OGMTrainer's ``method`` for OGM-GE's own ratio, with and without its noise
+OGM_METHODS = {"ogm": "OGM", "ogm-ge": "OGM_GE"}
 
 
 def _scalar(value) -> float:
@@ -114,11 +122,12 @@ class BalanceMMSpec(Spec):
 
         def train_and_test(args: dict):
             block = dict(options.pop("trainer", None) or {})
-            if config.modulation != "none":
+            modulation = Modulation.of(config)
+            if modulation.on:
                 block.update(alpha=config.alpha, modulation_starts=config.modulation_start,
                              modulation_ends=config.modulation_end)
-                if config.modulation == "ogm-ge":
-                    block["method"] = "OGM_GE"
+                if modulation.decoupled:
+                    block["method"] = OGM_METHODS[modulation.name]
             out_dir = Path(run.cwd or ".").absolute()
             overrides = Overrides(out_dir=out_dir, trainer=block or None, **options)
             overrides.apply(args)
@@ -251,15 +260,16 @@ class BalanceMMSpec(Spec):
         elif _config_paths_unset(run.checkout):
             raise AdapterError("BalanceMM's dataset_config.yaml leaves CREMA-D's paths at None: give --data DIR")
         trainer = option_value(argv, "--trainer", None)
-        if run.config.modulation == "df" and trainer != layers.DF_TRAINER:
+        modulation = Modulation.of(run.config)
+        if modulation.decoupling_free and trainer != layers.DF_TRAINER:
             raise AdapterError(f"--modulation df runs with --trainer {layers.DF_TRAINER} (their OGM trainer without "
                                f"its own modulation), got {trainer}")
-        if trainer == layers.DF_TRAINER and run.config.modulation != "df":
+        if trainer == layers.DF_TRAINER and not modulation.decoupling_free:
             raise AdapterError(f"--trainer {layers.DF_TRAINER} modulates only with --modulation df "
                                "--simam2 --zeta learnable")
-        if run.config.modulation == "ogm-ge" and trainer != "OGMTrainer":
-            raise AdapterError(f"--modulation ogm-ge runs their own --trainer OGMTrainer, got {trainer}")
-        if run.config.modulation == "ogm-ge" and not run.config.ge:
+        if modulation.decoupled and trainer != TRAINERS[modulation.name]:
+            raise AdapterError(f"--modulation ogm-ge runs their own --trainer {TRAINERS[modulation.name]}, got {trainer}")
+        if modulation.decoupled and not modulation.noise:
             raise AdapterError("--no-ge: their OGMTrainer's plain OGM branch raises KeyError at the pin; "
                                "BalanceMM runs OGM-GE only")
 
@@ -279,14 +289,10 @@ class BalanceMMSpec(Spec):
         if ns is not None:
             self.next_overrides = {"data": ns.data, "epochs": ns.epochs, "batch_size": ns.batch_size,
                                    "workers": ns.workers, "fusion": ns.fusion, "keep_checkpoint": ns.keep_checkpoint}
-        argv = ["--dataset", "CREMAD", "--model", "BaseClassifier", "--device", "cpu"]
-        if config.modulation == "df":
-            argv += ["--trainer", layers.DF_TRAINER]
-        elif config.modulation == "ogm-ge":
-            argv += ["--trainer", "OGMTrainer"]
-        else:
-            argv += ["--trainer", "baselineTrainer"]
-        if config.modulation != "none":
+        modulation = Modulation.of(config)
+        argv = ["--dataset", "CREMAD", "--model", "BaseClassifier", "--device", "cpu",
+                "--trainer", TRAINERS[modulation.name]]
+        if modulation.on:
             argv += ["--alpha", str(config.alpha)]
         return argv
 

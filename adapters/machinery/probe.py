@@ -35,6 +35,7 @@ from simam2.core import GradientModulator, decoupled_scores, ogm_coefficients
 from simam2.core.distributed import is_distributed
 
 from .ablation import MeanAblation
+from .config import Modulation
 from .context import AdapterError
 from .spec import Spec
 from .steps import StepBuffer, modulator_for, zeta_record
@@ -103,8 +104,9 @@ class RunProbe:
         if config.per_modality:
             self.ablation = MeanAblation(preserve=[model])
             self._eval_model = model
-        fusion = self.spec.fusion(model) if config.modulation == "df" else None
-        if config.modulation == "df" and fusion is None:
+        decoupling_free = Modulation.of(config).decoupling_free
+        fusion = self.spec.fusion(model) if decoupling_free else None
+        if decoupling_free and fusion is None:
             raise AdapterError(f"{self.spec.name}: decoupling-free modulation reads ζ from a SimAM² fusion, "
                                "and this model has none")
         self.modulator = modulator_for(config, lambda: self.spec.groups(model), fusion, lambda: self.epoch,
@@ -291,7 +293,7 @@ class RunProbe:
         config = self.run.config
         if m is not None and m.last.get("applied"):
             k1, k2 = m.last["k1"], m.last["k2"]
-        elif (self.spec.own_ogm_ge and config.modulation == "ogm-ge" and self._rho_decoupled is not None
+        elif (self.spec.own_ogm_ge and Modulation.of(config).decoupled and self._rho_decoupled is not None
               and config.modulation_start <= self.epoch <= config.modulation_end):
             k1, k2 = ogm_coefficients(self._rho_decoupled, config.alpha)  # the upstream's own rule, for the record
         loss = self._loss

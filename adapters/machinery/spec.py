@@ -12,7 +12,8 @@ declaration                meaning
 ``modalities``             modality 1 first — the one whose weight is ζ (Eq. 4)
 ``metrics``, ``primary``   the upstream's own metric names in ``eval`` records; the table's one
 ``higher_is_better``       for ``primary``
-``zeta_sources``           the ζ sources this upstream supports (``given`` needs a gate of its own)
+``zeta_modes``             the ζ modes (core's ``ZETA_MODES``) this upstream supports (``given``
+                           needs a gate of its own)
 ``default_zeta``           ζ with ``--simam2`` and no ``--zeta`` (FOP: its own gate)
 ``epoch_source``           ``train_calls`` (epoch = the model's ``train()`` calls − 1),
                            ``evaluations`` (epoch = evaluations so far) or ``explicit``
@@ -36,6 +37,7 @@ declaration                meaning
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -59,7 +61,7 @@ class Spec:
     metrics: tuple[str, ...] = ()
     primary: str | None = None
     higher_is_better: bool = True
-    zeta_sources: tuple[str, ...] = ("fixed", "learnable")
+    zeta_modes: tuple[str, ...] = ("fixed", "learnable")
     default_zeta: str = "fixed"
     epoch_source: str = "train_calls"
     criterion: type | None = None
@@ -74,6 +76,13 @@ class Spec:
     #: None: ``--workdir`` is optional; else why the script needs one (checked before any fetch)
     workdir_required: str | None = None
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "zeta_sources" in vars(cls):  # the set of ζ modes has one name (kept for one release)
+            warnings.warn(f"{cls.__name__}.zeta_sources is deprecated: declare zeta_modes", DeprecationWarning,
+                          stacklevel=2)
+            cls.zeta_modes = tuple(cls.zeta_sources)
+
     # -- what is replaced ------------------------------------------------------------------------
 
     def replacements(self, run: "RunContext") -> list[Replacement]:
@@ -81,10 +90,10 @@ class Spec:
         return []
 
     def check_zeta(self, config: RunConfig, where: str) -> None:
-        """Refuse a ζ source this upstream does not have (e.g. ``given`` without a gate of its own)."""
-        if config.simam2 and config.zeta not in self.zeta_sources:
+        """Refuse a ζ mode this upstream does not have (e.g. ``given`` without a gate of its own)."""
+        if config.simam2 and config.zeta not in self.zeta_modes:
             raise AdapterError(f"{where} has no gate of its own to give ζ: use --zeta "
-                               f"{' or '.join(self.zeta_sources)}")
+                               f"{' or '.join(self.zeta_modes)}")
 
     # -- where things are ------------------------------------------------------------------------
 

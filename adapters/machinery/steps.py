@@ -16,7 +16,7 @@ import torch
 
 from simam2.core import GradientModulator
 
-from .config import RunConfig
+from .config import Modulation, RunConfig
 
 #: the per-step values, in the order they are stacked on the device (docs/records.md, ``step``)
 STEP_FIELDS = ("loss", "rho_df", "rho_decoupled", "k1", "k2", "r", "zeta_mean")
@@ -102,14 +102,14 @@ def modulator_for(config: RunConfig, groups: Mapping[str, Iterable[torch.nn.Para
     only when a modulator is made). ``fusion``: the SimAM² fusion whose ζ drives Eq. 11 (read only
     for ``df``). The modulator is not attached: the caller attaches it where its optimizer is.
     """
-    if config.modulation == "none" or (config.modulation == "ogm-ge" and upstream_modulates):
+    modulation = Modulation.of(config)
+    if not modulation.on or (modulation.decoupled and upstream_modulates):
         return None
     groups = groups() if callable(groups) else groups
-    df = config.modulation == "df"
     return GradientModulator(
-        groups, fusion=fusion if df else None, alpha=config.alpha, mode="ogm_ge" if config.ge else "ogm",
-        start_epoch=config.modulation_start, end_epoch=config.modulation_end, epoch_fn=epoch_fn,
-        ratio="zeta" if df else "decoupled", seed=config.seed)
+        groups, fusion=fusion if modulation.decoupling_free else None, alpha=config.alpha, ratio=modulation.ratio,
+        noise=modulation.noise, start_epoch=config.modulation_start, end_epoch=config.modulation_end,
+        epoch_fn=epoch_fn, seed=config.seed)
 
 
 __all__ = ["STEP_FIELDS", "ZETA_BINS", "ZETA_EDGES", "StepBuffer", "zeta_counts", "zeta_record", "modulator_for"]

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from simam2.adapters.machinery.ablation import MeanAblation
-from simam2.adapters.machinery.config import RunConfig
+from simam2.adapters.machinery.config import Modulation, RunConfig
 from simam2.adapters.machinery.records import RecordWriter, status_of
 from simam2.adapters.machinery.steps import StepBuffer, modulator_for, zeta_record
 from simam2.core import decoupled_ratio
@@ -110,7 +110,7 @@ def parse_method(spec: str) -> Method:
     if not m.att.simam2:
         raise ValueError(f"method {spec!r}: {name} has no SimAM² to change")
     att = replace(m.att, **changes)
-    if m.modulation == "df" and att.zeta == "fixed":
+    if Modulation.named(m.modulation).decoupling_free and att.zeta == "fixed":
         raise ValueError(f"method {spec!r}: decoupling-free modulation needs a learnable ζ")
     return Method(spec, att, m.modulation)
 
