@@ -140,8 +140,8 @@ def no_recompile_after_first():
 
 def compiled_matches_eager(zeta, shape, backend, batches=3):
     torch.manual_seed(0)
-    eager = SimAM2(16, zeta=zeta).to(DEVICE)
-    twin = SimAM2(16, zeta=zeta).to(DEVICE)
+    eager = SimAM2(16, zeta_mode=zeta).to(DEVICE)
+    twin = SimAM2(16, zeta_mode=zeta).to(DEVICE)
     twin.load_state_dict(eager.state_dict())
     compiled = torch.compile(twin, fullgraph=True, backend=backend)
     with no_recompile_after_first() as called:
