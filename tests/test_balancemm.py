@@ -231,7 +231,7 @@ from simam2.adapters.machinery import AdapterError, RunConfig  # noqa: E402
 
 def _run(**config):
     # no --data and no readable dataset_config.yaml: the data check has nothing to say
-    return SimpleNamespace(config=RunConfig(**config), overrides={}, checkout=Path("/nonexistent"))
+    return SimpleNamespace(config=RunConfig(**config), options={}, checkout=Path("/nonexistent"))
 
 
 @pytest.mark.parametrize("config, argv, message", [
@@ -239,6 +239,7 @@ def _run(**config):
     ({}, ["--trainer", "OGMTrainerDF"], "modulates only with --modulation df"),
     ({"modulation": "ogm-ge"}, ["--trainer", "AGMTrainer"], "their own --trainer OGMTrainer"),
     ({"modulation": "ogm-ge", "ge": False}, ["--trainer", "OGMTrainer"], "KeyError at the pin"),
+    ({"modulation": "ogm"}, ["--trainer", "OGMTrainer"], "KeyError at the pin"),
 ])
 def test_validate_refuses_a_trainer_that_contradicts_the_modulation(tmp_path, config, argv, message):
     with pytest.raises(AdapterError, match=message):
@@ -247,10 +248,10 @@ def test_validate_refuses_a_trainer_that_contradicts_the_modulation(tmp_path, co
 
 def test_validate_names_a_missing_dataset(checkout, tmp_path):
     pytest.importorskip("yaml", reason="PyYAML comes with the balancemm extra (pip install -e '.[balancemm]')")
-    run = SimpleNamespace(config=RunConfig(), overrides={"data": tmp_path / "none"}, checkout=checkout)
+    run = SimpleNamespace(config=RunConfig(), options={"data": tmp_path / "none"}, checkout=checkout)
     with pytest.raises(AdapterError, match="not a CREMA-D in BalanceMM's layout: no .*train.csv"):
         SPEC.validate(run, [], tmp_path)
-    run.overrides = {}
+    run.options = {}
     with pytest.raises(AdapterError, match="give --data DIR"):
         SPEC.validate(run, [], tmp_path)
 
@@ -261,6 +262,17 @@ def test_upstream_argv_chooses_the_trainer_and_later_arguments_win():
     assert argv[argv.index("--trainer") + 1] == "OGMTrainerDF" and argv[argv.index("--alpha") + 1] == "0.7"
     assert "--alpha" not in SPEC.upstream_argv(RunConfig())
     assert SPEC.upstream_argv(RunConfig(modulation="ogm-ge"))[-3] == "OGMTrainer"
+
+
+def test_simam2_run_options_reach_the_run_explicitly_and_the_spec_keeps_no_state(checkout, tmp_path):
+    from simam2.adapters.run import prepare_run
+
+    before = dict(vars(SPEC))
+    run = prepare_run("balancemm", ["--checkout", str(checkout), "--workdir", str(tmp_path / "w"), "--data",
+                                    str(tmp_path / "d"), "--epochs", "2", "--batch-size", "4"])
+    assert run.options == {"data": tmp_path / "d", "epochs": 2, "batch_size": 4, "workers": 0, "fusion": None,
+                           "keep_checkpoint": False}
+    assert vars(SPEC) == before  # nothing of this run was left on the module-level spec
 
 
 def test_closure_first_steps_like_the_optimizer_and_hooks_see_this_steps_gradients():

@@ -78,11 +78,6 @@ class BalanceMMSpec(Spec):
                         "are recorded instead (acc_head_m1/_m2, f1_head_m1/_m2)")
     workdir_required = "BalanceMM writes its training.log, logs and checkpoint there"
 
-    def __init__(self):
-        # the options of the next run that BalanceMM's CLI cannot take (set from `simam2 run`'s own
-        # options by upstream_argv, or by run()); consumed by replacements()
-        self.next_overrides: dict = {}
-
     # -- what is replaced ------------------------------------------------------------------------
 
     def replacements(self, run) -> list[Replacement]:
@@ -91,8 +86,7 @@ class BalanceMMSpec(Spec):
         import balancemm.train as train
 
         self.check_zeta(run.config, "BalanceMM")
-        options, self.next_overrides = self.next_overrides, {}
-        run.overrides = dict(options)  # validate() reads them
+        options = dict(run.options)  # the trainer block is taken out of this copy when the run starts
         state = types.SimpleNamespace(split="val", in_shapley=False, shapley=None, model=None)
         reps = [
             Replacement("balancemm.train", "train_and_test", self._train_and_test(run, train.train_and_test, options)),
@@ -251,7 +245,7 @@ class BalanceMMSpec(Spec):
         return {"fusion": model.fusion, "device": str(model.device), "argv": list(run.argv)}
 
     def validate(self, run, argv: Sequence[str], cwd: Path) -> None:
-        data = getattr(run, "overrides", {}).get("data")
+        data = run.options.get("data")
         if data is not None:
             missing = [p for p in synth.dataset_paths(data).values() if not Path(p).exists()]
             if missing:
@@ -285,10 +279,12 @@ class BalanceMMSpec(Spec):
         g.add_argument("--keep-checkpoint", action="store_true",
                        help="keep the best model's checkpoint (257 MB) in --workdir/checkpoints")
 
+    def run_options(self, ns: argparse.Namespace) -> dict:
+        """The :class:`~.seam.Overrides` that ``simam2 run balancemm``'s own options set."""
+        return {"data": ns.data, "epochs": ns.epochs, "batch_size": ns.batch_size, "workers": ns.workers,
+                "fusion": ns.fusion, "keep_checkpoint": ns.keep_checkpoint}
+
     def upstream_argv(self, config: RunConfig, ns: argparse.Namespace | None = None) -> list[str]:
-        if ns is not None:
-            self.next_overrides = {"data": ns.data, "epochs": ns.epochs, "batch_size": ns.batch_size,
-                                   "workers": ns.workers, "fusion": ns.fusion, "keep_checkpoint": ns.keep_checkpoint}
         modulation = Modulation.of(config)
         argv = ["--dataset", "CREMAD", "--model", "BaseClassifier", "--device", "cpu",
                 "--trainer", TRAINERS[modulation.name]]
@@ -354,11 +350,7 @@ def run(argv: Sequence[str], config: RunConfig | None = None, workdir: Path | st
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    SPEC.next_overrides = dict(overrides)
-    try:
-        return run_script(SPEC, list(argv), config, checkout=checkout, cwd=workdir)
-    finally:
-        SPEC.next_overrides = {}
+    return run_script(SPEC, list(argv), config, checkout=checkout, cwd=workdir, options=overrides)
 
 
 SPEC = BalanceMMSpec()

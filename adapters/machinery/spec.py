@@ -29,6 +29,8 @@ declaration                meaning
                            follows it): per-modality metrics by mean ablation (SPEC §8)
 ``labels(probe, args)``    the class indices from the criterion's positional arguments
 ``upstream_argv(config)``  our options in the upstream script's own vocabulary
+``run_options(ns)``        this spec's options that the script's command line cannot take
+                           (``RunContext.options``)
 ``distributed``            None where the script runs under torchrun (``--nproc-per-node``),
                            else the one-line reason it does not (docs/distributed.md)
 =========================  ==================================================================
@@ -163,6 +165,11 @@ class Spec:
         """The upstream script's arguments implied by ``config`` (and this spec's options in ``ns``);
         put before the user's, so that arguments after ``--`` win."""
         return []
+
+    def run_options(self, ns: argparse.Namespace) -> dict:
+        """This spec's options for the run, from its parsed ``simam2 run`` options, that the upstream's
+        own command line cannot take; the layers read them as ``run.options``."""
+        return {}
 
     def script_for(self, ns: argparse.Namespace) -> str:
         """The entry script for parsed ``simam2 run`` options."""
