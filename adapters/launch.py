@@ -22,7 +22,7 @@ import sys
 
 from .run import EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_USAGE, PreparedRun, prepare_run, run_prepared
 from .launch_options import torchrun_argv
-from .machinery import AdapterError, RecordsError
+from .machinery import AdapterError, Modulation, RecordsError
 from .machinery.distributed import Rank, distributed_layer, process_group, rank_config
 from .machinery.lifeline import die_with_parent
 from .machinery.records import check_path
@@ -47,7 +47,7 @@ def check_distributed(run: PreparedRun) -> None:
     spec = run.spec
     if spec.distributed is not None:
         raise AdapterError(f"{spec.name} does not run under torchrun: {spec.distributed}")
-    if spec.own_ogm_ge and run.config.modulation == "ogm-ge":
+    if spec.own_ogm_ge and Modulation.of(run.config).decoupled:
         raise AdapterError(f"{spec.name}'s own OGM-GE computes its coefficients from each rank's batch alone, so "
                            "the ranks' parameters would drift apart; use --modulation df (reduced over ranks) "
                            "or none")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import get_spec
@@ -54,6 +54,8 @@ class PreparedRun:
     script: str
     #: the working directory this command line created (removed again if the run is refused)
     made_workdir: Path | None = None
+    #: the spec's own options for the run (``Spec.run_options``)
+    options: dict = field(default_factory=dict)
 
 
 def prepare_run(name: str, rest: list[str]) -> PreparedRun:
@@ -78,7 +80,7 @@ def prepare_run(name: str, rest: list[str]) -> PreparedRun:
     made = Path(args.workdir) if args.workdir is not None and not Path(args.workdir).exists() else None
     cwd = spec.workdir_for(args)
     return PreparedRun(spec, args, config, checkout, argv, cwd, spec.script_for(args),
-                       made if made is not None and made.exists() else None)
+                       made if made is not None and made.exists() else None, spec.run_options(args))
 
 
 def run_prepared(run: PreparedRun, config: RunConfig | None = None, start_extra: dict | None = None) -> int:
@@ -86,7 +88,7 @@ def run_prepared(run: PreparedRun, config: RunConfig | None = None, start_extra:
     config = config or run.config
     try:
         ctx = run_script(run.spec, run.argv, config, checkout=run.checkout, cwd=run.cwd, script=run.script,
-                         start_extra=start_extra)
+                         start_extra=start_extra, options=run.options)
     except (RunRefused, RecordsRefused):
         if run.made_workdir is not None:  # nothing ran in it: the corrected rerun finds it as before
             shutil.rmtree(run.made_workdir, ignore_errors=True)

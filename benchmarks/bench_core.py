@@ -83,10 +83,10 @@ def pair(kind: str, channels: int, device, core=None) -> tuple[torch.nn.Module, 
     torch.manual_seed(0)
     vanilla, simam2 = (GatedSum, SimAM2) if kind == "sum" else (GatedLateSum, LateFusion)
     classes = [simam2] + ([core.SimAM2 if kind == "sum" else core.LateFusion] if core else [])
-    v = vanilla(channels, zeta="learnable").to(device)
+    v = vanilla(channels, zeta_mode="learnable").to(device)
     out = [v]
     for cls in classes:
-        m = cls(channels, zeta="learnable").to(device)
+        m = cls(channels, zeta_mode="learnable").to(device)
         m.load_state_dict(v.state_dict(), strict=False)
         out.append(m)
     return tuple(out)

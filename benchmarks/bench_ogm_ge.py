@@ -69,12 +69,12 @@ class Spans:
         self.hooks.append(time.perf_counter() - self.first)
 
 
-SIDES = (  # name, main.py's --modulation, decoupling-free modulator on, its mode
-    ("Normal", "Normal", False, "ogm_ge"),
-    ("main.py OGM_GE", "OGM_GE", False, "ogm_ge"),
-    ("df OGM-GE", "Normal", True, "ogm_ge"),
-    ("main.py OGM", "OGM", False, "ogm"),
-    ("df OGM", "Normal", True, "ogm"),
+SIDES = (  # name, main.py's --modulation, decoupling-free modulator on, its GE noise
+    ("Normal", "Normal", False, True),
+    ("main.py OGM_GE", "OGM_GE", False, True),
+    ("df OGM-GE", "Normal", True, True),
+    ("main.py OGM", "OGM", False, False),
+    ("df OGM", "Normal", True, False),
 )
 
 
@@ -114,10 +114,10 @@ def bench_steps(checkout: Path, steps: int, batch: int) -> None:
         batches = [tuple(t.to(device) for t in b) for b in data]
         with contextlib.redirect_stdout(None):
             for rep in range(steps + 2):  # the first two rounds warm up and are dropped
-                for name, upstream_modulation, df_on, mode in SIDES:
+                for name, upstream_modulation, df_on, noise in SIDES:
                     current["spans"] = spans[name] if rep >= 2 else Spans()
                     args.modulation = upstream_modulation
-                    modulator.mode = mode
+                    modulator.noise = noise
                     modulator.start_epoch, modulator.end_epoch = (0, 10**9) if df_on else (10**9, 10**9)
                     main.train_epoch(args, 0, model, device, batches, optimizer, scheduler)
     # the fastest of the alternating steps: other processes' load only ever adds time

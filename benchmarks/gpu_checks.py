@@ -13,8 +13,8 @@ gradient, both streams and the weights, write both streams' and the weights' gra
 the card's peak: a table for the H100/H200 variants, else 2 × memory clock × bus width from the
 device properties.
 
-syncs: a small model (two Linear encoders, ``SimAM2(zeta="learnable")``, a Linear head) with
-``GradientModulator(mode="ogm_ge", ratio="zeta")`` attached to SGD, a few training steps under
+syncs: a small model (two Linear encoders, ``SimAM2(zeta_mode="learnable")``, a Linear head) with
+``GradientModulator(noise=True, ratio="zeta")`` attached to SGD, a few training steps under
 ``torch.cuda.set_sync_debug_mode("warn")``; counts the warnings of each step after the first.
 
 epoch: ``simam2 synth ogm-ge DIR``, then one epoch of OGM-GE's own main.py through ``simam2 run``,
@@ -127,7 +127,7 @@ class _Small(nn.Module):
         from simam2.core import SimAM2
 
         self.audio, self.visual = nn.Linear(32, c), nn.Linear(32, c)
-        self.fusion = SimAM2(c, zeta="learnable")
+        self.fusion = SimAM2(c, zeta_mode="learnable")
         self.head = nn.Linear(c, 6)
 
     def forward(self, a, v):
@@ -144,7 +144,7 @@ def syncs(args) -> None:
     model = _Small().to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     mod = GradientModulator({"audio": model.audio.parameters(), "visual": model.visual.parameters()},
-                            fusion=model.fusion, alpha=0.1, mode="ogm_ge", ratio="zeta", seed=0)
+                            fusion=model.fusion, alpha=0.1, noise=True, ratio="zeta", seed=0)
     mod.attach(opt)
     batches = [(torch.randn(16, 32, device=dev), torch.randn(16, 32, device=dev),
                 torch.randint(0, 6, (16,), device=dev)) for _ in range(args.steps)]

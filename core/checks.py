@@ -9,10 +9,22 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+import os
+import sys
 import warnings
 import weakref
 
 import torch
+
+
+def warn_deprecated(message: str) -> None:
+    """A ``DeprecationWarning`` attributed to the first caller outside ``core/``, however deep inside
+    it the deprecated spelling was met (a subclass's ``__init__`` passing it on)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2  # stacklevel 2: warn_deprecated's caller
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, DeprecationWarning, stacklevel=level)
 
 
 def check_nonnegative(name: str, value) -> float:

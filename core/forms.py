@@ -37,9 +37,10 @@ class ConcatFusion(SimAM2):
     the layer that follows it stands. With ζ = 0.5 the superposition is half the concatenation.
     """
 
-    def __init__(self, x_channels: int, y_channels: int, zeta: str = "fixed", lam: float = 1e-6,
-                 s: float = 2.5, neuron_dims=None, sync_dist: bool = True, u: str = "eq4"):
-        super().__init__(x_channels + y_channels, zeta, lam, s, neuron_dims, sync_dist, u)
+    def __init__(self, x_channels: int, y_channels: int, zeta_mode: str = "fixed", lam: float = 1e-6,
+                 s: float = 2.5, neuron_dims=None, sync_dist: bool = True, u: str = "eq4", *,
+                 zeta: str | None = None):
+        super().__init__(x_channels + y_channels, zeta_mode, lam, s, neuron_dims, sync_dist, u, zeta=zeta)
         self.x_channels, self.y_channels = x_channels, y_channels
 
     def pad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,9 +72,9 @@ class LateFusion(SimAM2):
     ``(a + v) / 2``, the default) or ``"sum"`` — which ``u="vanilla"`` reads (SPEC §2).
     """
 
-    def __init__(self, channels: int, zeta: str = "fixed", lam: float = 1e-6, s: float = 2.5,
-                 sync_dist: bool = True, u: str = "eq4", vanilla: str = "mean"):
-        super().__init__(channels, zeta, lam, s, None, sync_dist, u, vanilla)
+    def __init__(self, channels: int, zeta_mode: str = "fixed", lam: float = 1e-6, s: float = 2.5,
+                 sync_dist: bool = True, u: str = "eq4", vanilla: str = "mean", *, zeta: str | None = None):
+        super().__init__(channels, zeta_mode, lam, s, None, sync_dist, u, vanilla, zeta=zeta)
 
     def forward(self, a: torch.Tensor, v: torch.Tensor, zeta: torch.Tensor | None = None) -> torch.Tensor:
         if a.shape != v.shape:

@@ -21,14 +21,27 @@ import torch.distributed as dist
 from torch import nn
 
 from .checks import (SkipReport, check_convex, check_floating, check_nonnegative, check_unit_interval,
-                     check_var_max)
+                     check_var_max, warn_deprecated)
 from .distributed import is_distributed
 from .energy import EPS, compute_dtype, importance, resolve_neuron_dims
 from .fused import fused_pair_attention, pair_weights
 
+#: how a fusion's ζ is made: the constructor's ``zeta_mode`` (``zeta`` names ζ's tensors)
 ZETA_MODES = ("fixed", "learnable", "given")
 #: the two readings of U for a fixed ζ (SPEC §2): Eq. 4 as written, or the vanilla fusion's output
 U_READINGS = ("eq4", "vanilla")
+
+
+def resolve_zeta_mode(zeta_mode: str, zeta: str | None) -> str:
+    """``zeta_mode``, or the deprecated spelling ``zeta="learnable"`` of it (kept for one release:
+    ``zeta`` now names ζ's tensors only, as in ``forward(x1, x2, zeta=...)``)."""
+    if zeta is None:
+        return zeta_mode
+    warn_deprecated(f"zeta={zeta!r} as a constructor argument is deprecated: pass zeta_mode={zeta!r} "
+                    "(zeta names ζ's tensors, as in forward(..., zeta=...))")
+    if zeta_mode != "fixed" and zeta_mode != zeta:
+        raise ValueError(f"zeta_mode={zeta_mode!r} and zeta={zeta!r} disagree: pass zeta_mode alone")
+    return zeta
 
 
 def superpose(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
@@ -99,8 +112,9 @@ class MultiSimAM2(nn.Module):
     Args:
         channels: C, the channel dim (dim 1) of every input.
         modalities: K.
-        zeta: ``"fixed"`` (uniform weights 1/K, plain averaging), ``"learnable"`` (an input-dependent
-            softmax gate over K, SPEC §2) or ``"given"`` (``forward`` must receive the weights).
+        zeta_mode: ``"fixed"`` (uniform weights 1/K, plain averaging), ``"learnable"`` (an
+            input-dependent softmax gate over K, SPEC §2) or ``"given"`` (``forward`` must receive
+            the weights); :data:`ZETA_MODES`. ``zeta="..."`` is its deprecated spelling.
         lam: λ of the fused representation's importance (the paper: "usually 1e-6").
         s: the scale of Eq. 6 (the paper: 2.5).
         neuron_dims: which dims hold one channel's neurons (SPEC §1 default when None).
@@ -126,17 +140,20 @@ class MultiSimAM2(nn.Module):
         self,
         channels: int,
         modalities: int = 2,
-        zeta: str = "fixed",
+        zeta_mode: str = "fixed",
         lam: float = 1e-6,
         s: float = 2.5,
         neuron_dims=None,
         sync_dist: bool = True,
         u: str = "eq4",
         vanilla: str = "sum",
+        *,
+        zeta: str | None = None,
     ):
         super().__init__()
-        if zeta not in ZETA_MODES:
-            raise ValueError(f"zeta must be one of {ZETA_MODES}, got {zeta!r}")
+        zeta_mode = resolve_zeta_mode(zeta_mode, zeta)
+        if zeta_mode not in ZETA_MODES:
+            raise ValueError(f"zeta_mode must be one of {ZETA_MODES}, got {zeta_mode!r}")
         if u not in U_READINGS:
             raise ValueError(f"u must be one of {U_READINGS} (SPEC §2's two readings of U), got {u!r}")
         if vanilla not in ("sum", "mean"):
@@ -147,14 +164,14 @@ class MultiSimAM2(nn.Module):
             raise ValueError(f"channels must be positive, got {channels}")
         self.channels = channels
         self.modalities = modalities
-        self.zeta_mode = zeta
+        self.zeta_mode = zeta_mode
         self.lam = check_nonnegative("lam (λ)", lam)
         self.s = check_nonnegative("s (the scale of Eq. 6)", s)
         self.neuron_dims = neuron_dims
         self.sync_dist = sync_dist
         self.u = u
         self.vanilla = vanilla
-        self.gate = self._make_gate() if zeta == "learnable" else None
+        self.gate = self._make_gate() if zeta_mode == "learnable" else None
         self.register_buffer("var_max", torch.zeros(channels))
         self.register_buffer("weight_sums", torch.full((modalities,), float("nan")), persistent=False)
         # training batches whose ζ statistics were not finite, and so left var_max and weight_sums as
@@ -178,7 +195,7 @@ class MultiSimAM2(nn.Module):
         if self.zeta_mode == "fixed":
             return xs[0].new_full((b, self.channels, self.modalities), 1.0 / self.modalities)
         if self.zeta_mode == "given":
-            raise ValueError("this module was built with zeta='given': pass the weights to forward()")
+            raise ValueError("this module was built with zeta_mode='given': pass the weights to forward()")
         logits = self.gate(torch.cat([_pool(x) for x in xs], dim=1).to(self.gate.weight.dtype))
         return logits.view(b, self.modalities, self.channels).transpose(1, 2).softmax(-1)
 
@@ -345,7 +362,7 @@ class MultiSimAM2(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"channels={self.channels}, modalities={self.modalities}, zeta={self.zeta_mode!r}, "
+            f"channels={self.channels}, modalities={self.modalities}, zeta_mode={self.zeta_mode!r}, "
             f"lam={self.lam}, s={self.s}, neuron_dims={self.neuron_dims}, u={self.u!r}"
         )
 
@@ -353,15 +370,16 @@ class MultiSimAM2(nn.Module):
 class SimAM2(MultiSimAM2):
     """The paper's two-modality SimAM² (Eq. 4–8): ``forward(x1, x2, zeta=None)``.
 
-    ζ, the weight of ``x1``, has shape (B, C) (SPEC §2): 0.5 when ``zeta="fixed"`` (summation);
+    ζ, the weight of ``x1``, has shape (B, C) (SPEC §2): 0.5 when ``zeta_mode="fixed"`` (summation);
     ``sigmoid(Linear(concat(pool(x1), pool(x2))))`` with C outputs when ``"learnable"``; passed to
     ``forward`` when given (which overrides the module's own ζ). After each forward ``.zeta`` is that
     forward's ζ (detached) and ``.r`` its degradation factor.
     """
 
-    def __init__(self, channels: int, zeta: str = "fixed", lam: float = 1e-6, s: float = 2.5,
-                 neuron_dims=None, sync_dist: bool = True, u: str = "eq4", vanilla: str = "sum"):
-        super().__init__(channels, 2, zeta, lam, s, neuron_dims, sync_dist, u, vanilla)
+    def __init__(self, channels: int, zeta_mode: str = "fixed", lam: float = 1e-6, s: float = 2.5,
+                 neuron_dims=None, sync_dist: bool = True, u: str = "eq4", vanilla: str = "sum", *,
+                 zeta: str | None = None):
+        super().__init__(channels, 2, zeta_mode, lam, s, neuron_dims, sync_dist, u, vanilla, zeta=zeta)
 
     def _make_gate(self) -> nn.Module:
         return nn.Linear(2 * self.channels, self.channels)
@@ -371,7 +389,7 @@ class SimAM2(MultiSimAM2):
         if self.zeta_mode == "fixed":
             return x1.new_full((x1.shape[0], self.channels), 0.5)
         if self.zeta_mode == "given":
-            raise ValueError("this module was built with zeta='given': pass zeta to forward()")
+            raise ValueError("this module was built with zeta_mode='given': pass zeta to forward()")
         return torch.sigmoid(self.gate(torch.cat([_pool(x1), _pool(x2)], dim=1).to(self.gate.weight.dtype)))
 
     def compute_weights(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -15,11 +15,13 @@ import torch
 import torch.distributed as dist
 from torch.optim.optimizer import Optimizer, register_optimizer_step_pre_hook
 
-from .checks import check_floating, check_nonnegative
+from .checks import check_floating, check_nonnegative, warn_deprecated
 from .distributed import is_distributed
 
-MODES = ("ogm", "ogm_ge")
+#: what drives OGM's coefficient rule: ζ (Eq. 11, decoupling-free) or OGM-GE's decoupled scores (SPEC §6)
 RATIOS = ("zeta", "decoupled")
+#: the deprecated ``mode`` spelling of ``noise`` (kept for one release): "ogm" is noise=False
+MODES = ("ogm", "ogm_ge")
 #: OGM-GE adds this to the gradient's std before drawing its noise (its main.py).
 GE_STD_FLOOR = 1e-8
 
@@ -76,7 +78,8 @@ def decoupled_ratio(logits1: torch.Tensor, logits2: torch.Tensor, labels: torch.
 
 
 class GradientModulator:
-    """OGM / OGM-GE gradient modulation of two parameter groups, driven by Eq. 11 or by OGM-GE's ratio.
+    """OGM's coefficient rule on two parameter groups, with or without GE noise, driven by Eq. 11's
+    ratio or by OGM-GE's decoupled one.
 
     Args:
         groups: two named groups, ``{"audio": params, "visual": params}``; the first is modality 1,
@@ -84,13 +87,15 @@ class GradientModulator:
         fusion: the fusion module whose ζ drives ``ratio="zeta"``: a :class:`~simam2.core.SimAM2`
             (its ``weight_sums`` buffer is read, on device) or any object with a ``.zeta`` tensor.
         alpha: OGM-GE's α, finite and ≥ 0.
-        mode: ``"ogm"`` (``grad ← k·grad``) or ``"ogm_ge"`` (plus ``N(0, std(grad)²)`` noise).
+        mode: deprecated (one release): ``"ogm"`` is ``noise=False``, ``"ogm_ge"`` ``noise=True``.
         start_epoch, end_epoch: the modulation window, inclusive at both ends as in OGM-GE.
         epoch_fn: returns the current epoch; without one, set :attr:`epoch` from the loop.
-        ratio: ``"zeta"`` (decoupling-free, Eq. 11) or ``"decoupled"`` (OGM-GE's own, fed each step
-            through :meth:`observe_logits`).
+        ratio: the ratio OGM's rule reads: ``"zeta"`` (decoupling-free, Eq. 11) or ``"decoupled"``
+            (OGM-GE's own, fed each step through :meth:`observe_logits`).
         seed: seeds the GE noise generator; None draws one (shared from rank 0 under DDP, so that
             every rank adds the same noise, SPEC §5).
+        noise: add OGM-GE's ``N(0, std(grad)²)`` after ``grad ← k·grad`` (GE, SPEC §5); False is
+            plain OGM. Default True.
 
     ``last`` holds the latest step's detached values: ``rho_zeta``, ``rho_decoupled`` (when logits
     were observed), ``k1``, ``k2``, ``applied``.
@@ -101,15 +106,27 @@ class GradientModulator:
         groups: Mapping[str, Iterable[torch.nn.Parameter]],
         fusion=None,
         alpha: float = 0.1,
-        mode: str = "ogm_ge",
+        mode: str | None = None,
         start_epoch: int = 0,
         end_epoch: int = 50,
         epoch_fn: Callable[[], int] | None = None,
         ratio: str = "zeta",
         seed: int | None = None,
+        *,
+        noise: bool | None = None,
     ):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode is not None:
+            if mode not in MODES:
+                raise ValueError(f"mode must be one of {MODES}, got {mode!r} (mode is deprecated: pass noise=)")
+            warn_deprecated(f"GradientModulator(mode={mode!r}) is deprecated: pass noise={mode == 'ogm_ge'} "
+                            "(the ratio is chosen by ratio=)")
+            if noise is not None and noise != (mode == "ogm_ge"):
+                raise ValueError(f"mode={mode!r} and noise={noise} disagree: pass noise alone")
+            noise = mode == "ogm_ge"
+        if noise is None:
+            noise = True
+        if not isinstance(noise, bool):
+            raise ValueError(f"noise must be True or False, got {noise!r}")
         if ratio not in RATIOS:
             raise ValueError(f"ratio must be one of {RATIOS}, got {ratio!r}")
         if len(groups) != 2:
@@ -126,11 +143,11 @@ class GradientModulator:
             if getattr(fusion, "zeta_mode", None) == "fixed":
                 raise ValueError(
                     "decoupling-free modulation needs a learnable (or given) ζ: with the fixed ζ = 0.5 "
-                    "Eq. 11's ratio is 1 at every step; build the fusion with zeta='learnable'"
+                    "Eq. 11's ratio is 1 at every step; build the fusion with zeta_mode='learnable'"
                 )
         self.fusion = fusion
         self.alpha = check_nonnegative("alpha (α)", alpha)
-        self.mode = mode
+        self.noise = noise
         self.start_epoch, self.end_epoch = start_epoch, end_epoch
         self.epoch_fn = epoch_fn
         self.epoch = 0
@@ -142,6 +159,12 @@ class GradientModulator:
         self._owns: dict[int, bool] = {}
         self._ratio_checked = False  # weight_sums seen finite once (see zeta_ratio)
         self._handles: dict[int | None, object] = {}  # attach(): one hook per optimizer
+
+    @property
+    def mode(self) -> str:
+        """Deprecated (one release): ``"ogm_ge"`` when :attr:`noise`, else ``"ogm"``."""
+        warn_deprecated("GradientModulator.mode is deprecated: read .noise")
+        return "ogm_ge" if self.noise else "ogm"
 
     # -- ratios ------------------------------------------------------------------------------------
 
@@ -224,7 +247,7 @@ class GradientModulator:
                 if g is None:
                     continue
                 k_dev = k.to(device=g.device, dtype=g.dtype)
-                if self.mode == "ogm_ge":
+                if self.noise:
                     # OGM-GE's unbiased std; a one-element gradient has none (std() is NaN there),
                     # so it gets the floor alone
                     std = (g.std() if g.numel() > 1 else g.new_zeros(())) + GE_STD_FLOOR

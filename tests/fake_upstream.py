@@ -132,7 +132,7 @@ class FakeSpec(Spec):
         class Fusion(InitShim, upstream_fusion):
             def __init__(self, dim, classes):
                 upstream_fusion.__init__(self, dim, classes)
-                self.simam2 = Summation(classes, zeta=config.zeta, lam=config.lam, s=config.s) if config.simam2 else None
+                self.simam2 = Summation(classes, zeta_mode=config.zeta, lam=config.lam, s=config.s) if config.simam2 else None
 
             def forward(self, x, y):
                 if self.training:

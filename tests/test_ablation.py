@@ -80,7 +80,7 @@ def test_half_precision_inputs_accumulate_in_float32():
 
 def test_ablated_forwards_leave_simam2s_last_forward_as_the_fused_one():
     torch.manual_seed(0)
-    fusion = SimAM2(6, zeta="learnable").eval()
+    fusion = SimAM2(6, zeta_mode="learnable").eval()
     x1, x2 = torch.randn(5, 6), torch.randn(5, 6)
     fused = fusion(x1, x2)
     weights, r = fusion.weights, fusion.r

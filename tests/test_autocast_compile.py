@@ -24,10 +24,10 @@ def randn(*shape, seed=0):
 # (name, fusion, input shapes): every form, 2-D, 3-D and 4-D inputs, fixed and learnable ζ
 FORMS = [
     ("summation-fixed-4d", lambda: Summation(16), [(4, 16, 5, 5)] * 2),
-    ("simam2-learnable-2d", lambda: SimAM2(16, zeta="learnable"), [(8, 16)] * 2),
-    ("film-learnable-3d", lambda: FiLMFusion(16, zeta="learnable"), [(4, 16, 6)] * 3),
-    ("concat-learnable-3d", lambda: ConcatFusion(10, 6, zeta="learnable"), [(4, 10, 6), (4, 6, 6)]),
-    ("late-learnable", lambda: LateFusion(16, zeta="learnable"), [(4, 3, 16)] * 2),
+    ("simam2-learnable-2d", lambda: SimAM2(16, zeta_mode="learnable"), [(8, 16)] * 2),
+    ("film-learnable-3d", lambda: FiLMFusion(16, zeta_mode="learnable"), [(4, 16, 6)] * 3),
+    ("concat-learnable-3d", lambda: ConcatFusion(10, 6, zeta_mode="learnable"), [(4, 10, 6), (4, 6, 6)]),
+    ("late-learnable", lambda: LateFusion(16, zeta_mode="learnable"), [(4, 3, 16)] * 2),
 ]
 
 
@@ -71,7 +71,7 @@ class TwoBranch(nn.Module):
     def __init__(self):
         super().__init__()
         self.audio, self.visual = nn.Linear(12, 16), nn.Linear(12, 16)
-        self.fusion = SimAM2(16, zeta="learnable")
+        self.fusion = SimAM2(16, zeta_mode="learnable")
         self.head = nn.Linear(16, 3)
 
     def forward(self, a, v):
@@ -86,7 +86,7 @@ def test_modulator_under_autocast_scales_gradients_by_k(dtype):
     model = TwoBranch().to(DEVICE)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     mod = GradientModulator({"audio": model.audio.parameters(), "visual": model.visual.parameters()},
-                            fusion=model.fusion, alpha=2.0, mode="ogm")
+                            fusion=model.fusion, alpha=2.0, noise=False)
     handle = mod.attach(opt)
     a, v = randn(8, 12, seed=1), randn(8, 12, seed=2)
     y = torch.arange(8, device=DEVICE) % 3
@@ -104,7 +104,7 @@ def test_modulator_under_autocast_scales_gradients_by_k(dtype):
         torch.testing.assert_close(p.detach(), before[n] - 0.1 * k * grads[n])
     handle.remove()
     ge = GradientModulator({"audio": model.audio.parameters(), "visual": model.visual.parameters()},
-                           fusion=model.fusion, alpha=2.0, mode="ogm_ge", seed=0)
+                           fusion=model.fusion, alpha=2.0, noise=True, seed=0)
     ge.attach(opt)
     with torch.autocast(DEVICE.type, dtype=dtype):
         loss = nn.functional.cross_entropy(model(a, v).float(), y)
@@ -140,8 +140,8 @@ def no_recompile_after_first():
 
 def compiled_matches_eager(zeta, shape, backend, batches=3):
     torch.manual_seed(0)
-    eager = SimAM2(16, zeta=zeta).to(DEVICE)
-    twin = SimAM2(16, zeta=zeta).to(DEVICE)
+    eager = SimAM2(16, zeta_mode=zeta).to(DEVICE)
+    twin = SimAM2(16, zeta_mode=zeta).to(DEVICE)
     twin.load_state_dict(eager.state_dict())
     compiled = torch.compile(twin, fullgraph=True, backend=backend)
     with no_recompile_after_first() as called:
@@ -185,7 +185,7 @@ def test_a_skipped_nan_batch_is_warned_under_torch_compile(made):
     import pickle
 
     torch.manual_seed(0)
-    m = SimAM2(4, zeta="learnable").to(DEVICE)
+    m = SimAM2(4, zeta_mode="learnable").to(DEVICE)
     if made == "unpickled":
         m = pickle.loads(pickle.dumps(m))
     with no_recompile_after_first() as called:

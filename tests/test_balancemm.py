@@ -183,7 +183,7 @@ def test_simam2_fusions_keep_the_upstreams_layers_and_initialisation(fusion_arch
 @pytest.mark.parametrize("zeta", ["fixed", "learnable"])
 def test_simam2_fusions_are_the_core_forms_on_the_upstream_terms(fusion_arch, zeta):
     torch.manual_seed(4)
-    classes = simam2_fusion_classes(fusion_arch, zeta=zeta)
+    classes = simam2_fusion_classes(fusion_arch, zeta_mode=zeta)
     a, v = torch.randn(5, 512), torch.randn(5, 512)
     concat = classes["ConcatFusion_N"](1024, 6)
     assert isinstance(concat.simam2, CoreConcat)
@@ -200,7 +200,7 @@ def test_simam2_fusions_are_the_core_forms_on_the_upstream_terms(fusion_arch, ze
 
 def test_simam2_fusion_refuses_a_given_zeta(fusion_arch):
     with pytest.raises(ValueError, match="no gate of its own"):
-        simam2_fusion_classes(fusion_arch, zeta="given")
+        simam2_fusion_classes(fusion_arch, zeta_mode="given")
 
 
 def test_df_groups_are_the_ogm_trainers_and_film_weighs_the_filmed_stream(fusion_arch):
@@ -210,7 +210,7 @@ def test_df_groups_are_the_ogm_trainers_and_film_weighs_the_filmed_stream(fusion
             self.modality_encoder = torch.nn.ModuleDict({"audio": torch.nn.Conv2d(1, 2, 3), "visual": torch.nn.Conv2d(3, 2, 3)})
             self.fusion_module = fusion
 
-    classes = simam2_fusion_classes(fusion_arch, zeta="learnable")
+    classes = simam2_fusion_classes(fusion_arch, zeta_mode="learnable")
     model = Model(classes["FiLM"](512, 512, 6))
     groups = ogm_groups(model, ["audio", "visual"])
     # conv weights only: OGMTrainer skips 1-D (bias) gradients
@@ -231,7 +231,7 @@ from simam2.adapters.machinery import AdapterError, RunConfig  # noqa: E402
 
 def _run(**config):
     # no --data and no readable dataset_config.yaml: the data check has nothing to say
-    return SimpleNamespace(config=RunConfig(**config), overrides={}, checkout=Path("/nonexistent"))
+    return SimpleNamespace(config=RunConfig(**config), options={}, checkout=Path("/nonexistent"))
 
 
 @pytest.mark.parametrize("config, argv, message", [
@@ -239,6 +239,7 @@ def _run(**config):
     ({}, ["--trainer", "OGMTrainerDF"], "modulates only with --modulation df"),
     ({"modulation": "ogm-ge"}, ["--trainer", "AGMTrainer"], "their own --trainer OGMTrainer"),
     ({"modulation": "ogm-ge", "ge": False}, ["--trainer", "OGMTrainer"], "KeyError at the pin"),
+    ({"modulation": "ogm"}, ["--trainer", "OGMTrainer"], "KeyError at the pin"),
 ])
 def test_validate_refuses_a_trainer_that_contradicts_the_modulation(tmp_path, config, argv, message):
     with pytest.raises(AdapterError, match=message):
@@ -247,10 +248,10 @@ def test_validate_refuses_a_trainer_that_contradicts_the_modulation(tmp_path, co
 
 def test_validate_names_a_missing_dataset(checkout, tmp_path):
     pytest.importorskip("yaml", reason="PyYAML comes with the balancemm extra (pip install -e '.[balancemm]')")
-    run = SimpleNamespace(config=RunConfig(), overrides={"data": tmp_path / "none"}, checkout=checkout)
+    run = SimpleNamespace(config=RunConfig(), options={"data": tmp_path / "none"}, checkout=checkout)
     with pytest.raises(AdapterError, match="not a CREMA-D in BalanceMM's layout: no .*train.csv"):
         SPEC.validate(run, [], tmp_path)
-    run.overrides = {}
+    run.options = {}
     with pytest.raises(AdapterError, match="give --data DIR"):
         SPEC.validate(run, [], tmp_path)
 
@@ -261,6 +262,17 @@ def test_upstream_argv_chooses_the_trainer_and_later_arguments_win():
     assert argv[argv.index("--trainer") + 1] == "OGMTrainerDF" and argv[argv.index("--alpha") + 1] == "0.7"
     assert "--alpha" not in SPEC.upstream_argv(RunConfig())
     assert SPEC.upstream_argv(RunConfig(modulation="ogm-ge"))[-3] == "OGMTrainer"
+
+
+def test_simam2_run_options_reach_the_run_explicitly_and_the_spec_keeps_no_state(checkout, tmp_path):
+    from simam2.adapters.run import prepare_run
+
+    before = dict(vars(SPEC))
+    run = prepare_run("balancemm", ["--checkout", str(checkout), "--workdir", str(tmp_path / "w"), "--data",
+                                    str(tmp_path / "d"), "--epochs", "2", "--batch-size", "4"])
+    assert run.options == {"data": tmp_path / "d", "epochs": 2, "batch_size": 4, "workers": 0, "fusion": None,
+                           "keep_checkpoint": False}
+    assert vars(SPEC) == before  # nothing of this run was left on the module-level spec
 
 
 def test_closure_first_steps_like_the_optimizer_and_hooks_see_this_steps_gradients():

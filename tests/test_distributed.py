@@ -18,7 +18,7 @@ class Net(nn.Module):
         super().__init__()
         self.audio = nn.Linear(6, 8)
         self.visual = nn.Linear(6, 8)
-        self.fusion = SimAM2(8, zeta="learnable")
+        self.fusion = SimAM2(8, zeta_mode="learnable")
         self.head = nn.Linear(8, 3)
 
     def forward(self, a, v):
@@ -48,7 +48,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     model = nn.parallel.DistributedDataParallel(net)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     mod = GradientModulator({"audio": net.audio.parameters(), "visual": net.visual.parameters()},
-                            fusion=net.fusion, alpha=0.5, mode="ogm_ge")  # seed drawn, shared from rank 0
+                            fusion=net.fusion, alpha=0.5, noise=True)  # seed drawn, shared from rank 0
     mod.attach(opt)
     gen = torch.Generator().manual_seed(100 + rank)  # each rank its own data
     rs = []
@@ -85,7 +85,7 @@ def _fault_worker(rank: int, world: int, port: int, out_dir: str, bad: float = f
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)  # same gate on both ranks
-    fusion = SimAM2(4, zeta="learnable")
+    fusion = SimAM2(4, zeta_mode="learnable")
     gen = torch.Generator().manual_seed(200 + rank)
     seen = []
     for step in range(3):

@@ -91,7 +91,7 @@ def test_importance_of_huge_inputs_is_the_scaled_importance(scale):
     torch.testing.assert_close(out, importance(x, 0.0), rtol=1e-5, atol=1e-5)
     from simam2.core import MultiSimAM2
 
-    three = MultiSimAM2(4, 3, zeta="learnable")  # K > 2 runs through importance
+    three = MultiSimAM2(4, 3, zeta_mode="learnable")  # K > 2 runs through importance
     assert torch.isfinite(three(x * scale, x.flip(0) * scale, x.flip(1) * scale)).all()
 
 

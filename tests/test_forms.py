@@ -27,12 +27,12 @@ def test_summation_with_half_is_the_average_under_attention():
 def test_film_superposes_gamma_f_and_beta():
     gamma, feat, beta = torch.randn(3, 5, 8, dtype=torch.float64)
     zeta = torch.rand(5, 8, dtype=torch.float64)
-    m = FiLMFusion(8, zeta="given").double()
+    m = FiLMFusion(8, zeta_mode="given").double()
     out = m(gamma, feat, beta, zeta=zeta)
     u_back, u = attention_input(m, out, gamma * feat, beta, zeta)
     torch.testing.assert_close(u, zeta * gamma * feat + (1 - zeta) * beta)  # ζγF + (1 − ζ)β
     torch.testing.assert_close(u_back, u)
-    torch.testing.assert_close(out, SimAM2(8, zeta="given").double()(gamma * feat, beta, zeta=zeta))
+    torch.testing.assert_close(out, SimAM2(8, zeta_mode="given").double()(gamma * feat, beta, zeta=zeta))
 
 
 def test_concat_pads_and_keeps_the_width():
@@ -51,8 +51,8 @@ def test_concat_pads_and_keeps_the_width():
 
 def test_late_fusion_treats_each_segment_as_a_sample_of_c_neurons():
     a, v = torch.randn(2, 3, 10, 16, dtype=torch.float64)
-    m = LateFusion(16, zeta="learnable").double()
-    flat = SimAM2(16, zeta="learnable").double()
+    m = LateFusion(16, zeta_mode="learnable").double()
+    flat = SimAM2(16, zeta_mode="learnable").double()
     flat.load_state_dict(m.state_dict())
     out = m(a, v)
     assert out.shape == (3, 10, 16) and m.zeta.shape == (30, 16)

@@ -151,7 +151,7 @@ def test_huge_and_tiny_inputs_give_the_scaled_result(scale, shape):
         assert torch.isfinite(g).all()
         torch.testing.assert_close(g.double(), ge.double(), rtol=1e-3, atol=1e-3 * ge.abs().max().item())
     # and through the module, in float32 with λ = 1e-6: λ is negligible at this scale
-    m = SimAM2(shape[1], zeta="learnable")
+    m = SimAM2(shape[1], zeta_mode="learnable")
     assert torch.isfinite(m(big1, big2)).all()
 
 
@@ -206,9 +206,9 @@ def twin_modules(cls, *args, **kwargs):
 @pytest.mark.parametrize(
     "cls, kwargs, shape",
     [
-        (SimAM2, dict(channels=6, zeta="learnable"), (5, 6, 4)),
-        (SimAM2, dict(channels=6, zeta="fixed"), (5, 6)),
-        (MultiSimAM2, dict(channels=3, modalities=2, zeta="learnable"), (4, 3, 2, 3)),
+        (SimAM2, dict(channels=6, zeta_mode="learnable"), (5, 6, 4)),
+        (SimAM2, dict(channels=6, zeta_mode="fixed"), (5, 6)),
+        (MultiSimAM2, dict(channels=3, modalities=2, zeta_mode="learnable"), (4, 3, 2, 3)),
     ],
 )
 def test_modules_take_the_fast_path_and_match_the_reference(monkeypatch, cls, kwargs, shape):
@@ -231,7 +231,7 @@ def test_modules_take_the_fast_path_and_match_the_reference(monkeypatch, cls, kw
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_is_finite_and_close_to_float32(dtype):
     torch.manual_seed(0)
-    m = SimAM2(16, zeta="learnable")
+    m = SimAM2(16, zeta_mode="learnable")
     x1, x2 = torch.randn(2, 8, 16, 5)
     out32 = m(x1, x2)
     lo1, lo2 = x1.to(dtype).requires_grad_(), x2.to(dtype).requires_grad_()

@@ -34,7 +34,7 @@ def test_output_r_and_var_max_match_hand_computation():
     rng = np.random.default_rng(1)
     x1, x2 = rng.normal(size=(2, 4, 3, 5))
     zeta = rng.uniform(0.1, 0.9, size=(4, 3))
-    m = SimAM2(3, zeta="given").double()
+    m = SimAM2(3, zeta_mode="given").double()
     out = m(torch.tensor(x1), torch.tensor(x2), zeta=torch.tensor(zeta))
     ref, r, var_max = by_hand(x1, x2, zeta, np.zeros(3))
     np.testing.assert_allclose(out.detach().cpu().numpy(), ref, rtol=1e-10)
@@ -51,7 +51,7 @@ def test_output_r_and_var_max_match_hand_computation():
 
 
 def test_var_max_grows_only_in_training_and_is_saved():
-    m = SimAM2(4, zeta="learnable")
+    m = SimAM2(4, zeta_mode="learnable")
     x1, x2 = torch.randn(2, 8, 4, 6)
     m.eval()
     m(x1, x2)
@@ -63,13 +63,13 @@ def test_var_max_grows_only_in_training_and_is_saved():
     m(x1[:1], x2[:1])  # a batch of one has zero variance: var_max must not fall
     torch.testing.assert_close(m.var_max, grown)
     assert "var_max" in m.state_dict()
-    fresh = SimAM2(4, zeta="learnable")
+    fresh = SimAM2(4, zeta_mode="learnable")
     fresh.load_state_dict(m.state_dict())
     torch.testing.assert_close(fresh.var_max, grown)
 
 
 def test_fixed_zeta_is_plain_summation_with_r_from_lambda():
-    m = SimAM2(3, zeta="fixed", lam=1e-6)
+    m = SimAM2(3, zeta_mode="fixed", lam=1e-6)
     x1, x2 = torch.randn(2, 5, 3, 4, dtype=torch.float64)
     out = m(x1, x2)
     ref, r, _ = by_hand(x1.cpu().numpy(), x2.cpu().numpy(), np.full((5, 3), 0.5), np.zeros(3))
@@ -79,7 +79,7 @@ def test_fixed_zeta_is_plain_summation_with_r_from_lambda():
 
 
 def test_learnable_gate_is_sigmoid_of_linear_on_pooled_inputs():
-    m = SimAM2(3, zeta="learnable")
+    m = SimAM2(3, zeta_mode="learnable")
     x1, x2 = torch.randn(2, 4, 3, 7)
     m(x1, x2)
     expected = torch.sigmoid(m.gate(torch.cat([x1.mean(-1), x2.mean(-1)], 1)))
@@ -89,7 +89,7 @@ def test_learnable_gate_is_sigmoid_of_linear_on_pooled_inputs():
 
 def test_gradients_match_finite_differences():
     torch.manual_seed(0)
-    m = SimAM2(3, zeta="given").double()
+    m = SimAM2(3, zeta_mode="given").double()
     x1 = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
     x2 = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
     zeta = torch.rand(4, 3, dtype=torch.float64)
@@ -101,7 +101,7 @@ def test_gradients_match_finite_differences():
 
 
 def test_learnable_gate_receives_gradient():
-    m = SimAM2(4, zeta="learnable")
+    m = SimAM2(4, zeta_mode="learnable")
     m(*torch.randn(2, 6, 4, 5)).square().sum().backward()
     assert m.gate.weight.grad is not None and m.gate.weight.grad.abs().sum() > 0
 
@@ -109,21 +109,21 @@ def test_learnable_gate_receives_gradient():
 def test_k2_multimodal_is_the_paper_form_and_k3_is_convex():
     x1, x2, x3 = torch.randn(3, 4, 3, 6, dtype=torch.float64)
     zeta = torch.rand(4, 3, dtype=torch.float64)
-    two = SimAM2(3, zeta="given").double()
-    multi = MultiSimAM2(3, 2, zeta="given").double()
+    two = SimAM2(3, zeta_mode="given").double()
+    multi = MultiSimAM2(3, 2, zeta_mode="given").double()
     torch.testing.assert_close(multi(x1, x2, weights=torch.stack([zeta, 1 - zeta], -1)), two(x1, x2, zeta=zeta))
     torch.testing.assert_close(multi.r, two.r)
     torch.testing.assert_close(multi.var_max, two.var_max)
-    three = MultiSimAM2(3, 3, zeta="learnable").double()
+    three = MultiSimAM2(3, 3, zeta_mode="learnable").double()
     three(x1, x2, x3)
     torch.testing.assert_close(three.weights.sum(-1), torch.ones(4, 3, dtype=torch.float64))
-    fixed = MultiSimAM2(3, 3, zeta="fixed").double()
+    fixed = MultiSimAM2(3, 3, zeta_mode="fixed").double()
     fixed(x1, x2, x3)
     torch.testing.assert_close(fixed.weights, torch.full((4, 3, 3), 1 / 3, dtype=torch.float64))
 
 
 def test_bad_input_is_a_clear_error():
-    m = SimAM2(3, zeta="learnable")
+    m = SimAM2(3, zeta_mode="learnable")
     with pytest.raises(ValueError, match="one shape"):
         m(torch.randn(2, 3, 4), torch.randn(2, 3, 5))
     with pytest.raises(ValueError, match=r"zeta must have shape \(B, C\)"):
@@ -133,13 +133,13 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="at least 2 neurons"):
         SimAM2(3, neuron_dims=(2,))(torch.randn(2, 3, 1), torch.randn(2, 3, 1))
     with pytest.raises(ValueError, match="pass zeta"):
-        SimAM2(3, zeta="given")(torch.randn(2, 3, 4), torch.randn(2, 3, 4))
-    with pytest.raises(ValueError, match="zeta must be one of"):
-        SimAM2(3, zeta="adaptive")
+        SimAM2(3, zeta_mode="given")(torch.randn(2, 3, 4), torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="zeta_mode must be one of"):
+        SimAM2(3, zeta_mode="adaptive")
 
 
 def test_constant_and_low_precision_inputs_give_finite_output():
-    m = SimAM2(3, zeta="learnable", lam=0.0)
+    m = SimAM2(3, zeta_mode="learnable", lam=0.0)
     out = m(torch.ones(2, 3, 4, 4), torch.ones(2, 3, 4, 4))
     assert torch.isfinite(out).all()
     for dtype in (torch.bfloat16, torch.float16):
@@ -156,7 +156,7 @@ def test_a_nan_sample_never_enters_var_max_and_is_warned(modalities, decided, mo
     if decided == "on the device":  # the torch.where path an accelerator takes, run on the CPU
         monkeypatch.setattr(fusion_module, "_host_readable", lambda t: False)
     torch.manual_seed(0)
-    m = MultiSimAM2(4, modalities, zeta="learnable") if modalities > 2 else SimAM2(4, zeta="learnable")
+    m = MultiSimAM2(4, modalities, zeta_mode="learnable") if modalities > 2 else SimAM2(4, zeta_mode="learnable")
     xs = list(torch.randn(modalities, 8, 4, 6))
     m(*xs)
     grown, sums = m.var_max.clone(), m.weight_sums.clone()
@@ -174,7 +174,7 @@ def test_a_nan_sample_never_enters_var_max_and_is_warned(modalities, decided, mo
 
 
 def test_an_empty_training_batch_is_an_error_and_an_empty_eval_batch_is_not():
-    m = SimAM2(3, zeta="learnable")
+    m = SimAM2(3, zeta_mode="learnable")
     x1, x2 = torch.randn(2, 4, 3, 5)
     m(x1, x2)
     grown = m.var_max.clone()
@@ -188,7 +188,7 @@ def test_an_empty_training_batch_is_an_error_and_an_empty_eval_batch_is_not():
 
 @pytest.mark.parametrize("bad", [1.5, -0.2, float("nan")])
 def test_a_given_zeta_outside_the_unit_interval_is_refused(bad):
-    m = SimAM2(3, zeta="given")
+    m = SimAM2(3, zeta_mode="given")
     x1, x2 = torch.randn(2, 4, 3, 5)
     zeta = torch.full((4, 3), 0.5)
     zeta[2, 1] = bad
@@ -197,7 +197,7 @@ def test_a_given_zeta_outside_the_unit_interval_is_refused(bad):
     assert torch.count_nonzero(m.var_max) == 0
     edges = torch.tensor([[0.0, 1.0, 0.5]]).expand(4, 3)  # the closed interval is allowed
     assert torch.isfinite(m(x1, x2, zeta=edges)).all()
-    k3 = MultiSimAM2(3, 3, zeta="given")
+    k3 = MultiSimAM2(3, 3, zeta_mode="given")
     weights = torch.full((4, 3, 3), 1 / 3)
     weights[0, 0] = torch.tensor([bad, 0.5, 0.5])
     with pytest.raises(ValueError, match=r"given fusion weights must lie in \[0, 1\]"):
@@ -221,9 +221,9 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_on_cuda_the_checks_and_the_skip_make_no_host_sync_and_warn_one_forward_late():
     import warnings
 
-    m = SimAM2(4, zeta="learnable").cuda()
+    m = SimAM2(4, zeta_mode="learnable").cuda()
     x1, x2 = torch.randn(2, 8, 4, 6, device="cuda")
-    given = SimAM2(4, zeta="given").cuda()
+    given = SimAM2(4, zeta_mode="given").cuda()
     zeta = torch.rand(8, 4, device="cuda")
     m(x1, x2), given(x1, x2, zeta=zeta)  # first calls: lazy allocations
     torch.cuda.synchronize()
@@ -251,7 +251,7 @@ def test_on_cuda_a_given_zeta_outside_the_unit_interval_stops_the_run():
     import subprocess
     import sys
 
-    code = ("import torch; from simam2.core import SimAM2; m = SimAM2(2, zeta='given').cuda(); "
+    code = ("import torch; from simam2.core import SimAM2; m = SimAM2(2, zeta_mode='given').cuda(); "
             "x = torch.randn(3, 2, 4, device='cuda'); m(x, x, zeta=torch.full((3, 2), 1.5, device='cuda')); "
             "torch.cuda.synchronize(); print('not stopped')")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -265,7 +265,7 @@ def test_on_cuda_a_given_zeta_outside_the_unit_interval_stops_the_run():
 def test_an_inf_input_is_skipped_like_a_nan_one(bad):
     """An inf saturates the learnable ζ (sigmoid(inf) = 1): finite statistics, yet false ones."""
     torch.manual_seed(0)
-    m = SimAM2(4, zeta="learnable")
+    m = SimAM2(4, zeta_mode="learnable")
     x1, x2 = torch.randn(2, 8, 4, 6)
     m(x1, x2)
     grown = m.var_max.clone()
@@ -281,7 +281,7 @@ def test_an_inf_input_is_skipped_like_a_nan_one(bad):
 
 
 def test_var_max_stays_float32_under_half_and_to_dtype():
-    m = SimAM2(16, zeta="learnable").half()
+    m = SimAM2(16, zeta_mode="learnable").half()
     assert m.gate.weight.dtype == torch.float16
     assert m.var_max.dtype == torch.float32 and m.weight_sums.dtype == torch.float32  # was float16
     m.to(torch.bfloat16)
@@ -294,7 +294,7 @@ def test_var_max_stays_float32_under_half_and_to_dtype():
 
 @pytest.mark.parametrize("bad", [float("nan"), -1.0, float("inf")])
 def test_a_state_dict_with_a_var_max_that_is_no_variance_is_refused_naming_the_key(bad):
-    m = SimAM2(4, zeta="learnable")
+    m = SimAM2(4, zeta_mode="learnable")
     state = m.state_dict()
     state["var_max"] = torch.tensor([0.1, bad, 0.2, 0.0])
     with pytest.raises(ValueError, match=r"^var_max in the state dict must hold finite variances >= 0; 1 of 4"):
@@ -307,13 +307,13 @@ def test_a_state_dict_with_a_var_max_that_is_no_variance_is_refused_naming_the_k
 
 
 def test_given_weights_must_sum_to_one_over_the_modalities():
-    m = MultiSimAM2(4, 2, zeta="given")
+    m = MultiSimAM2(4, 2, zeta_mode="given")
     x = torch.randn(8, 4)
     with pytest.raises(ValueError, match=r"given fusion weights must sum to 1 over the modalities .* got sums "
                                          r"from 1\.8 to 1\.8"):
         m(x, x, weights=torch.full((8, 4, 2), 0.9))
     m(x, x, weights=torch.full((8, 4, 2), 0.5))
-    k3 = MultiSimAM2(4, 3, zeta="given")
+    k3 = MultiSimAM2(4, 3, zeta_mode="given")
     w = torch.rand(8, 4, 3).softmax(-1)
     k3(x, x, x, weights=w)
     w[0, 0, 0] += 0.01
@@ -328,3 +328,19 @@ def test_integer_inputs_are_refused_in_one_line(dtype):
         SimAM2(2)(x, x)  # was int64 [-5, -3, -1, ...] where float gives [-4.675, -2.664, ...]
     with pytest.raises(ValueError, match="floating-point"):
         MultiSimAM2(2, 3)(x, x, x)
+
+
+def test_the_old_zeta_string_spelling_still_builds_the_same_module_and_warns():
+    from simam2.core import ConcatFusion, LateFusion
+
+    for make, args in ((SimAM2, (4,)), (MultiSimAM2, (4, 3)), (ConcatFusion, (3, 2)), (LateFusion, (4,))):
+        torch.manual_seed(0)
+        with pytest.warns(DeprecationWarning, match="zeta='learnable'.*deprecated.*zeta_mode='learnable'") as caught:
+            old = make(*args, zeta="learnable")
+        assert caught[0].filename == __file__  # attributed to the caller, however deep in core it was met
+        torch.manual_seed(0)
+        new = make(*args, zeta_mode="learnable")
+        assert old.zeta_mode == "learnable" and "zeta_mode='learnable'" in repr(new)
+        assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
+    with pytest.raises(ValueError, match="disagree"), pytest.warns(DeprecationWarning):
+        SimAM2(4, "given", zeta="learnable")

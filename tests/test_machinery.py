@@ -270,6 +270,44 @@ def test_cli_options_come_from_run_config_fields():
     assert config_from_args(p.parse_args([]), default_zeta="given").zeta == "fixed"  # no SimAM², no ζ
 
 
+@pytest.mark.parametrize("argv, modulation, ge, ratio, noise", [
+    ([], "none", True, None, False),
+    (["--modulation", "ogm-ge"], "ogm-ge", True, "decoupled", True),
+    (["--modulation", "ogm-ge", "--no-ge"], "ogm-ge", False, "decoupled", False),
+    (["--modulation", "ogm"], "ogm-ge", False, "decoupled", False),  # ogm is ogm-ge --no-ge, recorded so
+    (["--modulation", "ogm", "--no-ge"], "ogm-ge", False, "decoupled", False),
+    (["--simam2", "--zeta", "learnable", "--modulation", "df"], "df", True, "zeta", True),
+    (["--simam2", "--zeta", "learnable", "--modulation", "df", "--no-ge"], "df", False, "zeta", False),
+])
+def test_each_modulation_spelling_is_one_modulation(argv, modulation, ge, ratio, noise):
+    import argparse
+
+    from simam2.adapters.machinery import Modulation, add_run_options, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_run_options(p)
+    config = config_from_args(p.parse_args(argv))
+    assert (config.modulation, config.ge) == (modulation, ge)
+    assert config.plain()["modulation"] == modulation  # what the records' start.config holds
+    assert Modulation.of(config) == Modulation(ratio, noise)
+    assert Modulation.named(Modulation.of(config).name, ge) == Modulation.of(config)
+
+
+def test_zeta_choices_is_the_cores_zeta_modes_under_a_deprecated_name():
+    from simam2.adapters.machinery import config
+    from simam2.core.fusion import ZETA_MODES
+
+    with pytest.warns(DeprecationWarning, match="ZETA_CHOICES is deprecated: use ZETA_MODES"):
+        assert config.ZETA_CHOICES is ZETA_MODES
+
+
+def test_a_spec_declaring_zeta_sources_gets_zeta_modes_and_a_warning():
+    with pytest.warns(DeprecationWarning, match="Old.zeta_sources is deprecated: declare zeta_modes"):
+        class Old(Spec):
+            zeta_sources = ("fixed", "given")
+    assert Old.zeta_modes == ("fixed", "given")
+
+
 # -- the import graph --------------------------------------------------------------------------------
 
 def _module_names() -> list[str]:

@@ -47,7 +47,7 @@ class TwoBranch(nn.Module):
         self.audio = nn.Linear(6, 4)
         self.visual = nn.Linear(6, 4)
         self.other = nn.Linear(4, 3)
-        self.fusion = SimAM2(4, zeta="learnable")
+        self.fusion = SimAM2(4, zeta_mode="learnable")
 
     def forward(self, a, v):
         return self.other(self.fusion(self.audio(a), self.visual(v)))
@@ -70,7 +70,7 @@ def test_ogm_scales_each_group_by_its_coefficient_and_nothing_else():
     model = TwoBranch()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     mod = GradientModulator({"audio": model.audio.parameters(), "visual": model.visual.parameters()},
-                            fusion=model.fusion, alpha=0.5, mode="ogm")
+                            fusion=model.fusion, alpha=0.5, noise=False)
     _step(model, opt)
     before = _grads(model)
     zeta = model.fusion.zeta
@@ -91,7 +91,7 @@ def test_epoch_window_and_unchanged_step_outside_it():
     opt_p = torch.optim.SGD(plain.parameters(), lr=0.1, momentum=0.9)
     epoch = {"now": 0}
     mod = GradientModulator({"a": hooked.audio.parameters(), "v": hooked.visual.parameters()},
-                            fusion=hooked.fusion, alpha=1.0, mode="ogm_ge", start_epoch=2, end_epoch=3,
+                            fusion=hooked.fusion, alpha=1.0, noise=True, start_epoch=2, end_epoch=3,
                             epoch_fn=lambda: epoch["now"])
     handle = mod.attach(opt_h)
     for e in range(2):  # outside the window: identical to no modulation
@@ -120,7 +120,7 @@ def test_ge_noise_has_the_gradients_std():
     q.grad = torch.randn(10)
     before = p.grad.clone()
     fusion = type("F", (), {"zeta": torch.full((4, 2), 0.8)})()  # ρ1 = 4 → k1 = 1 − tanh(4α)
-    mod = GradientModulator({"a": [p], "b": [q]}, fusion=fusion, alpha=0.2, mode="ogm_ge", seed=3)
+    mod = GradientModulator({"a": [p], "b": [q]}, fusion=fusion, alpha=0.2, noise=True, seed=3)
     mod.apply()
     k1 = 1 - math.tanh(0.2 * 4)
     noise = p.grad - k1 * before
@@ -132,7 +132,7 @@ def test_ge_noise_has_the_gradients_std():
 def test_global_hook_fires_only_for_optimizers_holding_the_groups():
     model, other = TwoBranch(), nn.Linear(3, 3)
     mod = GradientModulator({"a": model.audio.parameters(), "v": model.visual.parameters()},
-                            fusion=model.fusion, mode="ogm")
+                            fusion=model.fusion, noise=False)
     handle = mod.attach()
     try:
         opt_other = torch.optim.SGD(other.parameters(), lr=0.1)
@@ -149,7 +149,7 @@ def test_global_hook_fires_only_for_optimizers_holding_the_groups():
 
 def test_decoupling_free_with_fixed_zeta_is_an_error():
     model = TwoBranch()
-    model.fusion = SimAM2(4, zeta="fixed")
+    model.fusion = SimAM2(4, zeta_mode="fixed")
     with pytest.raises(ValueError, match="learnable"):
         GradientModulator({"a": model.audio.parameters(), "v": model.visual.parameters()}, fusion=model.fusion)
 
@@ -157,7 +157,7 @@ def test_decoupling_free_with_fixed_zeta_is_an_error():
 def test_decoupled_ratio_drives_modulation_when_asked():
     model = TwoBranch()
     mod = GradientModulator({"a": model.audio.parameters(), "v": model.visual.parameters()},
-                            fusion=model.fusion, ratio="decoupled", mode="ogm", alpha=1.0)
+                            fusion=model.fusion, ratio="decoupled", noise=False, alpha=1.0)
     _step(model, torch.optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(RuntimeError, match="observe_logits"):
         mod.apply()
@@ -184,7 +184,7 @@ def test_modulating_before_a_training_forward_is_an_error_not_nan():
     model = TwoBranch()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     mod = GradientModulator({"a": model.audio.parameters(), "v": model.visual.parameters()},
-                            fusion=model.fusion, mode="ogm_ge", alpha=0.5)
+                            fusion=model.fusion, noise=True, alpha=0.5)
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     with pytest.raises(RuntimeError, match="has not run a forward in training mode yet"):
@@ -208,7 +208,7 @@ def test_a_nan_ratio_leaves_the_gradients_unmodulated():
     p, q = nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(3))
     p.grad, q.grad = torch.full((3,), 2.0), torch.full((3,), 3.0)
     fusion = type("F", (), {"zeta": torch.tensor([[0.7, float("nan")]])})()  # a fusion without our guard
-    mod = GradientModulator({"a": [p], "b": [q]}, fusion=fusion, mode="ogm", alpha=0.5)
+    mod = GradientModulator({"a": [p], "b": [q]}, fusion=fusion, noise=False, alpha=0.5)
     assert mod.apply()
     assert torch.isnan(mod.last["rho_zeta"])
     assert mod.last["k1"].item() == 1 and mod.last["k2"].item() == 1
@@ -219,7 +219,7 @@ def test_ge_noise_on_a_one_element_parameter_is_the_floor_not_nan():
     p, q = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(5))
     p.grad, q.grad = torch.tensor([0.5]), torch.randn(5)
     fusion = type("F", (), {"zeta": torch.full((4, 2), 0.8)})()  # ρ1 = 4
-    mod = GradientModulator({"a": [p], "b": [q]}, fusion=fusion, alpha=0.2, mode="ogm_ge", seed=0)
+    mod = GradientModulator({"a": [p], "b": [q]}, fusion=fusion, alpha=0.2, noise=True, seed=0)
     mod.apply()  # was: p.grad = nan (std of one element)
     k1 = 1 - math.tanh(0.2 * 4)
     assert torch.isfinite(p.grad).all()
@@ -253,7 +253,7 @@ def test_attach_twice_is_one_hook():
     p, q = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
     opt = torch.optim.SGD([p, q], lr=0.0)
     fusion = type("F", (), {"zeta": torch.full((4, 2), 0.8)})()  # ρ1 = 4
-    mod = GradientModulator({"a": [p], "b": [q]}, fusion=fusion, mode="ogm", alpha=0.2)
+    mod = GradientModulator({"a": [p], "b": [q]}, fusion=fusion, noise=False, alpha=0.2)
     first = mod.attach(opt)
     assert mod.attach(opt) is first
     p.grad, q.grad = torch.ones(2), torch.ones(2)
@@ -285,3 +285,39 @@ def test_decoupled_scores_refuse_labels_that_are_no_class_indices_and_integer_lo
         decoupled_ratio(torch.tensor([[2, 1]]), torch.tensor([[1, 3]]), torch.tensor([0]))  # was NotImplementedError
     torch.testing.assert_close(decoupled_scores(logits1, logits2, torch.tensor([0])), torch.tensor([0.7311, 0.1192]),
                                rtol=1e-4, atol=1e-4)
+
+
+def _two_grads(seed):
+    g = torch.Generator().manual_seed(seed)
+    p, q = nn.Parameter(torch.zeros(30, 20)), nn.Parameter(torch.zeros(10))
+    p.grad, q.grad = torch.randn(30, 20, generator=g), torch.randn(10, generator=g)
+    return p, q
+
+
+@pytest.mark.parametrize("mode, noise", [("ogm", False), ("ogm_ge", True)])
+def test_the_old_mode_spelling_still_modulates_as_noise_does_and_warns(mode, noise):
+    fusion = type("F", (), {"zeta": torch.full((4, 2), 0.8)})()
+    p, q = _two_grads(0)
+    with pytest.warns(DeprecationWarning, match=f"mode='{mode}'.*noise={noise}") as caught:
+        old = GradientModulator({"a": [p], "b": [q]}, fusion=fusion, alpha=0.2, mode=mode, seed=3)
+    assert caught[0].filename == __file__  # attributed to the caller, not to the core
+    old.apply()
+    p2, q2 = _two_grads(0)
+    new = GradientModulator({"a": [p2], "b": [q2]}, fusion=fusion, alpha=0.2, noise=noise, seed=3)
+    new.apply()
+    assert old.noise is noise and torch.equal(p.grad, p2.grad) and torch.equal(q.grad, q2.grad)
+    with pytest.warns(DeprecationWarning, match="read .noise"):
+        assert old.mode == mode
+
+
+def test_mode_and_noise_that_disagree_or_a_bad_noise_are_refused():
+    p, q = _two_grads(0)
+    with pytest.raises(ValueError, match="disagree"), pytest.warns(DeprecationWarning):
+        GradientModulator({"a": [p], "b": [q]}, ratio="decoupled", mode="ogm", noise=True)
+    with pytest.raises(ValueError, match="noise must be True or False"):
+        GradientModulator({"a": [p], "b": [q]}, ratio="decoupled", noise="ogm")
+
+
+def test_noise_defaults_to_ge_as_mode_did():
+    p, q = _two_grads(0)
+    assert GradientModulator({"a": [p], "b": [q]}, ratio="decoupled").noise is True

@@ -225,12 +225,28 @@ def test_decoupling_free_modulation_scales_the_encoders_conv_grads(checkout):
     assert (steps[0]["k1"], steps[0]["k2"]) == pytest.approx((k_audio.item(), k_visual.item()))
 
 
-def test_decoupling_free_modulation_refuses_a_second_modulation(checkout):
-    with installed(ADAPTER, RunConfig(simam2=True, zeta="learnable", modulation="df"), checkout):
-        import models.basic_model as bm
+def test_main_py_modulation_must_say_what_the_run_says_before_it_starts(checkout, tmp_path, capsys):
+    from types import SimpleNamespace
 
-        with pytest.raises(AdapterError, match="--modulation Normal"):
-            bm.AVClassifier(_args(modulation="OGM_GE"))
+    df = RunConfig(simam2=True, zeta="learnable", modulation="df", alpha=0.8)
+    ours = ADAPTER.upstream_argv(df)
+    assert ours[:2] == ["--modulation", "Normal"]
+    for config, argv, refused in [
+        (df, ours + ["--modulation", "OGM_GE"], "replaces main.py's own: --modulation df runs main.py with "
+                                                "--modulation Normal, not OGM_GE"),  # the script's last one counts
+        (RunConfig(), ["--alpha", "0.1"], "--modulation none runs main.py with --modulation Normal, not OGM_GE"),
+        (RunConfig(modulation="ogm"), ["--modulation", "OGM_GE"], "--modulation ogm runs main.py with --modulation OGM,"),
+        (df, ours + ["--alpha", "0.5"], "main.py's --alpha 0.5 differs from the run's --alpha 0.8"),
+    ]:
+        with pytest.raises(AdapterError, match=refused):
+            ADAPTER.validate(SimpleNamespace(config=config), argv, tmp_path)
+    # on the command line: refused before main.py starts
+    assert main(["run", "ogm-ge", "--simam2", "--zeta", "learnable", "--modulation", "df", "--checkout", str(checkout),
+                 "--workdir", str(tmp_path), "--", "--modulation", "OGM_GE"]) == 2
+    assert "--modulation Normal, not OGM_GE" in capsys.readouterr().err
+
+
+def test_decoupling_free_modulation_needs_a_learnable_zeta_and_simam2_a_fusion_it_has(checkout):
     with pytest.raises(ValueError, match="learnable"):
         RunConfig(simam2=True, zeta="fixed", modulation="df")
     with installed(ADAPTER, RunConfig(simam2=True), checkout):

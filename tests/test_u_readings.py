@@ -67,7 +67,7 @@ def test_readings_coincide_for_learnable_and_given_zeta(zeta):
     outs = []
     for u in ("eq4", "vanilla"):
         torch.manual_seed(2)  # the same gate initialisation
-        m = SimAM2(5, zeta=zeta, u=u)
+        m = SimAM2(5, zeta_mode=zeta, u=u)
         outs.append(m(x1, x2, zeta=z if zeta == "given" else None))
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
 

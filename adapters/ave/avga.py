@@ -73,7 +73,7 @@ def adapted_att_net(models, spec: "AvgaSpec", run, scorer: SegmentScorer) -> typ
             self.simam2 = None
             if config.simam2:
                 width = 2 * hidden_dim  # one BiLSTM's output per segment
-                self.simam2 = ConcatFusion(width, width, zeta=config.zeta, lam=config.lam, s=config.s,
+                self.simam2 = ConcatFusion(width, width, zeta_mode=config.zeta, lam=config.lam, s=config.s,
                                             u=config.u)
                 self.simam2.to(self.L1.weight.device)  # the upstream moved itself to the GPU in __init__
             run.register_model(self)

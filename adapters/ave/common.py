@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..machinery import AdapterError, Spec, groups_by_prefix, option_value
+from ..machinery import AdapterError, Modulation, Spec, groups_by_prefix, option_value
 from .synth import EVAL_BATCH, AveInputError, check_inputs, write_synthetic_ave
 
 
@@ -96,7 +96,7 @@ class AveSpec(Spec):
         cwd = Path(cwd).resolve()
         config = run.config
         if run.script != self.script:
-            if config.simam2 or config.modulation != "none":
+            if config.simam2 or Modulation.of(config).on:
                 raise AdapterError(f"{self.name}: SimAM² and modulation are wired into {self.script} only, "
                                    f"not {run.script}")
             return  # another script of the checkout, run as is
@@ -104,7 +104,7 @@ class AveSpec(Spec):
             raise AdapterError(f"{self.name}: run in an output folder of its own, not inside the upstream "
                                f"checkout {run.checkout} (the script writes checkpoints to its working directory)")
         model_name = option_value(argv, "--model_name", self.model_default)
-        if (config.simam2 or config.modulation != "none") and model_name not in self.model_names:
+        if (config.simam2 or Modulation.of(config).on) and model_name not in self.model_names:
             raise AdapterError(f"{self.name}: SimAM² and modulation are placed in {', '.join(self.model_names)}; "
                                f"--model_name {model_name} has no such fusion")
         train = "--train" in argv

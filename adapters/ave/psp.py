@@ -68,7 +68,7 @@ def adapted_psp(fully_model, run) -> type:
             upstream.__init__(self, a_dim, v_dim, hidden_dim, out_dim)  # not super(): see InitShim
             self.simam2 = None
             if config.simam2:
-                self.simam2 = LateFusion(out_dim, zeta=config.zeta, lam=config.lam, s=config.s, u=config.u)
+                self.simam2 = LateFusion(out_dim, zeta_mode=config.zeta, lam=config.lam, s=config.s, u=config.u)
 
         def forward(self, a_fea, v_fea, thr_val):
             a_v_fuse, v_psp, a_psp = super().forward(a_fea, v_fea, thr_val)

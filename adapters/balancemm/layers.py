@@ -33,13 +33,14 @@ from simam2.core import Summation
 DF_TRAINER = "OGMTrainerDF"
 
 
-def simam2_fusion_classes(fusion_arch, zeta: str = "fixed", lam: float = 1e-6, s: float = 2.5,
+def simam2_fusion_classes(fusion_arch, zeta_mode: str = "fixed", lam: float = 1e-6, s: float = 2.5,
                           u: str = "eq4") -> dict[str, type]:
     """SimAM² subclasses of ``fusion_arch``'s ``ConcatFusion_N``, ``SumFusion`` and ``FiLM``, by the
     names ``BaseClassifierModel`` looks them up under."""
-    if zeta not in ("fixed", "learnable"):
-        raise ValueError(f"BalanceMM has no gate of its own to give ζ: zeta must be 'fixed' or 'learnable', got {zeta!r}")
-    opts = dict(zeta=zeta, lam=lam, s=s, u=u)
+    if zeta_mode not in ("fixed", "learnable"):
+        raise ValueError("BalanceMM has no gate of its own to give ζ: zeta_mode must be 'fixed' or 'learnable', "
+                         f"got {zeta_mode!r}")
+    opts = dict(zeta_mode=zeta_mode, lam=lam, s=s, u=u)
 
     class SimAM2ConcatFusion_N(fusion_arch.ConcatFusion_N):
         """Concatenation, padded: X1 = [a ; 0], X2 = [0 ; v]; fc_out reads the fused full-width vector."""

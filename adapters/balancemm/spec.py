@@ -27,8 +27,9 @@ and, with ``--simam2``, ``ConcatFusion_N``, ``SumFusion`` and ``FiLM`` in
 ``OGMTrainerDF`` is appended to ``balancemm.trainer._trainer_modules``, which ``create_trainer``
 searches by name; no upstream file is edited.
 
-Modulation: ``--modulation ogm-ge`` runs their own ``OGMTrainer`` (``method: OGM_GE``, or ``OGM``
-with ``--no-ge``: their OGM branch raises KeyError at the pin, so ``--no-ge`` is refused);
+Modulation (:data:`TRAINERS`, :data:`OGM_METHODS`): ``--modulation ogm-ge`` runs their own
+``OGMTrainer`` (``method: OGM_GE``, or ``OGM`` with ``--modulation ogm`` / ``--no-ge``: their OGM
+branch raises KeyError at the pin, so that one is refused);
 ``--modulation df`` runs ``OGMTrainerDF`` and the probe attaches core's GradientModulator (Eq. 11).
 """
 
@@ -44,8 +45,15 @@ from typing import Sequence
 from torch import nn
 
 from ..machinery import AdapterError, Replacement, RunConfig, Spec, option_value
+from ..machinery.config import Modulation
 from . import layers, synth
 from .seam import FUSIONS, Overrides
+
+#: BalanceMM's words for our modulations: the ``--trainer`` that runs each (the decoupling-free one
+#: is their OGM trainer without its own modulation, beside which the probe runs core's)
+TRAINERS = {"none": "baselineTrainer", "ogm": "OGMTrainer", "ogm-ge": "OGMTrainer", "df": layers.DF_TRAINER}
+#: and their OGMTrainer's ``method`` for OGM-GE's own ratio, with and without its noise
+OGM_METHODS = {"ogm": "OGM", "ogm-ge": "OGM_GE"}
 
 
 def _scalar(value) -> float:
@@ -70,11 +78,6 @@ class BalanceMMSpec(Spec):
                         "are recorded instead (acc_head_m1/_m2, f1_head_m1/_m2)")
     workdir_required = "BalanceMM writes its training.log, logs and checkpoint there"
 
-    def __init__(self):
-        # the options of the next run that BalanceMM's CLI cannot take (set from `simam2 run`'s own
-        # options by upstream_argv, or by run()); consumed by replacements()
-        self.next_overrides: dict = {}
-
     # -- what is replaced ------------------------------------------------------------------------
 
     def replacements(self, run) -> list[Replacement]:
@@ -83,8 +86,7 @@ class BalanceMMSpec(Spec):
         import balancemm.train as train
 
         self.check_zeta(run.config, "BalanceMM")
-        options, self.next_overrides = self.next_overrides, {}
-        run.overrides = dict(options)  # validate() reads them
+        options = dict(run.options)  # the trainer block is taken out of this copy when the run starts
         state = types.SimpleNamespace(split="val", in_shapley=False, shapley=None, model=None)
         reps = [
             Replacement("balancemm.train", "train_and_test", self._train_and_test(run, train.train_and_test, options)),
@@ -114,11 +116,12 @@ class BalanceMMSpec(Spec):
 
         def train_and_test(args: dict):
             block = dict(options.pop("trainer", None) or {})
-            if config.modulation != "none":
+            modulation = Modulation.of(config)
+            if modulation.on:
                 block.update(alpha=config.alpha, modulation_starts=config.modulation_start,
                              modulation_ends=config.modulation_end)
-                if config.modulation == "ogm-ge":
-                    block["method"] = "OGM_GE"
+                if modulation.decoupled:
+                    block["method"] = OGM_METHODS[modulation.name]
             out_dir = Path(run.cwd or ".").absolute()
             overrides = Overrides(out_dir=out_dir, trainer=block or None, **options)
             overrides.apply(args)
@@ -242,7 +245,7 @@ class BalanceMMSpec(Spec):
         return {"fusion": model.fusion, "device": str(model.device), "argv": list(run.argv)}
 
     def validate(self, run, argv: Sequence[str], cwd: Path) -> None:
-        data = getattr(run, "overrides", {}).get("data")
+        data = run.options.get("data")
         if data is not None:
             missing = [p for p in synth.dataset_paths(data).values() if not Path(p).exists()]
             if missing:
@@ -251,15 +254,16 @@ class BalanceMMSpec(Spec):
         elif _config_paths_unset(run.checkout):
             raise AdapterError("BalanceMM's dataset_config.yaml leaves CREMA-D's paths at None: give --data DIR")
         trainer = option_value(argv, "--trainer", None)
-        if run.config.modulation == "df" and trainer != layers.DF_TRAINER:
+        modulation = Modulation.of(run.config)
+        if modulation.decoupling_free and trainer != layers.DF_TRAINER:
             raise AdapterError(f"--modulation df runs with --trainer {layers.DF_TRAINER} (their OGM trainer without "
                                f"its own modulation), got {trainer}")
-        if trainer == layers.DF_TRAINER and run.config.modulation != "df":
+        if trainer == layers.DF_TRAINER and not modulation.decoupling_free:
             raise AdapterError(f"--trainer {layers.DF_TRAINER} modulates only with --modulation df "
                                "--simam2 --zeta learnable")
-        if run.config.modulation == "ogm-ge" and trainer != "OGMTrainer":
-            raise AdapterError(f"--modulation ogm-ge runs their own --trainer OGMTrainer, got {trainer}")
-        if run.config.modulation == "ogm-ge" and not run.config.ge:
+        if modulation.decoupled and trainer != TRAINERS[modulation.name]:
+            raise AdapterError(f"--modulation ogm-ge runs their own --trainer {TRAINERS[modulation.name]}, got {trainer}")
+        if modulation.decoupled and not modulation.noise:
             raise AdapterError("--no-ge: their OGMTrainer's plain OGM branch raises KeyError at the pin; "
                                "BalanceMM runs OGM-GE only")
 
@@ -275,18 +279,16 @@ class BalanceMMSpec(Spec):
         g.add_argument("--keep-checkpoint", action="store_true",
                        help="keep the best model's checkpoint (257 MB) in --workdir/checkpoints")
 
+    def run_options(self, ns: argparse.Namespace) -> dict:
+        """The :class:`~.seam.Overrides` that ``simam2 run balancemm``'s own options set."""
+        return {"data": ns.data, "epochs": ns.epochs, "batch_size": ns.batch_size, "workers": ns.workers,
+                "fusion": ns.fusion, "keep_checkpoint": ns.keep_checkpoint}
+
     def upstream_argv(self, config: RunConfig, ns: argparse.Namespace | None = None) -> list[str]:
-        if ns is not None:
-            self.next_overrides = {"data": ns.data, "epochs": ns.epochs, "batch_size": ns.batch_size,
-                                   "workers": ns.workers, "fusion": ns.fusion, "keep_checkpoint": ns.keep_checkpoint}
-        argv = ["--dataset", "CREMAD", "--model", "BaseClassifier", "--device", "cpu"]
-        if config.modulation == "df":
-            argv += ["--trainer", layers.DF_TRAINER]
-        elif config.modulation == "ogm-ge":
-            argv += ["--trainer", "OGMTrainer"]
-        else:
-            argv += ["--trainer", "baselineTrainer"]
-        if config.modulation != "none":
+        modulation = Modulation.of(config)
+        argv = ["--dataset", "CREMAD", "--model", "BaseClassifier", "--device", "cpu",
+                "--trainer", TRAINERS[modulation.name]]
+        if modulation.on:
             argv += ["--alpha", str(config.alpha)]
         return argv
 
@@ -348,11 +350,7 @@ def run(argv: Sequence[str], config: RunConfig | None = None, workdir: Path | st
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    SPEC.next_overrides = dict(overrides)
-    try:
-        return run_script(SPEC, list(argv), config, checkout=checkout, cwd=workdir)
-    finally:
-        SPEC.next_overrides = {}
+    return run_script(SPEC, list(argv), config, checkout=checkout, cwd=workdir, options=overrides)
 
 
 SPEC = BalanceMMSpec()

@@ -40,7 +40,7 @@ def simam2_fusion_classes(retrieval_model, config: RunConfig) -> dict[str, type]
             if embed_dim_in != emb_dim_out:
                 raise AdapterError(f"SimAM² fuses embeddings of the gate's width: embed_dim_in {embed_dim_in} "
                                    f"!= emb_dim_out {emb_dim_out}")
-            self.simam2 = SimAM2(emb_dim_out, zeta=config.zeta, **opts)
+            self.simam2 = SimAM2(emb_dim_out, zeta_mode=config.zeta, **opts)
 
         def fuse(self, face_trans, voice_trans, attention_out):
             """Eq. 4–8 in place of ``g·face + (1 − g)·voice``; ``attention_out`` is FOP's gate g."""
@@ -57,7 +57,7 @@ def simam2_fusion_classes(retrieval_model, config: RunConfig) -> dict[str, type]
                                    "(or --fusion gated)")
             if face_feat_dim != voice_feat_dim:
                 raise AdapterError(f"face and voice embeddings differ in width: {face_feat_dim} vs {voice_feat_dim}")
-            self.simam2 = SimAM2(face_feat_dim, zeta=config.zeta, **opts)
+            self.simam2 = SimAM2(face_feat_dim, zeta_mode=config.zeta, **opts)
 
         def forward(self, face_feat, voice_feat):
             face_term, voice_term = self.terms(face_feat, voice_feat)

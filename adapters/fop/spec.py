@@ -55,7 +55,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..machinery import AdapterError, Replacement, Spec, option_value
+from ..machinery import AdapterError, Modulation, Replacement, Spec, option_value
 from . import layers
 from .checks import (READ_SPLIT, SPLITS_HELP, csv_shape, prepare_workdir, validate_features, validate_imports,
                      validate_main_args)
@@ -79,7 +79,7 @@ class FopSpec(Spec):
     higher_is_better = False
     no_mean_ablation = ("FOP's verification compares the face and voice embeddings that enter the fusion, so a "
                         "branch alone has no score of its own")
-    zeta_sources = ("fixed", "learnable", "given")
+    zeta_modes = ("fixed", "learnable", "given")
     default_zeta = "given"
     epoch_source = "evaluations"
     criterion = nn.CrossEntropyLoss  # main.py's ce_loss on the fused logits: the records' ``loss`` (CE part)
@@ -88,7 +88,7 @@ class FopSpec(Spec):
         import online_evaluation
         import retrieval_model
 
-        if run.config.modulation == "ogm-ge":
+        if Modulation.of(run.config).decoupled:
             raise AdapterError("FOP has no per-modality classifier to split for OGM-GE's decoupled ratio: "
                                "use --modulation df (ζ = FOP's gate) or none")
         reps = [

@@ -15,8 +15,62 @@ from typing import Any
 
 from simam2.core.fusion import U_READINGS, ZETA_MODES
 
-ZETA_CHOICES = tuple(ZETA_MODES)
-MODULATION_CHOICES = ("none", "ogm-ge", "df")
+#: ``--modulation``'s words; ``ogm`` is ``ogm-ge`` without GE noise (``ogm-ge --no-ge``)
+MODULATION_CHOICES = ("none", "ogm", "ogm-ge", "df")
+
+
+@dataclass(frozen=True)
+class Modulation:
+    """A run's gradient modulation, the one word every layer uses: which ratio drives OGM's
+    coefficient rule (SPEC §5) and whether OGM-GE's Gaussian noise is added.
+
+    ``ratio``: None (no modulation), ``"decoupled"`` (OGM-GE's decoupled score ratio, SPEC §6) or
+    ``"zeta"`` (ζ's ratio, Eq. 11: decoupling-free). ``noise``: GE's noise (never without a ratio).
+    Named ``none``, ``ogm``, ``ogm-ge`` and ``df`` (with or without noise); an upstream spec
+    declares its own words for these as a table keyed by them.
+    """
+
+    ratio: str | None = None
+    noise: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ratio not in (None, "decoupled", "zeta"):
+            raise ValueError(f"a modulation's ratio is None, 'decoupled' or 'zeta', got {self.ratio!r}")
+        if self.ratio is None and self.noise:
+            raise ValueError("GE noise needs a ratio to modulate with")
+
+    @classmethod
+    def of(cls, config: "RunConfig") -> "Modulation":
+        """The modulation a config's ``modulation`` and ``ge`` options ask for."""
+        return cls.named(config.modulation, config.ge)
+
+    @classmethod
+    def named(cls, word: str, ge: bool = True) -> "Modulation":
+        """``--modulation WORD`` (``none``, ``ogm``, ``ogm-ge``, ``df``) with ``ge`` False for ``--no-ge``."""
+        if word not in MODULATION_CHOICES:
+            raise ConfigError(f"--modulation must be one of {', '.join(MODULATION_CHOICES)}, got {word!r}")
+        ratio = {"none": None, "ogm": "decoupled", "ogm-ge": "decoupled", "df": "zeta"}[word]
+        return cls(ratio, ratio is not None and ge and word != "ogm")
+
+    @property
+    def name(self) -> str:
+        if self.ratio is None:
+            return "none"
+        return "df" if self.ratio == "zeta" else "ogm-ge" if self.noise else "ogm"
+
+    @property
+    def on(self) -> bool:
+        return self.ratio is not None
+
+    @property
+    def decoupled(self) -> bool:
+        """OGM-GE's own ratio drives it (OGM or OGM-GE proper)."""
+        return self.ratio == "decoupled"
+
+    @property
+    def decoupling_free(self) -> bool:
+        """ζ drives it (Eq. 11)."""
+        return self.ratio == "zeta"
 
 
 class ConfigError(ValueError):
@@ -33,15 +87,17 @@ class RunConfig:
 
     modulation: ``none``; ``ogm-ge`` — OGM-GE with its own decoupled ratio (SPEC §6): the upstream's
     own implementation where it has one (OGM-GE's main.py), else core's GradientModulator with
-    ``ratio="decoupled"``; ``df`` — decoupling-free modulation (Eq. 11) through core's
-    GradientModulator with ``ratio="zeta"``.
+    ``ratio="decoupled"``; ``ogm`` — the same without GE's noise, kept as ``ogm-ge`` with ``ge``
+    False (records keep one spelling); ``df`` — decoupling-free modulation (Eq. 11) through core's
+    GradientModulator with ``ratio="zeta"``. ``Modulation.of(config)`` reads ``modulation`` and
+    ``ge`` as one :class:`Modulation`.
     """
 
     simam2: bool = _opt(False, "replace the upstream's fusion with SimAM²")
     zeta: str = _opt("fixed", "ζ: fixed 0.5, a learnable gate, or the upstream's own gate "
-                              "(default: fixed; FOP: its own gate); needs --simam2", choices=ZETA_CHOICES)
-    modulation: str = _opt("none", "gradient modulation: none, OGM-GE's decoupled ratio, or "
-                                   "decoupling-free (Eq. 11)", choices=MODULATION_CHOICES)
+                              "(default: fixed; FOP: its own gate); needs --simam2", choices=ZETA_MODES)
+    modulation: str = _opt("none", "gradient modulation: none, OGM-GE's decoupled ratio (ogm-ge; ogm: "
+                                   "without its noise), or decoupling-free (Eq. 11)", choices=MODULATION_CHOICES)
     ge: bool = _opt(True, "modulate without OGM-GE's Gaussian noise (plain OGM)", flag="--no-ge")
     alpha: float = _opt(0.1, "OGM-GE's alpha, >= 0 (default 0.1)")
     modulation_start: int = _opt(0, "first modulated epoch (default 0)")
@@ -59,10 +115,11 @@ class RunConfig:
                                     "the fusion input, docs/instruments.md)", flag="--no-per-modality")
 
     def __post_init__(self) -> None:
-        if self.zeta not in ZETA_CHOICES:
-            raise ConfigError(f"--zeta must be one of {', '.join(ZETA_CHOICES)}, got {self.zeta!r}")
-        if self.modulation not in MODULATION_CHOICES:
-            raise ConfigError(f"--modulation must be one of {', '.join(MODULATION_CHOICES)}, got {self.modulation!r}")
+        if self.zeta not in ZETA_MODES:
+            raise ConfigError(f"--zeta must be one of {', '.join(ZETA_MODES)}, got {self.zeta!r}")
+        modulation = Modulation.of(self)  # refuses an unknown word
+        if self.modulation == "ogm":
+            self.modulation, self.ge = "ogm-ge", False
         if self.zeta != "fixed" and not self.simam2:
             raise ConfigError(f"--zeta {self.zeta} chooses SimAM²'s fusion weights: add --simam2 "
                               "(without it the upstream's own fusion runs and ζ means nothing)")
@@ -70,9 +127,9 @@ class RunConfig:
             raise ConfigError(f"--u must be one of {', '.join(U_READINGS)}, got {self.u!r}")
         if self.u != "eq4" and not self.simam2:
             raise ConfigError(f"--u {self.u} chooses how SimAM² reads U: add --simam2")
-        if self.modulation == "df" and not self.simam2:
+        if modulation.decoupling_free and not self.simam2:
             raise ConfigError("--modulation df reads ζ from the SimAM² fusion: add --simam2 --zeta learnable")
-        if self.modulation == "df" and self.zeta == "fixed":
+        if modulation.decoupling_free and self.zeta == "fixed":
             raise ConfigError("--modulation df needs a learnable (or given) ζ: with ζ fixed at 0.5 its ratio "
                               "(Eq. 11) is 1 at every step; add --zeta learnable")
         for name in ("alpha", "lam", "s"):
@@ -148,4 +205,15 @@ def config_from_args(ns: argparse.Namespace, default_zeta: str = "fixed", **over
     return RunConfig(**values)
 
 
-__all__ = ["RunConfig", "ConfigError", "ZETA_CHOICES", "MODULATION_CHOICES", "add_run_options", "config_from_args"]
+def __getattr__(name: str):
+    if name == "ZETA_CHOICES":  # the set of ζ modes has one name, the core's (kept for one release)
+        import warnings
+
+        warnings.warn("simam2.adapters.machinery.config.ZETA_CHOICES is deprecated: use ZETA_MODES",
+                      DeprecationWarning, stacklevel=2)
+        return ZETA_MODES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["RunConfig", "ConfigError", "Modulation", "ZETA_MODES", "MODULATION_CHOICES", "add_run_options",
+           "config_from_args"]

@@ -53,6 +53,9 @@ class RunContext:
     probe: Any = None  # the run's RunProbe, once installed
     #: extra fields of the run's ``start`` record (e.g. the distributed layer's world size)
     start_extra: dict = field(default_factory=dict)
+    #: the spec's own options for this run, which the upstream's command line cannot take
+    #: (:meth:`Spec.run_options` of ``simam2 run``'s options, or given from Python)
+    options: dict = field(default_factory=dict)
     _cleanups: list = field(default_factory=list)
 
     @property

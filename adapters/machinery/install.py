@@ -128,8 +128,9 @@ def checkout_of(spec: "Spec") -> Path:
 @contextlib.contextmanager
 def installed(spec: "Spec", config: RunConfig | None = None, checkout: Path | str | None = None,
               argv: Sequence[str] = (), script: str | None = None, cwd: Path | str | None = None,
-              start_extra: dict | None = None) -> Iterator[RunContext]:
+              start_extra: dict | None = None, options: dict | None = None) -> Iterator[RunContext]:
     """Replace ``spec``'s upstream attributes for the length of the block; undo everything after.
+    ``options``: the spec's own options for the run (``RunContext.options``).
 
     The checkout goes first on ``sys.path``; modules of the same top-level names imported from
     elsewhere (upstreams share names such as ``models`` and ``utils``) are set aside and put back
@@ -161,7 +162,8 @@ def installed(spec: "Spec", config: RunConfig | None = None, checkout: Path | st
     wrote_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     sys.path.insert(0, str(checkout))
     ctx = RunContext(spec, config, checkout, recorder, tuple(map(str, argv)), script,
-                     Path(cwd) if cwd is not None else None, start_extra=dict(start_extra or {}))
+                     Path(cwd) if cwd is not None else None, start_extra=dict(start_extra or {}),
+                     options=dict(options or {}))
     ctx.probe = RunProbe(ctx)
     originals: list = []
     _ACTIVE.append(ctx)
@@ -244,6 +246,7 @@ def run_script(
     cwd: Path | str | None = None,
     script: str | None = None,
     start_extra: dict | None = None,
+    options: dict | None = None,
 ) -> RunContext:
     """Run the upstream's own ``script`` (default ``spec.script``) unchanged, as ``__main__``.
 
@@ -251,12 +254,14 @@ def run_script(
     (``python -m package``). ``sys.argv`` is ``[script, *argv]``, as the script expects; the
     working directory is ``cwd`` (default: the current one) for the length of the run. A non-zero
     ``SystemExit`` becomes an :class:`AdapterError`. ``start_extra``: more fields of the ``start``
-    record. Returns the run's context.
+    record; ``options``: the spec's own options for the run (``RunContext.options``). Returns the
+    run's context.
     """
     script = script or spec.script
     cwd = Path(cwd) if cwd is not None else Path.cwd()
     argv = [str(a) for a in argv]
-    with installed(spec, config, checkout, argv=argv, script=script, cwd=cwd, start_extra=start_extra) as ctx:
+    with installed(spec, config, checkout, argv=argv, script=script, cwd=cwd, start_extra=start_extra,
+                   options=options) as ctx:
         module = script[3:].strip() if script.startswith("-m ") else None
         path = ctx.checkout / script if module is None else None
         if path is not None and not path.is_file():

@@ -39,6 +39,7 @@ import numpy as np
 
 from .records import MixedRunsError, parse_lines, runs
 from .stats import ratio_correlation
+from .steps import STEP_FIELDS, ZETA_BINS
 
 #: how each series of a metric is drawn: (suffix, line style, width, marker, legend text)
 # every kind has a marker: a run with one evaluation draws points, not lines
@@ -98,8 +99,7 @@ def _num(value) -> float:
 # -- reading: every record checked against the schema fields the plots use -----------------------
 
 #: step fields drawn as numbers (docs/records.md): a number or null
-_STEP_NUMBERS = ("loss", "rho_df", "rho_decoupled", "k1", "k2", "r", "zeta_mean")
-ZETA_BINS = 20
+_STEP_NUMBERS = STEP_FIELDS
 
 
 def _is_number(value) -> bool:

@@ -24,7 +24,6 @@ read back once per epoch (at the flush), never per step.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,25 +35,24 @@ from simam2.core import GradientModulator, decoupled_scores, ogm_coefficients
 from simam2.core.distributed import is_distributed
 
 from .ablation import MeanAblation
+from .config import Modulation
 from .context import AdapterError
 from .spec import Spec
+from .steps import StepBuffer, modulator_for, zeta_record
 
 if TYPE_CHECKING:
     from .context import RunContext
 
-#: the per-step values, in the order they are stacked on the device (docs/records.md, ``step``)
-STEP_FIELDS = ("loss", "rho_df", "rho_decoupled", "k1", "k2", "r", "zeta_mean")
-ZETA_BINS = 20
 EPOCH_SOURCES = ("train_calls", "evaluations", "explicit")
 
 
-def _mean_over_ranks(loss: torch.Tensor) -> torch.Tensor:
+def _mean_over_ranks(loss: torch.Tensor | None, device: torch.device) -> torch.Tensor:
     """The step's loss as the mean over ranks: under DDP each rank holds the mean over its own batch,
     and with equal per-rank batches (DistributedSampler) their mean is the mean over the union, whose
     gradient DDP's averaged gradients are. One all-reduce of a scalar, on the device, no host read."""
     import torch.distributed as dist
 
-    total = loss.detach().clone()
+    total = loss.detach().clone() if loss is not None else torch.full((), float("nan"), device=device)
     dist.all_reduce(total)
     return total / dist.get_world_size()
 
@@ -75,8 +73,7 @@ class RunProbe:
         self._streams: tuple[torch.Tensor, torch.Tensor] | None = None
         self._loss: torch.Tensor | None = None
         self._rho_decoupled: torch.Tensor | None = None
-        self._steps: list[torch.Tensor] = []
-        self._steps_epoch = 0
+        self._steps: StepBuffer | None = None  # made with the model, on its device
         self._last_zeta: torch.Tensor | None = None
         self._bad_loss: torch.Tensor | None = None  # on the device: a step's loss was NaN or infinite
         self._optimizers: dict[int, bool] = {}  # id(optimizer) -> holds this model's parameters
@@ -107,17 +104,14 @@ class RunProbe:
         if config.per_modality:
             self.ablation = MeanAblation(preserve=[model])
             self._eval_model = model
-        runs_ours = config.modulation == "df" or (config.modulation == "ogm-ge" and not self.spec.own_ogm_ge)
-        if runs_ours:
-            fusion = self.spec.fusion(model)
-            if config.modulation == "df" and fusion is None:
-                raise AdapterError(f"{self.spec.name}: decoupling-free modulation reads ζ from a SimAM² fusion, "
-                                   "and this model has none")
-            self.modulator = GradientModulator(
-                self.spec.groups(model), fusion=fusion if config.modulation == "df" else None,
-                alpha=config.alpha, mode="ogm_ge" if config.ge else "ogm", start_epoch=config.modulation_start,
-                end_epoch=config.modulation_end, epoch_fn=lambda: self.epoch,
-                ratio="zeta" if config.modulation == "df" else "decoupled", seed=config.seed)
+        decoupling_free = Modulation.of(config).decoupling_free
+        fusion = self.spec.fusion(model) if decoupling_free else None
+        if decoupling_free and fusion is None:
+            raise AdapterError(f"{self.spec.name}: decoupling-free modulation reads ζ from a SimAM² fusion, "
+                               "and this model has none")
+        self.modulator = modulator_for(config, lambda: self.spec.groups(model), fusion, lambda: self.epoch,
+                                       upstream_modulates=self.spec.own_ogm_ge)
+        if self.modulator is not None:
             self.run.add_cleanup(self.modulator.attach(None).remove)
         # after the modulator's hook, so that a step's record sees the coefficients applied at it
         self.run.add_cleanup(register_optimizer_step_pre_hook(self._step_hook).remove)
@@ -286,30 +280,27 @@ class RunProbe:
     def _step_hook(self, optimizer, args, kwargs) -> None:
         if self.model is None or not self._holds_model(optimizer):
             return
-        device = next(self.model.parameters()).device
-        nan = torch.full((), math.nan, device=device)  # a fill on the device, not a host-to-device copy
+        if self._steps is None:
+            self._steps = StepBuffer(next(self.model.parameters()).device)
         sums = self.spec.zeta_sums(self.model)
-        rho_df = zeta_mean = nan
+        rho_df = zeta_mean = None
         if sums is not None:
             rho_df, zeta_mean = sums[0] / sums[1], sums[0] / (sums[0] + sums[1])
         fusion = self.spec.fusion(self.model)
-        r = fusion.r if fusion is not None and getattr(fusion, "r", None) is not None else nan
-        k1 = k2 = nan
+        r = fusion.r if fusion is not None and getattr(fusion, "r", None) is not None else None
+        k1 = k2 = None
         m = self.modulator
         config = self.run.config
         if m is not None and m.last.get("applied"):
             k1, k2 = m.last["k1"], m.last["k2"]
-        elif (self.spec.own_ogm_ge and config.modulation == "ogm-ge" and self._rho_decoupled is not None
+        elif (self.spec.own_ogm_ge and Modulation.of(config).decoupled and self._rho_decoupled is not None
               and config.modulation_start <= self.epoch <= config.modulation_end):
             k1, k2 = ogm_coefficients(self._rho_decoupled, config.alpha)  # the upstream's own rule, for the record
-        loss = self._loss if self._loss is not None else nan
+        loss = self._loss
         if is_distributed():
-            loss = _mean_over_ranks(loss)
-        values = (loss, rho_df,
-                  self._rho_decoupled if self._rho_decoupled is not None else nan, k1, k2, r, zeta_mean)
-        if not self._steps:
-            self._steps_epoch = self.epoch
-        self._steps.append(torch.stack([torch.as_tensor(v, device=device).to(torch.float32).reshape(()) for v in values]))
+            loss = _mean_over_ranks(loss, self._steps.device)
+        self._steps.add(self.epoch, loss=loss, rho_df=rho_df, rho_decoupled=self._rho_decoupled, k1=k1, k2=k2,
+                        r=r, zeta_mean=zeta_mean)
         zeta = self.spec.zeta(self.model)
         if zeta is not None:
             self._last_zeta = zeta.detach()
@@ -319,16 +310,11 @@ class RunProbe:
         """Write the buffered steps: the one read-back from the device per epoch."""
         if not self._steps:
             return
-        rows = torch.stack(self._steps).cpu().tolist()
-        self._steps = []
         if self._bad_loss is not None and bool(self._bad_loss):
             self.run.recorder.nonfinite = True
-        for i, row in enumerate(rows):
-            self.run.recorder.write("step", epoch=self._steps_epoch, step=i, **dict(zip(STEP_FIELDS, row)))
+        epoch = self._steps.flush(self.run.recorder.write)
         if self._last_zeta is not None:
-            counts = torch.histc(self._last_zeta.float(), bins=ZETA_BINS, min=0.0, max=1.0)
-            edges = [i / ZETA_BINS for i in range(ZETA_BINS + 1)]
-            self.run.recorder.write("zeta", epoch=self._steps_epoch, edges=edges, counts=[int(c) for c in counts.tolist()])
+            zeta_record(self.run.recorder.write, epoch, self._last_zeta)
             self._last_zeta = None
 
     # -- evaluations -----------------------------------------------------------------------------

@@ -12,7 +12,8 @@ declaration                meaning
 ``modalities``             modality 1 first — the one whose weight is ζ (Eq. 4)
 ``metrics``, ``primary``   the upstream's own metric names in ``eval`` records; the table's one
 ``higher_is_better``       for ``primary``
-``zeta_sources``           the ζ sources this upstream supports (``given`` needs a gate of its own)
+``zeta_modes``             the ζ modes (core's ``ZETA_MODES``) this upstream supports (``given``
+                           needs a gate of its own)
 ``default_zeta``           ζ with ``--simam2`` and no ``--zeta`` (FOP: its own gate)
 ``epoch_source``           ``train_calls`` (epoch = the model's ``train()`` calls − 1),
                            ``evaluations`` (epoch = evaluations so far) or ``explicit``
@@ -28,6 +29,8 @@ declaration                meaning
                            follows it): per-modality metrics by mean ablation (SPEC §8)
 ``labels(probe, args)``    the class indices from the criterion's positional arguments
 ``upstream_argv(config)``  our options in the upstream script's own vocabulary
+``run_options(ns)``        this spec's options that the script's command line cannot take
+                           (``RunContext.options``)
 ``distributed``            None where the script runs under torchrun (``--nproc-per-node``),
                            else the one-line reason it does not (docs/distributed.md)
 =========================  ==================================================================
@@ -36,6 +39,7 @@ declaration                meaning
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -59,7 +63,7 @@ class Spec:
     metrics: tuple[str, ...] = ()
     primary: str | None = None
     higher_is_better: bool = True
-    zeta_sources: tuple[str, ...] = ("fixed", "learnable")
+    zeta_modes: tuple[str, ...] = ("fixed", "learnable")
     default_zeta: str = "fixed"
     epoch_source: str = "train_calls"
     criterion: type | None = None
@@ -74,6 +78,13 @@ class Spec:
     #: None: ``--workdir`` is optional; else why the script needs one (checked before any fetch)
     workdir_required: str | None = None
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "zeta_sources" in vars(cls):  # the set of ζ modes has one name (kept for one release)
+            warnings.warn(f"{cls.__name__}.zeta_sources is deprecated: declare zeta_modes", DeprecationWarning,
+                          stacklevel=2)
+            cls.zeta_modes = tuple(cls.zeta_sources)
+
     # -- what is replaced ------------------------------------------------------------------------
 
     def replacements(self, run: "RunContext") -> list[Replacement]:
@@ -81,10 +92,10 @@ class Spec:
         return []
 
     def check_zeta(self, config: RunConfig, where: str) -> None:
-        """Refuse a ζ source this upstream does not have (e.g. ``given`` without a gate of its own)."""
-        if config.simam2 and config.zeta not in self.zeta_sources:
+        """Refuse a ζ mode this upstream does not have (e.g. ``given`` without a gate of its own)."""
+        if config.simam2 and config.zeta not in self.zeta_modes:
             raise AdapterError(f"{where} has no gate of its own to give ζ: use --zeta "
-                               f"{' or '.join(self.zeta_sources)}")
+                               f"{' or '.join(self.zeta_modes)}")
 
     # -- where things are ------------------------------------------------------------------------
 
@@ -154,6 +165,11 @@ class Spec:
         """The upstream script's arguments implied by ``config`` (and this spec's options in ``ns``);
         put before the user's, so that arguments after ``--`` win."""
         return []
+
+    def run_options(self, ns: argparse.Namespace) -> dict:
+        """This spec's options for the run, from its parsed ``simam2 run`` options, that the upstream's
+        own command line cannot take; the layers read them as ``run.options``."""
+        return {}
 
     def script_for(self, ns: argparse.Namespace) -> str:
         """The entry script for parsed ``simam2 run`` options."""

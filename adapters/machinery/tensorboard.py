@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from .records import RecordsError
+from .steps import STEP_FIELDS  # the step fields written as curves
 
-#: the step fields written as curves, in this order
-STEP_FIELDS = ("rho_df", "rho_decoupled", "k1", "k2", "r", "zeta_mean", "loss")
 #: eval fields that are bookkeeping, not metrics
 _EVAL_BOOKKEEPING = {"event", "epoch", "evaluation", "split", "n"}
 

@@ -26,14 +26,6 @@ from ..machinery import AdapterError, RunConfig
 from ..machinery.layers import InitShim, named
 
 FUSIONS = ("sum", "concat", "film")
-#: main.py's --modulation for (RunConfig.modulation, ge): only "ogm-ge" runs main.py's own.
-UPSTREAM_MODULATION = {"none": "Normal", "df": "Normal", ("ogm-ge", True): "OGM_GE", ("ogm-ge", False): "OGM"}
-
-
-def upstream_modulation(config: RunConfig) -> str:
-    """main.py's ``--modulation`` for ``config``: its own OGM(-GE) for ``ogm-ge``, else Normal."""
-    key = (config.modulation, config.ge) if config.modulation == "ogm-ge" else config.modulation
-    return UPSTREAM_MODULATION[key]
 
 
 def simam2_fusion_classes(fusion_modules, config: RunConfig) -> dict[str, type]:
@@ -42,7 +34,7 @@ def simam2_fusion_classes(fusion_modules, config: RunConfig) -> dict[str, type]:
     Each keeps the upstream's ``__init__`` (so its layers, names and initialisation) and adds one
     core fusion module as ``self.simam2``; ``forward`` returns ``(x, y, output)`` as upstream does.
     """
-    opts = dict(zeta=config.zeta, lam=config.lam, s=config.s, u=config.u)
+    opts = dict(zeta_mode=config.zeta, lam=config.lam, s=config.s, u=config.u)
 
     class SimAM2SumFusion(fusion_modules.SumFusion):
         """Summation: X1, X2 = fc_x(x), fc_y(y), fused by SimAM² instead of added."""
@@ -135,14 +127,6 @@ def recording_model_class(basic_model, spec, run, datasets: dict) -> type:
             if config.simam2 and args.fusion_method not in FUSIONS:
                 raise AdapterError(f"SimAM² replaces the {', '.join(FUSIONS)} fusions; "
                                    f"--fusion_method {args.fusion_method} has no SimAM² form")
-            expected = upstream_modulation(config)
-            if args.modulation != expected:
-                hint = "decoupling-free modulation replaces main.py's own: " if config.modulation == "df" else ""
-                raise AdapterError(f"{hint}--modulation {config.modulation} runs main.py with --modulation "
-                                   f"{expected}, not {args.modulation}")
-            if config.modulation != "none" and float(args.alpha) != config.alpha:
-                raise AdapterError(f"main.py's --alpha {args.alpha} differs from the run's --alpha {config.alpha}: "
-                                   "give α once, as simam2's --alpha")
             upstream.__init__(self, args)  # not super(): see InitShim
             self.args = args
             self._last_out = None

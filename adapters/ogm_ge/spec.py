@@ -16,8 +16,9 @@ Modality 1 is the stream whose weight is ζ: audio for sum and concat; for FiLM 
 X1 = γ ⊙ F carries the filmed stream, visual when γ comes from audio (``x_film``), so there the
 records' modality 1 is visual. ``rho_decoupled`` is OGM-GE's score ratio in the same order.
 
-Modulation: ``--modulation ogm-ge`` runs main.py's own OGM-GE (``--modulation OGM_GE``, or ``OGM``
-with ``--no-ge``); ``--modulation df`` runs main.py with ``Normal`` and the probe attaches core's
+Modulation (:data:`MAIN_PY_MODULATION`): ``--modulation ogm-ge`` runs main.py's own OGM-GE
+(``--modulation OGM_GE``; ``OGM`` with ``--modulation ogm`` or ``--no-ge``); ``--modulation df`` runs
+main.py with ``Normal`` and the probe attaches core's
 GradientModulator to the parameters main.py's OGM-GE would modulate: the 4-D (convolution) weights of
 ``audio_net`` and ``visual_net``.
 """
@@ -31,9 +32,21 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..machinery import AdapterError, Replacement, RunConfig, Spec
+from ..machinery import AdapterError, Replacement, RunConfig, Spec, option_value
+from ..machinery.config import Modulation
 from . import checks, layers, synth
-from .layers import FUSIONS, upstream_modulation
+from .layers import FUSIONS
+
+#: main.py's words for our modulations (its ``--modulation``): its own OGM and OGM-GE run the
+#: decoupled ones; the decoupling-free one runs on top of its ``Normal``, noise or not
+MAIN_PY_MODULATION = {"none": "Normal", "ogm": "OGM", "ogm-ge": "OGM_GE", "df": "Normal"}
+#: main.py's own default, when its command line names none
+MAIN_PY_DEFAULT_MODULATION = "OGM_GE"
+
+
+def upstream_modulation(config: RunConfig) -> str:
+    """main.py's ``--modulation`` for ``config``."""
+    return MAIN_PY_MODULATION[Modulation.of(config).name]
 
 
 class OgmGeSpec(Spec):
@@ -125,6 +138,18 @@ class OgmGeSpec(Spec):
                     modulation_starts=a.modulation_starts, modulation_ends=a.modulation_ends, train=bool(a.train))
 
     def validate(self, run, argv: Sequence[str], cwd: Path) -> None:
+        """main.py's own ``--modulation`` and ``--alpha`` (the last given: the script's arguments
+        come after ours) must say what the run's options say; then the dataset."""
+        config = run.config
+        expected, given = upstream_modulation(config), option_value(argv, "--modulation", MAIN_PY_DEFAULT_MODULATION)
+        if given != expected:
+            hint = "decoupling-free modulation replaces main.py's own: " if Modulation.of(config).decoupling_free else ""
+            raise AdapterError(f"{hint}--modulation {Modulation.of(config).name} runs main.py with --modulation "
+                               f"{expected}, not {given}")
+        alpha = option_value(argv, "--alpha", None)
+        if Modulation.of(config).on and alpha is not None and _number(alpha) != config.alpha:
+            raise AdapterError(f"main.py's --alpha {alpha} differs from the run's --alpha {config.alpha}: "
+                               "give α once, as simam2's --alpha")
         checks.check_dataset(argv, cwd)
 
     # -- the command line ------------------------------------------------------------------------
@@ -146,6 +171,13 @@ class OgmGeSpec(Spec):
         if dataset not in writers:
             raise AdapterError(f"--dataset must be one of {', '.join(writers)}, got {dataset!r}")
         return writers[dataset](out_dir, **kwargs)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None  # main.py's own parser refuses it, in its words
 
 
 def split_logits(fusion: nn.Module, fusion_modules, a: torch.Tensor, v: torch.Tensor):

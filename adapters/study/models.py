@@ -94,9 +94,9 @@ class Ablated:
 
 def _form(cls, att: Attention, *args):
     if att.energy == "full":
-        return cls(*args, zeta=att.zeta, lam=att.lam, s=att.s, u=att.u)
+        return cls(*args, zeta_mode=att.zeta, lam=att.lam, s=att.s, u=att.u)
     ablated = type(f"Ablated{cls.__name__}", (Ablated, cls), {"energy": att.energy})
-    return ablated(*args, zeta=att.zeta, lam=att.lam, s=att.s, u=att.u)
+    return ablated(*args, zeta_mode=att.zeta, lam=att.lam, s=att.s, u=att.u)
 
 
 _GAINS: dict = {}

@@ -1,14 +1,17 @@
 """One cell × one seed of the study: train, modulate, record, measure (docs/results.md).
 
-The model trains with the core's modules and :class:`~simam2.core.GradientModulator` exactly as
-the OGM-GE adapter uses them: the modulator is attached to the optimizer as a step pre-hook, OGM-GE's
+The model trains with the core's modules and the :class:`~simam2.core.GradientModulator` that
+``machinery.steps.modulator_for`` makes for every adapter, from the same run options: attached to the optimizer as a step pre-hook, OGM-GE's
 decoupled ratio is fed through ``observe_logits`` between ``backward()`` and ``step()`` (the
 ``+OGM-GE`` rows modulate with it, the decoupling-free rows only record it beside Eq. 11's), and
-every parameter of each modality's encoder is modulated. Records follow docs/records.md.
+every parameter of each modality's encoder is modulated. Records follow docs/records.md, written
+through the probe's step buffer and ζ histogram (``machinery.steps``).
 
 After training (SPEC §8): the fused test accuracy first; then per-modality accuracy by mean
-ablation, the other modality's embedding (the fusion input) replaced by its mean over the training
-set, taken in one pass in evaluation mode after the last epoch; then a linear probe of each frozen
+ablation (``machinery.ablation.MeanAblation``), the other modality's embedding (the fusion input)
+replaced by its mean over the training set, taken in one pass in evaluation mode after the last
+epoch (the probe's mean is the last training epoch's instead: an upstream's loop gives no such
+pass); then a linear probe of each frozen
 encoder (multinomial logistic regression on its embeddings, fitted on the training split).
 """
 
@@ -23,9 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from simam2.adapters.machinery.config import RunConfig
+from simam2.adapters.machinery.ablation import MeanAblation
+from simam2.adapters.machinery.config import Modulation, RunConfig
 from simam2.adapters.machinery.records import RecordWriter, status_of
-from simam2.core import GradientModulator, decoupled_ratio
+from simam2.adapters.machinery.steps import StepBuffer, modulator_for, zeta_record
+from simam2.core import decoupled_ratio
 
 from .data import Pair
 from simam2.core.fusion import U_READINGS, ZETA_MODES
@@ -105,7 +110,7 @@ def parse_method(spec: str) -> Method:
     if not m.att.simam2:
         raise ValueError(f"method {spec!r}: {name} has no SimAM² to change")
     att = replace(m.att, **changes)
-    if m.modulation == "df" and att.zeta == "fixed":
+    if Modulation.named(m.modulation).decoupling_free and att.zeta == "fixed":
         raise ValueError(f"method {spec!r}: decoupling-free modulation needs a learnable ζ")
     return Method(spec, att, m.modulation)
 
@@ -163,9 +168,6 @@ def _batches(n: int, size: int, gen: torch.Generator | None = None):
     return [order[i:i + size] for i in range(0, n, size)]
 
 
-NAN = float("nan")
-
-
 # -- measurement -----------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -195,10 +197,13 @@ def evaluate(model: Model, train, test, batch: int = 250, ablate: bool = True, l
         out["logits"] = fused
     if not ablate:
         return out
-    mean_a = embed(model.enc1, train[0]).mean(0, keepdim=True)
-    mean_b = embed(model.enc2, train[1]).mean(0, keepdim=True)
-    only1 = torch.cat([model.head(a[i], mean_b.expand(len(i), -1)) for i in idx])
-    only2 = torch.cat([model.head(mean_a.expand(len(i), -1), b[i]) for i in idx])
+    ablation = MeanAblation(preserve=[model])
+    # the mean over the training set, embedded in evaluation mode after training (SPEC §8)
+    ablation.means = (embed(model.enc1, train[0]).mean(0), embed(model.enc2, train[1]).mean(0))
+    for i in idx:
+        ablation.evaluate(model.head, a[i], b[i])
+    alone = ablation.take(model.head)
+    only1, only2 = alone.m1, alone.m2
     heads = [model.head.split_logits(a[i], b[i]) for i in idx]
     h1, h2 = torch.cat([h[0] for h in heads]), torch.cat([h[1] for h in heads])
     out.update(acc_m1=acc(only1), acc_m2=acc(only2), acc_head_m1=acc(h1), acc_head_m2=acc(h2))
@@ -235,27 +240,6 @@ def probes(encoders, train, test, classes: int) -> list[float]:
 
 
 # -- training --------------------------------------------------------------------------------------
-
-class StepBuffer:
-    """Step values stacked on the device and written once per epoch (docs/records.md)."""
-
-    FIELDS = ("loss", "rho_df", "rho_decoupled", "k1", "k2", "r", "zeta_mean")
-
-    def __init__(self):
-        self.rows: list[torch.Tensor] = []
-
-    def add(self, *values) -> None:
-        self.rows.append(torch.stack([torch.as_tensor(v, dtype=torch.float64).detach().reshape(()) for v in values]))
-
-    def flush(self, writer: RecordWriter, epoch: int) -> None:
-        if not self.rows:
-            return
-        table = torch.stack(self.rows).tolist()
-        self.rows = []
-        for step, row in enumerate(table):
-            writer.write("step", epoch=epoch, step=step, **{k: (None if math.isnan(v) else v)
-                                                             for k, v in zip(self.FIELDS, row)})
-
 
 def _seed(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
@@ -340,14 +324,11 @@ def _train(pair, fusion, method, seed, recipe, writer):
     if stopper is not None and not pair.has_val:
         raise ValueError("early stopping needs a validation split (load the data with val=True)")
     val = _val_tensors(pair) if stopper is not None else None
-    mod = None
-    if method.modulation != "none":
-        groups = encoder_groups(model, pair.modalities, recipe.modulate)
-        mod = GradientModulator(groups, fusion=att, alpha=recipe.alpha, mode="ogm_ge" if recipe.ge else "ogm",
-                                start_epoch=recipe.modulation_start, end_epoch=recipe.modulation_end,
-                                ratio="zeta" if method.modulation == "df" else "decoupled", seed=seed)
+    mod = modulator_for(run_config(method, recipe, seed, None),
+                        lambda: encoder_groups(model, pair.modalities, recipe.modulate), att)
+    if mod is not None:
         mod.attach(opt)
-    buf = StepBuffer()
+    buf = StepBuffer(dtype=torch.float64)  # r at the core's float64 (its results were recorded so)
     criterion = nn.CrossEntropyLoss()
     last = recipe.epochs - 1
     for epoch in range(recipe.epochs):
@@ -367,14 +348,13 @@ def _train(pair, fusion, method, seed, recipe, writer):
             opt.step()  # the modulator's pre-hook rescales the encoders' gradients first
             applied = mod is not None and mod.last.get("applied")
             zeta = att.zeta if att is not None else None
-            buf.add(loss, att.weight_sums[0] / att.weight_sums[1] if att is not None else NAN, rho_dec,
-                    mod.last["k1"] if applied else NAN, mod.last["k2"] if applied else NAN,
-                    att.r if att is not None else NAN, zeta.mean() if zeta is not None else NAN)
-        buf.flush(writer, epoch)
+            buf.add(epoch, loss=loss, rho_df=att.weight_sums[0] / att.weight_sums[1] if att is not None else None,
+                    rho_decoupled=rho_dec, k1=mod.last["k1"] if applied else None,
+                    k2=mod.last["k2"] if applied else None, r=att.r if att is not None else None,
+                    zeta_mean=zeta.mean() if zeta is not None else None)
+        buf.flush(writer.write)
         if att is not None and att.zeta is not None:
-            edges = np.linspace(0, 1, 21)
-            counts, _ = np.histogram(att.zeta.numpy().ravel(), bins=edges)
-            writer.write("zeta", epoch=epoch, edges=edges, counts=counts)
+            zeta_record(writer.write, epoch, att.zeta)
         if sched is not None:
             sched.step()
         if stopper is not None:
@@ -414,7 +394,7 @@ def train_alone(pair: Pair, modality: int, seed: int, recipe: Recipe, record: Pa
         sched = torch.optim.lr_scheduler.StepLR(opt, recipe.lr_step, 0.1) if recipe.lr_step else None
         stopper = EarlyStopping(recipe.patience) if recipe.patience is not None else None
         val = _val_tensors(pair) if stopper is not None else None
-        buf = StepBuffer()
+        buf = StepBuffer(dtype=torch.float64)
         last = recipe.epochs - 1
         for epoch in range(recipe.epochs):
             model.train()
@@ -425,8 +405,8 @@ def train_alone(pair: Pair, modality: int, seed: int, recipe: Recipe, record: Pa
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                buf.add(loss, NAN, NAN, NAN, NAN, NAN, NAN)
-            buf.flush(writer, epoch)
+                buf.add(epoch, loss=loss)
+            buf.flush(writer.write)
             if sched is not None:
                 sched.step()
             if stopper is not None:
