@@ -115,16 +115,20 @@ def run_study(ns: argparse.Namespace) -> int:
     return 1 if summary["failed"] else 0
 
 
+def one_line_errors(prog: str, command, ns: argparse.Namespace) -> int:
+    """``command(ns)``; a bad input (ValueError, DataError) is one line on stderr and exit status 2."""
+    try:
+        return command(ns)
+    except (ValueError, data.DataError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="simam2 study", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     configure(p)
-    ns = p.parse_args(argv)
-    try:
-        return run_study(ns)
-    except (ValueError, data.DataError) as e:
-        print(f"simam2 study: error: {e}", file=sys.stderr)
-        return 2
+    return one_line_errors("simam2 study", run_study, p.parse_args(argv))
 
 
 if __name__ == "__main__":

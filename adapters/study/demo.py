@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from . import data
+from .cli import one_line_errors
 from .protocol import fixed
 
 METHODS = ("baseline", "simam2", "simam2:u=vanilla", "df+simam2")
@@ -36,12 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=20, help="epochs per run (default 20)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--out", type=Path, default=None, help="folder for the runs (default: a new temporary one)")
-    ns = p.parse_args(argv)
-    try:
-        return _demo(ns)
-    except (ValueError, data.DataError) as e:
-        print(f"simam2 demo: error: {e}", file=sys.stderr)
-        return 2
+    return one_line_errors("simam2 demo", _demo, p.parse_args(argv))
 
 
 def _demo(ns) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from simam2.adapters.machinery.records import atomic_write_text, is_complete, read_records
 from simam2.adapters.machinery.tables import Column, Local, Row, Serial, Table, folder_lock
+from simam2.adapters.machinery.tables.aggregate import last_run
 from simam2.adapters.machinery.tables.declare import plain
 from simam2.adapters.machinery.tables.run import run_cells
 
@@ -308,13 +309,9 @@ def read_selection(out: Path, regimes, fusions, methods, protocol: Protocol) -> 
 
 
 def _early_stopping(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        records = read_records(path)
-    except (OSError, ValueError):
-        return None
-    if not is_complete(records):
+    """A complete run's early-stopping note (its best validation accuracy and epoch), or None."""
+    records = last_run(path)
+    if records is None or not is_complete(records):
         return None
     notes = [r for r in records if r.get("event") == "note" and r.get("what") == "early_stopping"]
     return notes[-1] if notes else None
