@@ -510,35 +510,27 @@ def plot_probes(res: dict, path: Path, regime: str | None = None) -> Path | None
 
 
 def plot_ratios(out: Path, res: dict, path: Path, regime: str | None = None, fusion: str = "sum") -> Path | None:
-    """Eq. 11's ratio against OGM-GE's decoupled ratio at each step of one DF run."""
-    plt = _plt()
+    """Eq. 11's ratio against OGM-GE's decoupled ratio at each step of one DF run: the records'
+    ratio figure (``simam2 plot``'s, :func:`~simam2.adapters.machinery.plots.plot_ratios`)."""
     cell = next((c for c in res["cells"] if c["method"] == "df+simam2" and c["fusion"] == fusion
                  and (regime is None or c["regime"] == regime)), None)
     if cell is None:
         return None
+    plt = _plt()
+    from simam2.adapters.machinery import plots
+
     from .grid import Job
 
-    records = read_records(Job(cell["regime"], fusion, "df+simam2", cell["seeds"][0]).path(Path(out)))
-    steps = [r for r in records if r.get("event") == "step" and r.get("rho_df") is not None
-             and r.get("rho_decoupled") is not None]
-    if not steps:
+    seed = cell["seeds"][0]
+    runs_ = plots.load([Job(cell["regime"], fusion, "df+simam2", seed).path(Path(out))],
+                       labels=[f"{cell['regime']}, {fusion}, +DF +SimAM², seed {seed}"], warn=lambda s: None)
+    figure = plots.plot_ratios(runs_)
+    if figure.fig is None:
         return None
-    x = np.array([s["rho_df"] for s in steps])
-    y = np.array([s["rho_decoupled"] for s in steps])
-    fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.8), dpi=80)
-    axes[0].plot(x, lw=0.8, label="ρ_DF (Eq. 11)")
-    axes[0].plot(y, lw=0.8, label="ρ decoupled (OGM-GE)")
-    axes[0].set_xlabel("step")
-    axes[0].legend(fontsize=7)
-    axes[1].scatter(x, y, s=3, alpha=0.5)
-    axes[1].set_xlabel("ρ_DF")
-    axes[1].set_ylabel("ρ decoupled")
-    r = cell["values"]["ratio_r"].get(cell["seeds"][0])
-    axes[1].set_title(f"{cell['regime']}, {fusion}, seed {cell['seeds'][0]}: r = {r:.2f}" if r is not None
-                      else f"{cell['regime']}, {fusion}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        plots.save(figure.fig, path)
+    finally:
+        plt.close(figure.fig)
     return path
 
 
