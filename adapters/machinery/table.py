@@ -75,7 +75,7 @@ def add_table_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_executor_options(parser: argparse.ArgumentParser, default: str = "serial", jobs: int = 1,
-                         what: str = "table") -> None:
+                         what: str = "table", reuse: bool = False) -> None:
     """The options that choose where a table's (or the study's) cell-seeds run (./tables/executors.py)."""
     e = parser.add_argument_group("where the cells run")
     e.add_argument("--executor", choices=EXECUTORS, default=default,
@@ -85,7 +85,9 @@ def add_executor_options(parser: argparse.ArgumentParser, default: str = "serial
                         f"(pip install 'simam2[slurm]'). Every executor writes the same folders, so a {what} resumes "
                         "on any of them")
     e.add_argument("--jobs", type=int, default=None,
-                   help=f"local: cell-seeds at once, each in its own process (default {jobs})")
+                   help=f"local: cell-seeds at once (default {jobs}), " + (
+                       "in as many worker processes that run one after another, one torch thread each" if reuse
+                       else "each in its own process"))
     e.add_argument("--gpus", default=None,
                    help="local: GPU indices, e.g. 0,1: one cell-seed per GPU at a time, its CUDA_VISIBLE_DEVICES set "
                         "to that GPU (jobs = the number of GPUs)")

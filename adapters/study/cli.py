@@ -62,7 +62,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, nargs=2, metavar=("TRAIN", "TEST"), default=None,
                    help="use only the first TRAIN / TEST samples (tiny runs, tests)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    add_executor_options(p, default="local", jobs=2, what="study")
+    add_executor_options(p, default="local", jobs=2, what="study", reuse=True)
 
 
 def protocol_of(ns: argparse.Namespace) -> protocols.Protocol:
@@ -90,6 +90,8 @@ def run_study(ns: argparse.Namespace) -> int:
     from .grid import run_grid
     from .report import write_report
 
+    if ns.gpus is not None:
+        raise ValueError("--gpus: the study trains its small models on the CPU, one thread per run; use --jobs")
     executor = executor_from_options(ns, jobs=2, reuse=True)
     proto = protocol_of(ns)
     if ns.methods is not None:
