@@ -224,6 +224,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "unknown mfeat view 'nope'" in err
     assert main(["mfeat", "--out", str(tmp_path), "--methods", "simam3"]) == 2
     assert "unknown method" in capsys.readouterr().err
+    assert main(["mfeat", "--out", str(tmp_path / "g"), "--gpus", "0,1"]) == 2
+    assert "trains its small models on the CPU" in capsys.readouterr().err and not (tmp_path / "g").exists()
+    assert main(["mfeat", "--out", str(tmp_path / "j"), "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
 
 
 def test_simam2_cli_registers_study_and_demo(tmp_path, capsys):
