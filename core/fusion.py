@@ -75,16 +75,21 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).mean(-1) if x.dim() > 2 else x
 
 
-def _nan_unless_finite(w: torch.Tensor, xs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``w``, or all NaN when an input holds a NaN or ±inf, decided on the device (for weights the
-    gate computed from the inputs).
+def _nan_unless_finite(w: torch.Tensor, gate_input: torch.Tensor) -> torch.Tensor:
+    """``w``, or all NaN when the gate's input (each channel's mean of each input) holds a NaN or
+    ±inf (for weights the gate computed from the inputs).
 
     An inf input saturates the gate's ζ (sigmoid(inf) = 1) into finite but false statistics that
     would raise ``var_max`` for ever; made NaN, the batch is skipped as a NaN one is (and under DDP
-    the NaN reaches every rank through the all-reduce, so all skip it together). Fixed or given
-    weights do not depend on the inputs, so their statistics stay true.
+    the NaN reaches every rank through the all-reduce, so all skip it together). A NaN or ±inf
+    input makes its channel's mean NaN or ±inf, so the (B, K·C) gate input tells what a pass over
+    the inputs would, at 1/S of its cost; a finite channel whose mean overflows gives the gate
+    the same false input and is skipped too. Fixed or given weights do not depend on the inputs,
+    so their statistics stay true. Decided on the host where reading is free, else on the device.
     """
-    finite = torch.stack([torch.isfinite(x).all() for x in xs]).all()
+    finite = torch.isfinite(gate_input.detach()).all()
+    if _host_readable(finite):
+        return w if bool(finite) else torch.full_like(w, float("nan"))
     return torch.where(finite, w, torch.full_like(w, float("nan")))
 
 
@@ -179,8 +184,16 @@ class MultiSimAM2(nn.Module):
             return xs[0].new_full((b, self.channels, self.modalities), 1.0 / self.modalities)
         if self.zeta_mode == "given":
             raise ValueError("this module was built with zeta='given': pass the weights to forward()")
-        logits = self.gate(torch.cat([_pool(x) for x in xs], dim=1).to(self.gate.weight.dtype))
-        return logits.view(b, self.modalities, self.channels).transpose(1, 2).softmax(-1)
+        return self.gated_weights(self.gate_input(xs))
+
+    def gate_input(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(B, K·C): each input's channel means, side by side, in the gate's dtype (SPEC §2)."""
+        return torch.cat([_pool(x) for x in xs], dim=1).to(self.gate.weight.dtype)
+
+    def gated_weights(self, gate_input: torch.Tensor) -> torch.Tensor:
+        """(B, C, K) weights from the gate's input (:meth:`gate_input`): a softmax over K."""
+        logits = self.gate(gate_input)
+        return logits.view(gate_input.shape[0], self.modalities, self.channels).transpose(1, 2).softmax(-1)
 
     # -- the statistics ----------------------------------------------------------------------------
 
@@ -300,7 +313,10 @@ class MultiSimAM2(nn.Module):
         self._check(xs, weights)
         dims = resolve_neuron_dims(xs[0], self.neuron_dims)
         gated = weights is None and self.gate is not None  # ζ from the inputs: an inf saturates it
-        if weights is None:
+        if gated:
+            gate_input = self.gate_input(xs)
+            weights = self.gated_weights(gate_input)
+        elif weights is None:
             weights = self.compute_weights(xs)
         else:
             self._check_given(weights)
@@ -308,7 +324,7 @@ class MultiSimAM2(nn.Module):
         ct = compute_dtype(torch.promote_types(out_dtype, weights.dtype))
         xs = [x.to(ct) for x in xs]
         w = weights.to(ct)
-        r = self._update(_nan_unless_finite(w, xs) if self.training and gated else w)
+        r = self._update(_nan_unless_finite(w, gate_input) if self.training and gated else w)
         out = self._attend(xs, w, r.to(ct), dims)
         gain = self.vanilla_gain
         if gain != 1.0:
@@ -372,11 +388,14 @@ class SimAM2(MultiSimAM2):
             return x1.new_full((x1.shape[0], self.channels), 0.5)
         if self.zeta_mode == "given":
             raise ValueError("this module was built with zeta='given': pass zeta to forward()")
-        return torch.sigmoid(self.gate(torch.cat([_pool(x1), _pool(x2)], dim=1).to(self.gate.weight.dtype)))
+        return torch.sigmoid(self.gate(self.gate_input((x1, x2))))
 
     def compute_weights(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         zeta = self.compute_zeta(*xs)
         return pair_weights(zeta)
+
+    def gated_weights(self, gate_input: torch.Tensor) -> torch.Tensor:
+        return pair_weights(torch.sigmoid(self.gate(gate_input)))
 
     def _check_given(self, weights: torch.Tensor) -> None:
         check_unit_interval(weights[..., 0], "given zeta (ζ)")  # 1 − ζ is in [0, 1] when ζ is
