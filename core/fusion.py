@@ -57,11 +57,15 @@ def fused_energy(
     return e
 
 
-def degradation_factor(var_b: torch.Tensor, var_max: torch.Tensor, s: float, lam: float) -> torch.Tensor:
+def degradation_factor(var_b, var_max, s: float, lam: float):
     """Eq. 6, ``r = tanh((s · Σ_c var_b[c] + λ) / (Σ_c var_max[c] + λ))`` (SPEC §3).
 
-    The denominator is floored at EPS, so that λ = 0 with a constant ζ gives r = 0, not NaN.
+    ``var_b`` and ``var_max``: the (C,) tensors, or their sums over C as numbers (r is then a
+    number, computed on the host). The denominator is floored at EPS, so that λ = 0 with a
+    constant ζ gives r = 0, not NaN.
     """
+    if not torch.is_tensor(var_b):
+        return math.tanh((s * var_b + lam) / max(var_max + lam, EPS))
     return torch.tanh((s * var_b.sum() + lam) / (var_max.sum() + lam).clamp_min(EPS))
 
 
@@ -237,22 +241,28 @@ class MultiSimAM2(nn.Module):
                     "SimAM² got an empty batch (B = 0) in training mode: ζ's batch variance (Eq. 6) is "
                     "undefined; skip empty batches before the model (e.g. DataLoader(drop_last=True))")
             var_b, sums = self._batch_statistics(weights)
+            # in float64: r is a ratio of sums of small variances
+            if _host_readable(var_b):  # Σ_c var_b read once decides the update and gives r
+                total = var_b.sum(dtype=torch.float64).item()
+                if self.training:
+                    self._grow(var_b, sums, math.isfinite(total))
+                r = degradation_factor(total, self.var_max.sum(dtype=torch.float64).item(), self.s, self.lam)
+                return torch.tensor(r, dtype=torch.float64)
             if self.training:
                 self._grow(var_b, sums)
-            # in float64: r is a ratio of sums of small variances
             return degradation_factor(var_b.double(), self.var_max.double(), self.s, self.lam)
 
-    def _grow(self, var_b: torch.Tensor, sums: torch.Tensor) -> None:
+    def _grow(self, var_b: torch.Tensor, sums: torch.Tensor, finite: bool | None = None) -> None:
         """var_max ← max(var_max, var_b) and weight_sums ← sums, unless the statistics are not finite.
 
         A NaN or inf weight makes its channel's variance NaN (and its modality's sum non-finite),
-        so var_b alone decides. Where reading it is free (a CPU tensor, outside torch.compile) the
-        decision is a plain ``if``; elsewhere it is a ``torch.where`` on the device, so that the
-        host never waits for an accelerator.
+        so var_b alone decides: ``finite``, read on the host by the caller where reading is free (a
+        CPU tensor, outside torch.compile; the sum of C variances of weights in [0, 1] cannot
+        overflow, so it is finite iff each is), and the decision is a plain ``if``; None elsewhere,
+        where it is a ``torch.where`` on the device, so that the host never waits for an accelerator.
         """
-        if _host_readable(var_b):
-            # the sum of C variances of weights in [0, 1] cannot overflow: it is finite iff each is
-            if math.isfinite(var_b.sum().item()):
+        if finite is not None:
+            if finite:
                 torch.maximum(self.var_max, var_b.to(self.var_max.dtype), out=self.var_max)
                 self.weight_sums.copy_(sums)
             else:
@@ -322,15 +332,15 @@ class MultiSimAM2(nn.Module):
             self._check_given(weights)
         out_dtype = xs[0].dtype
         ct = compute_dtype(torch.promote_types(out_dtype, weights.dtype))
-        xs = [x.to(ct) for x in xs]
-        w = weights.to(ct)
+        xs = [x if x.dtype == ct else x.to(ct) for x in xs]
+        w = weights if weights.dtype == ct else weights.to(ct)
         r = self._update(_nan_unless_finite(w, gate_input) if self.training and gated else w)
         out = self._attend(xs, w, r.to(ct), dims)
         gain = self.vanilla_gain
         if gain != 1.0:
             out = out * gain  # sigmoid(E*) ⊙ V with V = gain · U: E* unchanged (SPEC §2)
         self.weights, self.r = weights.detach(), r
-        return out.to(out_dtype)
+        return out if out.dtype == out_dtype else out.to(out_dtype)
 
     @property
     def vanilla_gain(self) -> float:
