@@ -359,7 +359,7 @@ def fused_pair_attention(
     :func:`reference_pair_attention`, through which a second derivative runs.
 
     Under ``torch.compile``: on the CPU (trailing neuron dims, kernel built) the kernel as one
-    custom operator, ``simam2::pair_attention``, which the graph keeps whole, so that compiling
+    custom operator, ``simam2::pair_attention_by_weights``, which the graph keeps whole, so that compiling
     costs it nothing; elsewhere :func:`moment_pair_attention`, the same moment algebra in
     differentiable ops, which inductor fuses (on CUDA, the path the docs recommend).
     """

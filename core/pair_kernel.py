@@ -13,6 +13,7 @@ are needed; the build is cached on disk). Where it cannot be built, :func:`kerne
 :mod:`~simam2.core.fused` takes its PyTorch path, which computes the same numbers op by op.
 """
 
+import hashlib
 import os
 import warnings
 
@@ -370,8 +371,12 @@ def kernel():
             from torch.utils.cpp_extension import load_inline
 
             isa, flags = _flags()
-            _state["module"] = load_inline(f"simam2_pair_kernel_{isa}", cpp_sources=SOURCE, functions=["pair_forward", "pair_backward"],
-                                           extra_cflags=flags, verbose=False)
+            # the source's hash in the name: two versions (another checkout, bench_core's --baseline)
+            # each keep their own build instead of rebuilding over each other
+            tag = hashlib.sha1(SOURCE.encode()).hexdigest()[:10]
+            _state["module"] = load_inline(f"simam2_pair_kernel_{isa}_{tag}", cpp_sources=SOURCE,
+                                           functions=["pair_forward", "pair_backward"], extra_cflags=flags,
+                                           verbose=False)
         except Exception as e:  # no compiler, no ninja, no headers: the PyTorch path computes the same
             warnings.warn(f"SimAM²: the CPU kernel could not be built ({type(e).__name__}: "
                           f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); using the PyTorch path",
@@ -393,9 +398,11 @@ available = _off if _DISABLED else torch.compiler.assume_constant_result(_built)
 
 
 # -- the kernel as operators that torch.compile keeps whole (on the CPU, where the kernel runs) ------
+# (named for their schema, the weights taken as one (L, 2) tensor: an operator of another schema,
+# as an older checkout's, can live in the same process)
 
 
-@torch.library.custom_op("simam2::pair_attention", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("simam2::pair_attention_by_weights", mutates_args=(), device_types="cpu")
 def pair_attention(x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, rows: int, per_neuron: bool,
                    r: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(sigmoid(E*) ⊙ U, sigmoid(E*), statistics)`` of (N, M) inputs (Eq. 4, 7, 8) with weights
@@ -410,7 +417,7 @@ def _(x1, x2, w, rows, per_neuron, r, lam):
     return torch.empty_like(x1), torch.empty_like(x1), x1.new_empty((x1.shape[0], NSTAT), dtype=torch.float64)
 
 
-@torch.library.custom_op("simam2::pair_attention_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("simam2::pair_attention_by_weights_backward", mutates_args=(), device_types="cpu")
 def pair_attention_backward(g: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, rows: int,
                             per_neuron: bool, sigma: torch.Tensor, stats: torch.Tensor,
                             r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
