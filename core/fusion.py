@@ -91,9 +91,13 @@ def _nan_unless_finite(w: torch.Tensor, gate_input: torch.Tensor) -> torch.Tenso
     the same false input and is skipped too. Fixed or given weights do not depend on the inputs,
     so their statistics stay true. Decided on the host where reading is free, else on the device.
     """
-    finite = torch.isfinite(gate_input.detach()).all()
-    if _host_readable(finite):
-        return w if bool(finite) else torch.full_like(w, float("nan"))
+    g = gate_input.detach()
+    if _host_readable(g):
+        # one float64 sum of float32 (or narrower) values cannot overflow: finite iff every value is
+        ok = bool(torch.isfinite(g).all()) if g.dtype == torch.float64 else math.isfinite(
+            g.sum(dtype=torch.float64).item())
+        return w if ok else torch.full_like(w, float("nan"))
+    finite = torch.isfinite(g).all()
     return torch.where(finite, w, torch.full_like(w, float("nan")))
 
 
@@ -415,9 +419,9 @@ class SimAM2(MultiSimAM2):
         return None if self.weights is None else self.weights[..., 0]
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, zeta: torch.Tensor | None = None) -> torch.Tensor:
-        self._check((x1, x2), None)
         weights = None
-        if zeta is not None:
+        if zeta is not None:  # checked against the inputs' shape, which fuse() checks otherwise
+            self._check((x1, x2), None)
             if zeta.dim() != 2 or zeta.shape[0] != x1.shape[0] or zeta.shape[1] != self.channels:
                 raise ValueError(
                     f"zeta must have shape (B, C) = ({x1.shape[0]}, {self.channels}), got {tuple(zeta.shape)}"

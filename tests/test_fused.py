@@ -413,8 +413,12 @@ def test_compiled_node_equals_the_reference_without_graph_break(monkeypatch, ker
 
 # -- issue 19, round two: the module around the node, the kernel's weights, its fallback -----------
 
-def test_the_gate_finiteness_check_reads_the_gate_input_not_every_input(monkeypatch):
-    """No full-size pass on the hot path: the learnable gate's check looks at its (B, K·C) input."""
+@pytest.mark.parametrize("device_side", [False, True], ids=["host", "device"])
+def test_the_gate_finiteness_check_reads_the_gate_input_not_every_input(monkeypatch, device_side):
+    """No full-size pass on the hot path: the learnable gate's check looks at its (B, K·C) input,
+    and still catches an inf input, decided on the host or (as on an accelerator) on the device."""
+    if device_side:
+        monkeypatch.setattr(fusion, "_host_readable", lambda t: False)
     torch.manual_seed(0)
     m = SimAM2(4, zeta="learnable")
     x1, x2 = torch.randn(2, 8, 4, 6, 6)
@@ -422,7 +426,11 @@ def test_the_gate_finiteness_check_reads_the_gate_input_not_every_input(monkeypa
     real = torch.isfinite
     monkeypatch.setattr(torch, "isfinite", lambda t: seen.append(t.numel()) or real(t))
     m(x1, x2)
-    assert seen and max(seen) <= 8 * 2 * 4
+    x1[2, 3, 1, 1] = float("inf")
+    with pytest.warns(RuntimeWarning, match=r"not finite"):
+        m(x1, x2)
+    assert m.skipped_updates.item() == 1
+    assert all(n <= 8 * 2 * 4 for n in seen)  # the (B, K·C) gate input or smaller; never (8, 4, 6, 6)
 
 
 def test_an_input_whose_channel_mean_overflows_is_skipped_like_an_inf_one():
