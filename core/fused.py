@@ -17,7 +17,12 @@ as for (B, C) inputs, U's own two moments are gathered in the same pass instead)
 reads x1 and x2 and writes the output; the backward is one per-channel reduction and one
 element-wise pass. Full-size tensors: forward writes 2 (the output and σ = sigmoid(E*), kept so
 that the backward needs no exponential); backward writes 2 (∂x1, ∂x2) and, where ζ varies along the
-neurons, ∂ζ and ∂(1 − ζ); per channel, 15 float64 numbers are kept. Elsewhere (an accelerator, other
+neurons, ∂ζ and ∂(1 − ζ); per channel, 15 float64 numbers are kept. The weights go in as they lie
+(a strided (L, 2) view of the (B, C, 2) weights, one per channel, or per neuron) and ∂weights come
+back in :func:`pair_weights`' layout: no expand, copy or stack around the node. (Tried and left
+out: recomputing σ in the backward instead of keeping it made the backward 1.6–1.9× slower; its
+sums in float32, 20–40 % faster at M ≥ 512, lose ζ's gradient where x is far from zero, as
+``test_shifted_moments_keep_float32_exact_far_from_zero`` shows.) Elsewhere (an accelerator, other
 neuron dims, no C++ compiler) the node takes the PyTorch path below, which computes the same
 numbers op by op; under ``torch.compile`` see :func:`fused_pair_attention`.
 
