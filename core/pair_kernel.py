@@ -163,8 +163,9 @@ void forward_kernel(const T* x1, const T* x2, const T* a, int64_t sa, const T* b
   for (int64_t n = 0; n < N; ++n) {
     const T* __restrict__ X1 = x1 + n * M;
     const T* __restrict__ X2 = x2 + n * M;
-    const T* __restrict__ A = a + (PerNeuron ? n * M : (n / R) * sa);
-    const T* __restrict__ B = b + (PerNeuron ? n * M : (n / R) * sb);
+    const int64_t wn = R == 1 ? n : n / R;  // an integer division costs as much as a short channel
+    const T* __restrict__ A = a + (PerNeuron ? n * M : wn * sa);
+    const T* __restrict__ B = b + (PerNeuron ? n * M : wn * sb);
     T* __restrict__ o = out + n * M;
     T* __restrict__ sg = sigma + (SaveSigma ? n * M : 0);
     double* st = stats + n * NSTAT;
@@ -211,8 +212,9 @@ void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T*
   for (int64_t n = 0; n < N; ++n) {
     const T* __restrict__ X1 = x1 + n * M;
     const T* __restrict__ X2 = x2 + n * M;
-    const T* __restrict__ A = a + (PerNeuron ? n * M : (n / R) * sa);
-    const T* __restrict__ B = b + (PerNeuron ? n * M : (n / R) * sb);
+    const int64_t wn = R == 1 ? n : n / R;  // an integer division costs as much as a short channel
+    const T* __restrict__ A = a + (PerNeuron ? n * M : wn * sa);
+    const T* __restrict__ B = b + (PerNeuron ? n * M : wn * sb);
     const T* __restrict__ G = g + n * gsn;
     const T* __restrict__ S = sigma + n * M;
     T* __restrict__ o1 = gx1 + n * M;
@@ -271,8 +273,8 @@ void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T*
       }
     }
     if (!PerNeuron) {
-      ga[n / R] += (T)(ua + (double)pi1 * sdu - 2 * wa0 * si1);
-      gb[n / R] += (T)(ub + (double)pi2 * sdu - 2 * wb0 * si2);
+      ga[wn] += (T)(ua + (double)pi1 * sdu - 2 * wa0 * si1);
+      gb[wn] += (T)(ub + (double)pi2 * sdu - 2 * wb0 * si2);
     }
   }
 }
