@@ -199,7 +199,10 @@ class MultiSimAM2(nn.Module):
         return torch.cat([_pool(x) for x in xs], dim=1).to(self.gate.weight.dtype)
 
     def gated_weights(self, gate_input: torch.Tensor) -> torch.Tensor:
-        """(B, C, K) weights from the gate's input (:meth:`gate_input`): a softmax over K."""
+        """(B, C, K) weights from the gate's input (:meth:`gate_input`): a softmax over K.
+
+        What :meth:`fuse` calls for a learnable ζ (it keeps the gate's input for the finiteness
+        check), so a subclass changes the gate here, not in :meth:`compute_weights`."""
         logits = self.gate(gate_input)
         return logits.view(gate_input.shape[0], self.modalities, self.channels).transpose(1, 2).softmax(-1)
 
