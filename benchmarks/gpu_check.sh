@@ -6,7 +6,7 @@
 #         SimAM² node moves per call against vanilla's and its fraction of a large copy's bandwidth,
 #         measured in the same run) and the achieved memory bandwidth of the fused attention at a
 #         large late-fusion shape against the card's peak,
-#   (iii) host syncs per training step with SimAM2(zeta="learnable") + GradientModulator("ogm_ge")
+#   (iii) host syncs per training step with SimAM2(zeta_mode="learnable") + GradientModulator(noise=True)
 #         attached to SGD (torch.cuda.set_sync_debug_mode; expected 0),
 #   (iv)  one OGM-GE epoch on synthetic CREMA-D through the CLI, SimAM² + DF against vanilla (ratio).
 #

@@ -17,7 +17,12 @@ as for (B, C) inputs, U's own two moments are gathered in the same pass instead)
 reads x1 and x2 and writes the output; the backward is one per-channel reduction and one
 element-wise pass. Full-size tensors: forward writes 2 (the output and σ = sigmoid(E*), kept so
 that the backward needs no exponential); backward writes 2 (∂x1, ∂x2) and, where ζ varies along the
-neurons, ∂ζ and ∂(1 − ζ); per channel, 15 float64 numbers are kept. Elsewhere (an accelerator, other
+neurons, ∂ζ and ∂(1 − ζ); per channel, 15 float64 numbers are kept. The weights go in as they lie
+(a strided (L, 2) view of the (B, C, 2) weights, one per channel, or per neuron) and ∂weights come
+back in :func:`pair_weights`' layout: no expand, copy or stack around the node. (Tried and left
+out: recomputing σ in the backward instead of keeping it made the backward 1.6–1.9× slower; its
+sums in float32, 20–40 % faster at M ≥ 512, lose ζ's gradient where x is far from zero, as
+``test_shifted_moments_keep_float32_exact_far_from_zero`` shows.) Elsewhere (an accelerator, other
 neuron dims, no C++ compiler) the node takes the PyTorch path below, which computes the same
 numbers op by op; under ``torch.compile`` see :func:`fused_pair_attention`.
 
@@ -182,12 +187,12 @@ class PairEnergyAttention(torch.autograd.Function):
         ctx.lam, ctx.dims = lam, dims
         views = _kernel_views(x1, x2, weights, dims)
         if views is not None:  # the CPU kernel: one pass forward, one backward
-            x1v, x2v, a, b = views
+            x1v, x2v, w, rows, per_neuron = views
             k = 2.0 - float(r)
             grad = any(ctx.needs_input_grad[:3])
-            out, sigma, stats = pair_kernel.kernel().pair_forward(x1v, x2v, a, b, k, lam, grad)
-            ctx.save_for_backward(x1, x2, weights, x1v, x2v, a, b, sigma, stats)
-            ctx.kernel_k = k
+            out, sigma, stats = pair_kernel.kernel().pair_forward(x1v, x2v, w, rows, per_neuron, k, lam, grad)
+            ctx.save_for_backward(x1, x2, weights, x1v, x2v, w, sigma, stats)
+            ctx.kernel_k, ctx.kernel_rows, ctx.per_neuron = k, rows, per_neuron
             return out.view(x1.shape)
         ctx.kernel_k = None
         m = neuron_count(x1, dims)
@@ -284,30 +289,34 @@ class PairEnergyAttention(torch.autograd.Function):
 
 
 def _kernel_views(x1, x2, weights, dims):
-    """``(x1, x2, a, b)`` as the CPU kernel takes them, (N, M) with one channel per row; None where
-    it does not apply (not on the CPU, neuron dims not the trailing ones, no kernel built).
+    """``(x1, x2, w, rows, per_neuron)`` as the CPU kernel takes them: x1, x2 (N, M) with one channel
+    per row, and w (L, 2) the weights, one per ``rows`` rows (the neuron dims start at 2 or later:
+    ζ is constant over a channel) or, ``per_neuron``, one per neuron (L = N·M); None where the
+    kernel does not apply (not on the CPU, neuron dims not the trailing ones, no kernel built).
 
-    a and b (ζ and 1 − ζ) are (N, 1) when constant over a channel's neurons, else (N, M).
+    w is a view of ``weights`` (B, C, 2) where it can be, so that the kernel's ∂w is ∂weights; only
+    where ζ is broadcast along some neuron dims is it expanded, and ∂w summed back.
     """
     d0 = dims[0]
-    if x1.device.type != "cpu" or dims != tuple(range(d0, x1.dim())) or not pair_kernel.available():
+    if x1.device.type != "cpu" or dims[-1] != x1.dim() - 1 or len(dims) != x1.dim() - d0 or not pair_kernel.available():
         return None
-    lead = x1.shape[:d0]
-    n = math.prod(lead)
-    m = x1.numel() // n if n else 0
+    shape = x1.shape
+    n = math.prod(shape[:d0])
     if n == 0:
         return None
-    ab = []
-    for w in weights.unbind(-1):
-        w = _expand_weight(w, x1)
-        # per channel when the neurons lie beyond (B, C); (B, C) itself when C holds neurons
-        ab.append(w.expand(lead + (1,) * (x1.dim() - d0)).reshape(n, 1) if d0 >= 2
-                  else w.expand(x1.shape).reshape(n, m))
-    return (x1.contiguous().view(n, m), x2.contiguous().view(n, m), *(w.contiguous() for w in ab))
+    m = x1.numel() // n
+    if d0 >= 2:  # row n = (b, c, i): its weight is weights[b, c], one per `rows` rows
+        w, rows, per_neuron = weights.reshape(-1, 2), n // (shape[0] * shape[1]), False
+    elif x1.dim() == 2:  # (B, C) over C: one weight per neuron
+        w, rows, per_neuron = weights.reshape(-1, 2), 1, True
+    else:  # ζ broadcast along some neuron dims: expanded to one weight per neuron
+        w = weights.reshape(shape[:2] + (1,) * (x1.dim() - 2) + (2,)).expand(shape + (2,)).reshape(-1, 2)
+        rows, per_neuron = 1, True
+    return x1.contiguous().view(n, m), x2.contiguous().view(n, m), w, rows, per_neuron
 
 
 def _kernel_backward(ctx, grad_out):
-    x1, x2, weights, x1v, x2v, a, b, sigma, stats = ctx.saved_tensors
+    x1, x2, weights, x1v, x2v, w, sigma, stats = ctx.saved_tensors
     need = ctx.needs_input_grad[:3]
     if not any(need):
         return None, None, None, None, None, None
@@ -316,14 +325,14 @@ def _kernel_backward(ctx, grad_out):
     g = grad_out.reshape(x1v.shape)  # a view where it can be: the gradient of a sum is an expanded scalar
     if g.stride(1) not in (0, 1):
         g = g.contiguous()
-    g1, g2, ga, gb = pair_kernel.kernel().pair_backward(g, x1v, x2v, a, b, sigma, stats, ctx.kernel_k)
+    g1, g2, gw = pair_kernel.kernel().pair_backward(g, x1v, x2v, w, ctx.kernel_rows, ctx.per_neuron, sigma,
+                                                    stats, ctx.kernel_k)
     g_weights = None
     if need[2]:
-        shape = x1.shape[: ctx.dims[0]] if a.shape[1] == 1 else x1.shape
-        ga, gb = (t.view(shape) for t in (ga, gb))
-        if ga.dim() > 2:
-            ga, gb = ga.sum(tuple(range(2, ga.dim()))), gb.sum(tuple(range(2, gb.dim())))
-        g_weights = torch.stack([ga, gb], dim=-1).to(weights.dtype)
+        if gw.shape[0] == x1.shape[0] * x1.shape[1]:  # one weight per (b, c): ∂weights itself
+            g_weights = gw.view(weights.shape)
+        else:  # expanded along some neuron dims: summed back over them
+            g_weights = gw.view(x1.shape + (2,)).sum(tuple(range(2, x1.dim())))
     return (g1.view(x1.shape) if need[0] else None, g2.view(x1.shape) if need[1] else None, g_weights,
             None, None, None)
 
@@ -355,7 +364,7 @@ def fused_pair_attention(
     :func:`reference_pair_attention`, through which a second derivative runs.
 
     Under ``torch.compile``: on the CPU (trailing neuron dims, kernel built) the kernel as one
-    custom operator, ``simam2::pair_attention``, which the graph keeps whole, so that compiling
+    custom operator, ``simam2::pair_attention_by_weights``, which the graph keeps whole, so that compiling
     costs it nothing; elsewhere :func:`moment_pair_attention`, the same moment algebra in
     differentiable ops, which inductor fuses (on CUDA, the path the docs recommend).
     """
@@ -378,7 +387,8 @@ def fused_pair_attention(
     if torch.compiler.is_compiling():
         views = _kernel_views(x1, x2, weights, dims)
         if views is not None:  # on the CPU, the kernel as one operator that the graph keeps whole
-            return pair_kernel.pair_attention(*views, r, float(lam))[0].view(x1.shape)
+            x1v, x2v, w, rows, per_neuron = views
+            return pair_kernel.pair_attention(x1v, x2v, w, rows, per_neuron, r, float(lam))[0].view(x1.shape)
         if x1.device.type == "cpu":
             # without the kernel, inductor's CPU code of the moment algebra measured 3–5× vanilla, the
             # op-by-op reference about 2×: the reference stays the CPU's compiled path

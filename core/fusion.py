@@ -70,11 +70,15 @@ def fused_energy(
     return e
 
 
-def degradation_factor(var_b: torch.Tensor, var_max: torch.Tensor, s: float, lam: float) -> torch.Tensor:
+def degradation_factor(var_b, var_max, s: float, lam: float):
     """Eq. 6, ``r = tanh((s · Σ_c var_b[c] + λ) / (Σ_c var_max[c] + λ))`` (SPEC §3).
 
-    The denominator is floored at EPS, so that λ = 0 with a constant ζ gives r = 0, not NaN.
+    ``var_b`` and ``var_max``: the (C,) tensors, or their sums over C as numbers (r is then a
+    number, computed on the host). The denominator is floored at EPS, so that λ = 0 with a
+    constant ζ gives r = 0, not NaN.
     """
+    if not torch.is_tensor(var_b):
+        return math.tanh((s * var_b + lam) / max(var_max + lam, EPS))
     return torch.tanh((s * var_b.sum() + lam) / (var_max.sum() + lam).clamp_min(EPS))
 
 
@@ -88,16 +92,25 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).mean(-1) if x.dim() > 2 else x
 
 
-def _nan_unless_finite(w: torch.Tensor, xs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``w``, or all NaN when an input holds a NaN or ±inf, decided on the device (for weights the
-    gate computed from the inputs).
+def _nan_unless_finite(w: torch.Tensor, gate_input: torch.Tensor) -> torch.Tensor:
+    """``w``, or all NaN when the gate's input (each channel's mean of each input) holds a NaN or
+    ±inf (for weights the gate computed from the inputs).
 
     An inf input saturates the gate's ζ (sigmoid(inf) = 1) into finite but false statistics that
     would raise ``var_max`` for ever; made NaN, the batch is skipped as a NaN one is (and under DDP
-    the NaN reaches every rank through the all-reduce, so all skip it together). Fixed or given
-    weights do not depend on the inputs, so their statistics stay true.
+    the NaN reaches every rank through the all-reduce, so all skip it together). A NaN or ±inf
+    input makes its channel's mean NaN or ±inf, so the (B, K·C) gate input tells what a pass over
+    the inputs would, at 1/S of its cost; a finite channel whose mean overflows gives the gate
+    the same false input and is skipped too. Fixed or given weights do not depend on the inputs,
+    so their statistics stay true. Decided on the host where reading is free, else on the device.
     """
-    finite = torch.stack([torch.isfinite(x).all() for x in xs]).all()
+    g = gate_input.detach()
+    if _host_readable(g):
+        # one float64 sum of float32 (or narrower) values cannot overflow: finite iff every value is
+        ok = bool(torch.isfinite(g).all()) if g.dtype == torch.float64 else math.isfinite(
+            g.sum(dtype=torch.float64).item())
+        return w if ok else torch.full_like(w, float("nan"))
+    finite = torch.isfinite(g).all()
     return torch.where(finite, w, torch.full_like(w, float("nan")))
 
 
@@ -196,8 +209,19 @@ class MultiSimAM2(nn.Module):
             return xs[0].new_full((b, self.channels, self.modalities), 1.0 / self.modalities)
         if self.zeta_mode == "given":
             raise ValueError("this module was built with zeta_mode='given': pass the weights to forward()")
-        logits = self.gate(torch.cat([_pool(x) for x in xs], dim=1).to(self.gate.weight.dtype))
-        return logits.view(b, self.modalities, self.channels).transpose(1, 2).softmax(-1)
+        return self.gated_weights(self.gate_input(xs))
+
+    def gate_input(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(B, K·C): each input's channel means, side by side, in the gate's dtype (SPEC §2)."""
+        return torch.cat([_pool(x) for x in xs], dim=1).to(self.gate.weight.dtype)
+
+    def gated_weights(self, gate_input: torch.Tensor) -> torch.Tensor:
+        """(B, C, K) weights from the gate's input (:meth:`gate_input`): a softmax over K.
+
+        What :meth:`fuse` calls for a learnable ζ (it keeps the gate's input for the finiteness
+        check), so a subclass changes the gate here, not in :meth:`compute_weights`."""
+        logits = self.gate(gate_input)
+        return logits.view(gate_input.shape[0], self.modalities, self.channels).transpose(1, 2).softmax(-1)
 
     # -- the statistics ----------------------------------------------------------------------------
 
@@ -241,22 +265,28 @@ class MultiSimAM2(nn.Module):
                     "SimAM² got an empty batch (B = 0) in training mode: ζ's batch variance (Eq. 6) is "
                     "undefined; skip empty batches before the model (e.g. DataLoader(drop_last=True))")
             var_b, sums = self._batch_statistics(weights)
+            # in float64: r is a ratio of sums of small variances
+            if _host_readable(var_b):  # Σ_c var_b read once decides the update and gives r
+                total = var_b.sum(dtype=torch.float64).item()
+                if self.training:
+                    self._grow(var_b, sums, math.isfinite(total))
+                r = degradation_factor(total, self.var_max.sum(dtype=torch.float64).item(), self.s, self.lam)
+                return torch.tensor(r, dtype=torch.float64)
             if self.training:
                 self._grow(var_b, sums)
-            # in float64: r is a ratio of sums of small variances
             return degradation_factor(var_b.double(), self.var_max.double(), self.s, self.lam)
 
-    def _grow(self, var_b: torch.Tensor, sums: torch.Tensor) -> None:
+    def _grow(self, var_b: torch.Tensor, sums: torch.Tensor, finite: bool | None = None) -> None:
         """var_max ← max(var_max, var_b) and weight_sums ← sums, unless the statistics are not finite.
 
         A NaN or inf weight makes its channel's variance NaN (and its modality's sum non-finite),
-        so var_b alone decides. Where reading it is free (a CPU tensor, outside torch.compile) the
-        decision is a plain ``if``; elsewhere it is a ``torch.where`` on the device, so that the
-        host never waits for an accelerator.
+        so var_b alone decides: ``finite``, read on the host by the caller where reading is free (a
+        CPU tensor, outside torch.compile; the sum of C variances of weights in [0, 1] cannot
+        overflow, so it is finite iff each is), and the decision is a plain ``if``; None elsewhere,
+        where it is a ``torch.where`` on the device, so that the host never waits for an accelerator.
         """
-        if _host_readable(var_b):
-            # the sum of C variances of weights in [0, 1] cannot overflow: it is finite iff each is
-            if math.isfinite(var_b.sum().item()):
+        if finite is not None:
+            if finite:
                 torch.maximum(self.var_max, var_b.to(self.var_max.dtype), out=self.var_max)
                 self.weight_sums.copy_(sums)
             else:
@@ -317,21 +347,24 @@ class MultiSimAM2(nn.Module):
         self._check(xs, weights)
         dims = resolve_neuron_dims(xs[0], self.neuron_dims)
         gated = weights is None and self.gate is not None  # ζ from the inputs: an inf saturates it
-        if weights is None:
+        if gated:
+            gate_input = self.gate_input(xs)
+            weights = self.gated_weights(gate_input)
+        elif weights is None:
             weights = self.compute_weights(xs)
         else:
             self._check_given(weights)
         out_dtype = xs[0].dtype
         ct = compute_dtype(torch.promote_types(out_dtype, weights.dtype))
-        xs = [x.to(ct) for x in xs]
-        w = weights.to(ct)
-        r = self._update(_nan_unless_finite(w, xs) if self.training and gated else w)
+        xs = [x if x.dtype == ct else x.to(ct) for x in xs]
+        w = weights if weights.dtype == ct else weights.to(ct)
+        r = self._update(_nan_unless_finite(w, gate_input) if self.training and gated else w)
         out = self._attend(xs, w, r.to(ct), dims)
         gain = self.vanilla_gain
         if gain != 1.0:
             out = out * gain  # sigmoid(E*) ⊙ V with V = gain · U: E* unchanged (SPEC §2)
         self.weights, self.r = weights.detach(), r
-        return out.to(out_dtype)
+        return out if out.dtype == out_dtype else out.to(out_dtype)
 
     @property
     def vanilla_gain(self) -> float:
@@ -390,11 +423,14 @@ class SimAM2(MultiSimAM2):
             return x1.new_full((x1.shape[0], self.channels), 0.5)
         if self.zeta_mode == "given":
             raise ValueError("this module was built with zeta_mode='given': pass zeta to forward()")
-        return torch.sigmoid(self.gate(torch.cat([_pool(x1), _pool(x2)], dim=1).to(self.gate.weight.dtype)))
+        return torch.sigmoid(self.gate(self.gate_input((x1, x2))))
 
     def compute_weights(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         zeta = self.compute_zeta(*xs)
         return pair_weights(zeta)
+
+    def gated_weights(self, gate_input: torch.Tensor) -> torch.Tensor:
+        return pair_weights(torch.sigmoid(self.gate(gate_input)))
 
     def _check_given(self, weights: torch.Tensor) -> None:
         check_unit_interval(weights[..., 0], "given zeta (ζ)")  # 1 − ζ is in [0, 1] when ζ is
@@ -404,9 +440,9 @@ class SimAM2(MultiSimAM2):
         return None if self.weights is None else self.weights[..., 0]
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, zeta: torch.Tensor | None = None) -> torch.Tensor:
-        self._check((x1, x2), None)
         weights = None
-        if zeta is not None:
+        if zeta is not None:  # checked against the inputs' shape, which fuse() checks otherwise
+            self._check((x1, x2), None)
             if zeta.dim() != 2 or zeta.shape[0] != x1.shape[0] or zeta.shape[1] != self.channels:
                 raise ValueError(
                     f"zeta must have shape (B, C) = ({x1.shape[0]}, {self.channels}), got {tuple(zeta.shape)}"

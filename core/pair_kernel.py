@@ -13,6 +13,7 @@ are needed; the build is cached on disk). Where it cannot be built, :func:`kerne
 :mod:`~simam2.core.fused` takes its PyTorch path, which computes the same numbers op by op.
 """
 
+import hashlib
 import os
 import warnings
 
@@ -154,14 +155,17 @@ inline void statistics(const T* __restrict__ x1, const T* __restrict__ x2, const
   }
 }
 
+// a, b: one weight per R rows of x (row n takes weight n / R, at strides sa, sb), or, PerNeuron, one
+// per neuron (contiguous, R = 1)
 template <typename T, bool PerNeuron, bool SaveSigma>
-void forward_kernel(const T* x1, const T* x2, const T* a, const T* b, T* out, T* sigma, double* stats,
-                    int64_t N, int64_t M, double k, double lam) {
+void forward_kernel(const T* x1, const T* x2, const T* a, int64_t sa, const T* b, int64_t sb, int64_t R,
+                    T* out, T* sigma, double* stats, int64_t N, int64_t M, double k, double lam) {
   for (int64_t n = 0; n < N; ++n) {
     const T* __restrict__ X1 = x1 + n * M;
     const T* __restrict__ X2 = x2 + n * M;
-    const T* __restrict__ A = a + (PerNeuron ? n * M : n);
-    const T* __restrict__ B = b + (PerNeuron ? n * M : n);
+    const int64_t wn = R == 1 ? n : n / R;  // an integer division costs as much as a short channel
+    const T* __restrict__ A = a + (PerNeuron ? n * M : wn * sa);
+    const T* __restrict__ B = b + (PerNeuron ? n * M : wn * sb);
     T* __restrict__ o = out + n * M;
     T* __restrict__ sg = sigma + (SaveSigma ? n * M : 0);
     double* st = stats + n * NSTAT;
@@ -197,17 +201,20 @@ void forward_kernel(const T* x1, const T* x2, const T* a, const T* b, T* out, T*
 // importance takes H_j = f_j h, f = (−a², −b², k); its gradient with respect to y_j is
 //   A_j [2 q_j (H_j z_j − mean(H_j z_j)) − β_j z_j],  β_j = 8 q_j² / (M − 1) Σ H_j z_j²
 // (β_j = 0 where the floor holds; A_j = dz_j/dy_j). ∂U = G σ + U's; ∂x1 = a ∂U + x1's (x2 alike);
-// ∂a = Σ (∂U x1 − 2 a imp_1 h) (b alike). G is either contiguous or one value per channel.
+// ∂a = Σ (∂U x1 − 2 a imp_1 h) (b alike), added into ga[n / R] (zeroed first)
+// where a is one weight per R rows, written per neuron where it is per neuron. G is either
+// contiguous or one value per channel.
 template <typename T, bool PerNeuron, bool GRow>
-void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T* a, const T* b,
-                     const T* sigma, const double* stats, T* gx1, T* gx2, T* ga, T* gb, int64_t N,
-                     int64_t M, double k) {
+void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T* a, int64_t sa, const T* b,
+                     int64_t sb, int64_t R, const T* sigma, const double* stats, T* gx1, T* gx2, T* ga, T* gb,
+                     int64_t N, int64_t M, double k) {
   const double rm = 1.0 / M, c8 = 8.0 / (M - 1);  // divisions once, not per channel
   for (int64_t n = 0; n < N; ++n) {
     const T* __restrict__ X1 = x1 + n * M;
     const T* __restrict__ X2 = x2 + n * M;
-    const T* __restrict__ A = a + (PerNeuron ? n * M : n);
-    const T* __restrict__ B = b + (PerNeuron ? n * M : n);
+    const int64_t wn = R == 1 ? n : n / R;  // an integer division costs as much as a short channel
+    const T* __restrict__ A = a + (PerNeuron ? n * M : wn * sa);
+    const T* __restrict__ B = b + (PerNeuron ? n * M : wn * sb);
     const T* __restrict__ G = g + n * gsn;
     const T* __restrict__ S = sigma + n * M;
     T* __restrict__ o1 = gx1 + n * M;
@@ -243,8 +250,8 @@ void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T*
     const T v1 = (T)(-st[0] * c8 * st[6] * st[6] * t1 * st[9]), v2 = (T)(-st[2] * c8 * st[7] * st[7] * t2 * st[10]),
             vu = (T)(-st[4] * c8 * st[8] * st[8] * tu * st[11]);
     // ∂a = Σ ∂U x1 − 2a Σ imp_1 h, summed as Σ ∂U (x1 − p1) + p1 Σ ∂U: x1's digits below its offset kept
-    double sa = 0, sb = 0, sdu = 0, si1 = 0, si2 = 0;
-#pragma omp simd reduction(+ : sa, sb, sdu, si1, si2)
+    double ua = 0, ub = 0, sdu = 0, si1 = 0, si2 = 0;
+#pragma omp simd reduction(+ : ua, ub, sdu, si1, si2)
     for (int64_t m = 0; m < M; ++m) {
       const T y1 = X1[m], y2 = X2[m];
       const T wa = PerNeuron ? A[m] : wa1, wb = PerNeuron ? B[m] : wb1;
@@ -262,57 +269,75 @@ void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T*
         ga[n * M + m] = du * y1 - 2 * wa * i1;
         gb[n * M + m] = du * y2 - 2 * wb * i2;
       } else {
-        sa += du * d1; sb += du * d2; sdu += du; si1 += i1; si2 += i2;
+        ua += du * d1; ub += du * d2; sdu += du; si1 += i1; si2 += i2;
       }
     }
     if (!PerNeuron) {
-      ga[n] = (T)(sa + (double)pi1 * sdu - 2 * wa0 * si1);
-      gb[n] = (T)(sb + (double)pi2 * sdu - 2 * wb0 * si2);
+      ga[wn] += (T)(ua + (double)pi1 * sdu - 2 * wa0 * si1);
+      gb[wn] += (T)(ub + (double)pi2 * sdu - 2 * wb0 * si2);
     }
   }
 }
 
 }  // namespace
 
-// x1, x2: (N, M) contiguous; a, b: (N, 1) or (N, M) contiguous; one dtype (float32 or float64).
-// Returns the output, σ = sigmoid(E) (empty unless save_sigma: the backward's one saved tensor of
-// full size, which spares it the exponential) and the per-channel statistics.
-std::vector<torch::Tensor> pair_forward(torch::Tensor x1, torch::Tensor x2, torch::Tensor a,
-                                        torch::Tensor b, double k, double lam, bool save_sigma) {
+// The weights' two columns as the kernel reads them, from w (L, 2): L = N / R (one weight per R
+// rows) or N·M (one per neuron, read as contiguous rows)
+static void columns(const torch::Tensor& w, bool per_neuron, torch::Tensor& a, torch::Tensor& b) {
+  a = w.select(1, 0);
+  b = w.select(1, 1);
+  if (per_neuron && a.stride(0) != 1) a = a.contiguous();
+  if (per_neuron && b.stride(0) != 1) b = b.contiguous();
+}
+
+// x1, x2: (N, M) contiguous; w: (L, 2), the weights of x1 and x2 (ζ and 1 − ζ) in any strides, one
+// per R rows (L = N / R) or, per_neuron, one per neuron (L = N·M, R = 1); one dtype (float32 or
+// float64). Returns the output, σ = sigmoid(E) (empty unless save_sigma: the backward's one saved
+// tensor of full size, which spares it the exponential) and the per-channel statistics.
+std::vector<torch::Tensor> pair_forward(torch::Tensor x1, torch::Tensor x2, torch::Tensor w, int64_t R,
+                                        bool per_neuron, double k, double lam, bool save_sigma) {
   const int64_t N = x1.size(0), M = x1.size(1);
-  const bool per_neuron = a.size(1) != 1;
+  TORCH_CHECK(w.dim() == 2 && w.size(1) == 2 && R >= 1 && N % R == 0 &&
+              w.size(0) == (per_neuron ? N * M : N / R), "pair_forward: w must be (N / R, 2), or (N·M, 2) per neuron");
+  torch::Tensor a, b;
+  columns(w, per_neuron, a, b);
   auto out = torch::empty_like(x1);
   auto sigma = save_sigma ? torch::empty_like(x1) : torch::empty({0}, x1.options());
   auto stats = torch::empty({N, NSTAT}, x1.options().dtype(torch::kFloat64));
   AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "pair_forward", [&] {
     auto f = per_neuron ? (save_sigma ? forward_kernel<scalar_t, true, true> : forward_kernel<scalar_t, true, false>)
                         : (save_sigma ? forward_kernel<scalar_t, false, true> : forward_kernel<scalar_t, false, false>);
-    f(x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
-      out.data_ptr<scalar_t>(), sigma.data_ptr<scalar_t>(), stats.data_ptr<double>(), N, M, k, lam);
+    f(x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), a.stride(0),
+      b.data_ptr<scalar_t>(), b.stride(0), R, out.data_ptr<scalar_t>(), sigma.data_ptr<scalar_t>(),
+      stats.data_ptr<double>(), N, M, k, lam);
   });
   return {out, sigma, stats};
 }
 
 // g: (N, M), contiguous rows or one value per row (stride 0 along M: the gradient of a sum);
-// returns ∂x1, ∂x2 (N, M) and ∂a, ∂b in a's shape.
+// returns ∂x1, ∂x2 (N, M) and ∂w (L, 2), laid out as (2, L): each column contiguous, as SimAM2's
+// weights are (core/fused.py: pair_weights).
 std::vector<torch::Tensor> pair_backward(torch::Tensor g, torch::Tensor x1, torch::Tensor x2,
-                                         torch::Tensor a, torch::Tensor b, torch::Tensor sigma,
+                                         torch::Tensor w, int64_t R, bool per_neuron, torch::Tensor sigma,
                                          torch::Tensor stats, double k) {
   const int64_t N = x1.size(0), M = x1.size(1);
-  const bool per_neuron = a.size(1) != 1;
   const bool row = g.stride(1) == 0;
   TORCH_CHECK(row || g.stride(1) == 1, "pair_backward: g must have rows that are contiguous or constant");
+  torch::Tensor a, b;
+  columns(w, per_neuron, a, b);
   auto gx1 = torch::empty_like(x1), gx2 = torch::empty_like(x1);
-  auto ga = torch::empty_like(a), gb = torch::empty_like(b);
+  const int64_t L = a.size(0);
+  auto gw = per_neuron ? torch::empty({2, L}, w.options()) : torch::zeros({2, L}, w.options());
   AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "pair_backward", [&] {
     auto f = per_neuron ? (row ? backward_kernel<scalar_t, true, true> : backward_kernel<scalar_t, true, false>)
                         : (row ? backward_kernel<scalar_t, false, true> : backward_kernel<scalar_t, false, false>);
+    scalar_t* pw = gw.data_ptr<scalar_t>();
     f(g.data_ptr<scalar_t>(), g.stride(0), x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(),
-      a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), sigma.data_ptr<scalar_t>(), stats.data_ptr<double>(),
-      gx1.data_ptr<scalar_t>(),
-      gx2.data_ptr<scalar_t>(), ga.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>(), N, M, k);
+      a.data_ptr<scalar_t>(), a.stride(0), b.data_ptr<scalar_t>(), b.stride(0), R,
+      sigma.data_ptr<scalar_t>(), stats.data_ptr<double>(), gx1.data_ptr<scalar_t>(),
+      gx2.data_ptr<scalar_t>(), pw, pw + L, N, M, k);
   });
-  return {gx1, gx2, ga, gb};
+  return {gx1, gx2, gw.t()};
 }
 """
 
@@ -348,8 +373,12 @@ def kernel():
             from torch.utils.cpp_extension import load_inline
 
             isa, flags = _flags()
-            _state["module"] = load_inline(f"simam2_pair_kernel_{isa}", cpp_sources=SOURCE, functions=["pair_forward", "pair_backward"],
-                                           extra_cflags=flags, verbose=False)
+            # the source's hash in the name: two versions (another checkout, bench_core's --baseline)
+            # each keep their own build instead of rebuilding over each other
+            tag = hashlib.sha1(SOURCE.encode()).hexdigest()[:10]
+            _state["module"] = load_inline(f"simam2_pair_kernel_{isa}_{tag}", cpp_sources=SOURCE,
+                                           functions=["pair_forward", "pair_backward"], extra_cflags=flags,
+                                           verbose=False)
         except Exception as e:  # no compiler, no ninja, no headers: the PyTorch path computes the same
             warnings.warn(f"SimAM²: the CPU kernel could not be built ({type(e).__name__}: "
                           f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); using the PyTorch path",
@@ -371,48 +400,52 @@ available = _off if _DISABLED else torch.compiler.assume_constant_result(_built)
 
 
 # -- the kernel as operators that torch.compile keeps whole (on the CPU, where the kernel runs) ------
+# (named for their schema, the weights taken as one (L, 2) tensor: an operator of another schema,
+# as an older checkout's, can live in the same process)
 
 
-@torch.library.custom_op("simam2::pair_attention", mutates_args=(), device_types="cpu")
-def pair_attention(x1: torch.Tensor, x2: torch.Tensor, a: torch.Tensor, b: torch.Tensor, r: torch.Tensor,
-                   lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(sigmoid(E*) ⊙ U, sigmoid(E*), statistics)`` of (N, M) inputs (Eq. 4, 7, 8), (N, 1) or (N, M)
-    weights, ``r`` a 0-dim tensor: the kernel's forward, differentiable (its backward below)."""
-    out, sigma, stats = kernel().pair_forward(x1, x2, a, b, 2.0 - float(r), lam, True)
+@torch.library.custom_op("simam2::pair_attention_by_weights", mutates_args=(), device_types="cpu")
+def pair_attention(x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, rows: int, per_neuron: bool,
+                   r: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(sigmoid(E*) ⊙ U, sigmoid(E*), statistics)`` of (N, M) inputs (Eq. 4, 7, 8) with weights
+    ``w`` (L, 2), one per ``rows`` rows or one per neuron, and ``r`` a 0-dim tensor: the kernel's
+    forward, differentiable (its backward below)."""
+    out, sigma, stats = kernel().pair_forward(x1, x2, w, rows, per_neuron, 2.0 - float(r), lam, True)
     return out, sigma, stats
 
 
 @pair_attention.register_fake
-def _(x1, x2, a, b, r, lam):
+def _(x1, x2, w, rows, per_neuron, r, lam):
     return torch.empty_like(x1), torch.empty_like(x1), x1.new_empty((x1.shape[0], NSTAT), dtype=torch.float64)
 
 
-@torch.library.custom_op("simam2::pair_attention_backward", mutates_args=(), device_types="cpu")
-def pair_attention_backward(g: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                            sigma: torch.Tensor, stats: torch.Tensor,
-                            r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The kernel's backward: ``(∂x1, ∂x2, ∂a, ∂b)`` from the output's gradient ``g``."""
+@torch.library.custom_op("simam2::pair_attention_by_weights_backward", mutates_args=(), device_types="cpu")
+def pair_attention_backward(g: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, rows: int,
+                            per_neuron: bool, sigma: torch.Tensor, stats: torch.Tensor,
+                            r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kernel's backward: ``(∂x1, ∂x2, ∂w)`` from the output's gradient ``g``."""
     if g.dim() != 2 or g.stride(1) not in (0, 1):
         g = g.contiguous()
-    g1, g2, ga, gb = kernel().pair_backward(g, x1, x2, a, b, sigma, stats, 2.0 - float(r))
-    return g1, g2, ga, gb
+    g1, g2, gw = kernel().pair_backward(g, x1, x2, w, rows, per_neuron, sigma, stats, 2.0 - float(r))
+    return g1, g2, gw
 
 
 @pair_attention_backward.register_fake
-def _(g, x1, x2, a, b, sigma, stats, r):
-    return torch.empty_like(x1), torch.empty_like(x1), torch.empty_like(a), torch.empty_like(b)
+def _(g, x1, x2, w, rows, per_neuron, sigma, stats, r):
+    return torch.empty_like(x1), torch.empty_like(x1), x1.new_empty((2, w.shape[0])).t()
 
 
 def _setup(ctx, inputs, output):
-    x1, x2, a, b, r, _ = inputs
+    x1, x2, w, rows, per_neuron, r, _ = inputs
     _, sigma, stats = output
-    ctx.save_for_backward(x1, x2, a, b, r, sigma, stats)
+    ctx.rows, ctx.per_neuron = rows, per_neuron
+    ctx.save_for_backward(x1, x2, w, r, sigma, stats)
 
 
 def _backward(ctx, g_out, g_sigma, g_stats):
-    x1, x2, a, b, r, sigma, stats = ctx.saved_tensors
-    g1, g2, ga, gb = pair_attention_backward(g_out, x1, x2, a, b, sigma, stats, r)
-    return g1, g2, ga, gb, None, None
+    x1, x2, w, r, sigma, stats = ctx.saved_tensors
+    g1, g2, gw = pair_attention_backward(g_out, x1, x2, w, ctx.rows, ctx.per_neuron, sigma, stats, r)
+    return g1, g2, gw, None, None, None, None
 
 
 pair_attention.register_autograd(_backward, setup_context=_setup)

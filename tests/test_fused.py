@@ -1,5 +1,7 @@
 """The one-node K = 2 attention (core/fused.py) against the op-by-op reference (SPEC §1–§3)."""
 
+import math
+
 import pytest
 import torch
 
@@ -407,3 +409,108 @@ def test_compiled_node_equals_the_reference_without_graph_break(monkeypatch, ker
     out, ref = compiled(x1, x2, w), reference_pair(x1, x2, w, r, 1e-3)
     assert_matches((out, ref), (x1, x2, w))
     torch._dynamo.reset()
+
+
+# -- issue 19, round two: the module around the node, the kernel's weights, its fallback -----------
+
+@pytest.mark.parametrize("device_side", [False, True], ids=["host", "device"])
+def test_the_gate_finiteness_check_reads_the_gate_input_not_every_input(monkeypatch, device_side):
+    """No full-size pass on the hot path: the learnable gate's check looks at its (B, K·C) input,
+    and still catches an inf input, decided on the host or (as on an accelerator) on the device."""
+    if device_side:
+        monkeypatch.setattr(fusion, "_host_readable", lambda t: False)
+    torch.manual_seed(0)
+    m = SimAM2(4, zeta_mode="learnable")
+    x1, x2 = torch.randn(2, 8, 4, 6, 6)
+    seen = []
+    real = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda t: seen.append(t.numel()) or real(t))
+    m(x1, x2)
+    x1[2, 3, 1, 1] = float("inf")
+    with pytest.warns(RuntimeWarning, match=r"not finite"):
+        m(x1, x2)
+    assert m.skipped_updates.item() == 1
+    assert all(n < x1.numel() for n in seen)  # the gate input, per-channel numbers; never a full input
+
+
+def test_an_input_whose_channel_mean_overflows_is_skipped_like_an_inf_one():
+    """Finite float32 inputs whose channel mean overflows give the gate an inf, and so a saturated ζ:
+    false statistics, skipped as an inf input's are (var_max kept, the batch counted)."""
+    torch.manual_seed(0)
+    m = SimAM2(4, zeta_mode="learnable")
+    x1, x2 = torch.randn(2, 8, 4, 6)
+    m(x1, x2)
+    grown = m.var_max.clone()
+    huge = x1.clone()
+    huge[3, 1] = 3e38  # finite, but its mean over 6 neurons is not
+    with pytest.warns(RuntimeWarning, match=r"not finite"):
+        m(huge, x2)
+    assert m.skipped_updates.item() == 1
+    torch.testing.assert_close(m.var_max, grown, rtol=0, atol=0)
+
+
+def test_degradation_factor_takes_the_sums_as_numbers():
+    """Eq. 6 on the host (numbers) equals Eq. 6 on tensors, NaN and λ = 0 included."""
+    var_b = torch.tensor([0.01, 0.03, 0.002], dtype=torch.float64)
+    var_max = torch.tensor([0.02, 0.05, 0.01], dtype=torch.float64)
+    for lam in (1e-6, 0.0):
+        want = fusion.degradation_factor(var_b, var_max, 2.5, lam).item()
+        got = fusion.degradation_factor(var_b.sum().item(), var_max.sum().item(), 2.5, lam)
+        assert isinstance(got, float) and got == pytest.approx(want, rel=1e-15)
+    assert fusion.degradation_factor(0.0, 0.0, 2.5, 0.0) == 0.0  # constant ζ, λ = 0: r = 0, not NaN
+    assert math.isnan(fusion.degradation_factor(float("nan"), 0.1, 2.5, 1e-6))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_r_read_on_the_host_equals_r_kept_on_the_device(monkeypatch, training):
+    """The CPU reads Σ var_b once (to decide the update) and computes r from numbers; elsewhere r
+    stays a tensor. The two give one r, one var_max and one output."""
+    torch.manual_seed(0)
+    host = SimAM2(5, zeta_mode="learnable").double().train(training)
+    device = SimAM2(5, zeta_mode="learnable").double().train(training)
+    device.load_state_dict(host.state_dict())
+    host.var_max.fill_(0.01), device.var_max.fill_(0.01)
+    x1, x2 = torch.randn(2, 6, 5, 4, dtype=torch.float64)
+    out = host(x1, x2)
+    monkeypatch.setattr(fusion, "_host_readable", lambda t: False)
+    ref = device(x1, x2)
+    assert host.r.dtype == device.r.dtype == torch.float64
+    assert host.r.item() == pytest.approx(device.r.item(), rel=1e-14)
+    torch.testing.assert_close(host.var_max, device.var_max, rtol=0, atol=0)
+    torch.testing.assert_close(out, ref, rtol=1e-14, atol=0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(4, 6), (4, 6, 3, 3)])
+def test_the_kernel_reads_the_weights_in_place_and_gives_their_gradient_in_their_layout(shape):
+    """SimAM2's weights (pair_weights: each of ζ and 1 − ζ contiguous) go to the kernel as they lie
+    and come back as ∂weights with the same strides: no stack, copy or sum around the node."""
+    x1, x2, w = inputs(shape, seed=11, dtype=torch.float32)
+    assert not w.is_contiguous()
+    out = fused_pair_attention(x1, x2, w, torch.tensor(0.3), 1e-6)
+    (gw,) = torch.autograd.grad(out, w, torch.ones_like(out))
+    assert gw.stride() == w.stride()
+    (gr,) = torch.autograd.grad(reference_pair(x1, x2, w, torch.tensor(0.3), 1e-6), w, torch.ones_like(out))
+    torch.testing.assert_close(gw, gr, rtol=1e-4, atol=1e-4)
+
+
+def test_without_a_compiler_the_kernel_falls_back_with_one_line(monkeypatch):
+    """SIMAM2_CPU_KERNEL=1 where the build fails (no compiler, no ninja): one warning line, and the
+    node takes the PyTorch path, which gives the reference's numbers."""
+    import torch.utils.cpp_extension as cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions\nc++: command not found")
+
+    monkeypatch.setattr(pair_kernel, "_DISABLED", False)
+    monkeypatch.setattr(pair_kernel, "_state", {})
+    monkeypatch.setattr(pair_kernel, "available", pair_kernel._built)
+    monkeypatch.setattr(cpp_extension, "load_inline", no_compiler)
+    with pytest.warns(RuntimeWarning) as seen:
+        assert pair_kernel.kernel() is None
+    (line,) = [str(w.message) for w in seen]
+    assert line == ("SimAM²: the CPU kernel could not be built (RuntimeError: c++: command not found); "
+                    "using the PyTorch path")
+    x1, x2, w = inputs((3, 4, 5))
+    r = torch.tensor(0.3, dtype=torch.float64)
+    assert_matches((fused_pair_attention(x1, x2, w, r, 1e-3), reference_pair(x1, x2, w, r, 1e-3)), (x1, x2, w))
