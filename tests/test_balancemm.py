@@ -225,7 +225,8 @@ def test_df_groups_are_the_ogm_trainers_and_film_weighs_the_filmed_stream(fusion
 from types import SimpleNamespace  # noqa: E402
 
 from simam2.adapters.balancemm import table as bmm_table  # noqa: E402
-from simam2.adapters.balancemm.spec import SPEC, _closure_first  # noqa: E402
+from simam2.adapters.balancemm.layers import closure_first  # noqa: E402
+from simam2.adapters.balancemm.spec import SPEC  # noqa: E402
 from simam2.adapters.machinery import AdapterError, RunConfig  # noqa: E402
 
 
@@ -289,7 +290,7 @@ def test_closure_first_steps_like_the_optimizer_and_hooks_see_this_steps_gradien
         opt_ref.step(lambda: ((w_ref * x).sum() ** 2).backward())
         opt_ref.zero_grad()
     w, _ = make()
-    opt = _closure_first(lambda params, *a: torch.optim.AdamW(params, lr=0.1))([w])
+    opt = closure_first(lambda params, *a: torch.optim.AdamW(params, lr=0.1))([w])
     seen = []
     handle = opt.register_step_pre_hook(lambda o, a, k: seen.append(None if w.grad is None else w.grad.clone()))
     for _ in range(3):

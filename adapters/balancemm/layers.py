@@ -1,4 +1,6 @@
-"""SimAM² inside BalanceMM's own fusion modules, and a decoupling-free trainer beside its trainers.
+"""SimAM² inside BalanceMM's own fusion modules, a decoupling-free trainer beside its trainers, and the
+replacements of ``balancemm.train``'s functions that the spec declares (:mod:`.spec` says what each
+does and why).
 
 Fusion (SPEC §4): subclasses of ``balancemm/models/fusion_arch.py``'s classes that keep the
 upstream's ``__init__`` (its layers, their names and their initialisation draws) and add one core
@@ -20,12 +22,20 @@ parameter whose name contains the modality).
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import types
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
 from simam2.core import ConcatFusion as CoreConcat
 from simam2.core import FiLMFusion as CoreFiLM
 from simam2.core import Summation
+
+from ..machinery.config import Modulation
+from .seam import Overrides
 
 #: ``trainer --name`` of the decoupling-free trainer. BalanceMM reads a trainer's settings from the
 #: ``trainer_config.yaml`` block named by what precedes "Trainer" in its name: this one runs with
@@ -120,3 +130,147 @@ def decoupling_free_trainer(ogm_trainer: type) -> type:
 
     OGMTrainerDF.__name__ = OGMTrainerDF.__qualname__ = DF_TRAINER
     return OGMTrainerDF
+
+
+# -- the run's replacements in balancemm.train (the spec declares them) -----------------------------
+
+def train_and_test_with_overrides(run, original, options: dict, ogm_methods: dict):
+    """``train_and_test`` that applies the run's :class:`~.seam.Overrides` (the trainer block's α and
+    window from the run's modulation), seeds with ``--seed`` and removes the checkpoint unless kept."""
+    config = run.config
+
+    def train_and_test(args: dict):
+        block = dict(options.pop("trainer", None) or {})
+        modulation = Modulation.of(config)
+        if modulation.on:
+            block.update(alpha=config.alpha, modulation_starts=config.modulation_start,
+                         modulation_ends=config.modulation_end)
+            if modulation.decoupled:
+                block["method"] = ogm_methods[modulation.name]
+        out_dir = Path(run.cwd or ".").absolute()
+        overrides = Overrides(out_dir=out_dir, trainer=block or None, **options)
+        overrides.apply(args)
+        if config.seed is not None:
+            # __main__ seeded with its config's seed (42) just before; nothing random ran since,
+            # so seeding again here is the same as running with this seed in its config
+            from balancemm.utils.train_utils import set_seed
+
+            args["seed"] = config.seed
+            set_seed(config.seed)
+        try:
+            return original(args)
+        finally:
+            if not overrides.keep_checkpoint:
+                shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+
+    return train_and_test
+
+def registering_create_model(run, original, state, modalities_of):
+    """``create_model`` that registers the first model built with the run and hands the two modality
+    features of each training forward to the probe."""
+    def create_model(model_opt):
+        model = original(model_opt)
+        if state.model is None and hasattr(model, "fusion_module"):
+            state.model = model
+            run.register_model(model)
+            first, second = modalities_of(model)
+
+            def hand_features(module, args, output):
+                if module.training and first in module.encoder_result and second in module.encoder_result:
+                    run.probe.on_fusion_inputs(module.encoder_result[first], module.encoder_result[second])
+
+            model.register_forward_hook(hand_features)
+        return model
+
+    return create_model
+
+def following_create_trainer(run, original, state, modalities_of):
+    """``create_trainer`` whose trainer tells the probe its epoch and records every full evaluation."""
+
+    def create_trainer(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        train_loop, val_loop, fit = trainer.train_loop, trainer.val_loop, trainer.fit
+
+        def train_loop_(*a, **k):
+            run.probe.set_epoch(trainer.current_epoch)
+            return train_loop(*a, **k)
+
+        def val_loop_(model, val_loader, *a, **k):
+            result = val_loop(model, val_loader, *a, **k)
+            if not state.in_shapley and isinstance(result, tuple) and len(result) == 2:
+                record_eval(run, state, val_loader, *result, modalities_of)
+            return result
+
+        def fit_(*a, **k):
+            try:
+                return fit(*a, **k)
+            finally:
+                state.split = "test"
+
+        trainer.train_loop, trainer.val_loop, trainer.fit = train_loop_, val_loop_, fit_
+        return trainer
+
+    return create_trainer
+
+def record_eval(run, state, loader, loss, metrics, modalities_of) -> None:
+    """One full evaluation of theirs as an eval record: accuracy and macro-F1, fused and per head;
+    the Shapley values with the test's."""
+    model = state.model
+    if model is None:
+        return
+    m1, m2 = modalities_of(model)
+    values = {"acc": metrics["acc"]["output"], "f1": metrics["f1"]["output"]}
+    for tag, m in (("m1", m1), ("m2", m2)):
+        if m in metrics["acc"]:
+            values[f"acc_head_{tag}"] = metrics["acc"][m]
+            values[f"f1_head_{tag}"] = metrics["f1"][m]
+    if state.split == "test" and state.shapley is not None:
+        values["shapley_m1"] = state.shapley.get(m1)
+        values["shapley_m2"] = state.shapley.get(m2)
+    values["loss"] = loss
+    run.probe.record_eval(state.split, _scored(loader), **{k: _scalar(v) for k, v in values.items() if v is not None})
+
+def keeping_shapley(original, state):
+    """``Calculate_Shapley`` that keeps its values and keeps its partial evaluations out of the records."""
+    def calculate_shapley(*args, **kwargs):
+        state.in_shapley = True
+        try:
+            result = original(*args, **kwargs)
+        finally:
+            state.in_shapley = False
+        state.shapley = dict(result) if result is not None else None
+        return result
+
+    return calculate_shapley
+
+def _scalar(value) -> float:
+    return float(value)
+
+def _scored(loader) -> int | None:
+    """Samples a pass over ``loader`` scores (drop_last drops the partial batch)."""
+    with contextlib.suppress(Exception):
+        n, batch = len(loader.dataset), loader.batch_size
+        return (n // batch) * batch if getattr(loader, "drop_last", False) else n
+    return None
+
+def closure_first(create_optimizer):
+    """``create_optimizer`` whose optimizers evaluate a step's closure before ``step`` (and its hooks)."""
+    import torch
+
+    def create(*args, **kwargs):
+        optimizer = create_optimizer(*args, **kwargs)
+        step = optimizer.step
+
+        def step_after_closure(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            step()
+            return loss
+
+        # a bound method: the LR scheduler re-wraps optimizer.step through its __func__
+        optimizer.step = types.MethodType(step_after_closure, optimizer)
+        return optimizer
+
+    return create

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import types
 from pathlib import Path
 from typing import Sequence
@@ -47,17 +46,13 @@ from torch import nn
 from ..machinery import AdapterError, Replacement, RunConfig, Spec, option_value
 from ..machinery.config import Modulation
 from . import layers, synth
-from .seam import FUSIONS, Overrides
+from .seam import FUSIONS
 
 #: BalanceMM's words for our modulations: the ``--trainer`` that runs each (the decoupling-free one
 #: is their OGM trainer without its own modulation, beside which the probe runs core's)
 TRAINERS = {"none": "baselineTrainer", "ogm": "OGMTrainer", "ogm-ge": "OGMTrainer", "df": layers.DF_TRAINER}
 #: and their OGMTrainer's ``method`` for OGM-GE's own ratio, with and without its noise
 OGM_METHODS = {"ogm": "OGM", "ogm-ge": "OGM_GE"}
-
-
-def _scalar(value) -> float:
-    return float(value)
 
 
 class BalanceMMSpec(Spec):
@@ -89,11 +84,14 @@ class BalanceMMSpec(Spec):
         options = dict(run.options)  # the trainer block is taken out of this copy when the run starts
         state = types.SimpleNamespace(split="val", in_shapley=False, shapley=None, model=None)
         reps = [
-            Replacement("balancemm.train", "train_and_test", self._train_and_test(run, train.train_and_test, options)),
-            Replacement("balancemm.train", "create_model", self._create_model(run, train.create_model, state)),
-            Replacement("balancemm.train", "create_optimizer", _closure_first(train.create_optimizer)),
-            Replacement("balancemm.train", "create_trainer", self._create_trainer(run, train.create_trainer, state)),
-            Replacement("balancemm.train", "Calculate_Shapley", self._shapley(train.Calculate_Shapley, state)),
+            Replacement("balancemm.train", "train_and_test",
+                        layers.train_and_test_with_overrides(run, train.train_and_test, options, OGM_METHODS)),
+            Replacement("balancemm.train", "create_model",
+                        layers.registering_create_model(run, train.create_model, state, self.modalities_of)),
+            Replacement("balancemm.train", "create_optimizer", layers.closure_first(train.create_optimizer)),
+            Replacement("balancemm.train", "create_trainer",
+                        layers.following_create_trainer(run, train.create_trainer, state, self.modalities_of)),
+            Replacement("balancemm.train", "Calculate_Shapley", layers.keeping_shapley(train.Calculate_Shapley, state)),
         ]
         if run.config.simam2:
             classes = layers.simam2_fusion_classes(fusion_arch, run.config.zeta, run.config.lam, run.config.s,
@@ -110,109 +108,6 @@ class BalanceMMSpec(Spec):
         setattr(module, layers.DF_TRAINER, layers.decoupling_free_trainer(OGMTrainer))
         trainers._trainer_modules.append(module)
         run.add_cleanup(lambda: trainers._trainer_modules.remove(module))
-
-    def _train_and_test(self, run, original, options: dict):
-        config = run.config
-
-        def train_and_test(args: dict):
-            block = dict(options.pop("trainer", None) or {})
-            modulation = Modulation.of(config)
-            if modulation.on:
-                block.update(alpha=config.alpha, modulation_starts=config.modulation_start,
-                             modulation_ends=config.modulation_end)
-                if modulation.decoupled:
-                    block["method"] = OGM_METHODS[modulation.name]
-            out_dir = Path(run.cwd or ".").absolute()
-            overrides = Overrides(out_dir=out_dir, trainer=block or None, **options)
-            overrides.apply(args)
-            if config.seed is not None:
-                # __main__ seeded with its config's seed (42) just before; nothing random ran since,
-                # so seeding again here is the same as running with this seed in its config
-                from balancemm.utils.train_utils import set_seed
-
-                args["seed"] = config.seed
-                set_seed(config.seed)
-            try:
-                return original(args)
-            finally:
-                if not overrides.keep_checkpoint:
-                    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-
-        return train_and_test
-
-    def _create_model(self, run, original, state):
-        def create_model(model_opt):
-            model = original(model_opt)
-            if state.model is None and hasattr(model, "fusion_module"):
-                state.model = model
-                run.register_model(model)
-                first, second = self.modalities_of(model)
-
-                def hand_features(module, args, output):
-                    if module.training and first in module.encoder_result and second in module.encoder_result:
-                        run.probe.on_fusion_inputs(module.encoder_result[first], module.encoder_result[second])
-
-                model.register_forward_hook(hand_features)
-            return model
-
-        return create_model
-
-    def _create_trainer(self, run, original, state):
-        spec = self
-
-        def create_trainer(*args, **kwargs):
-            trainer = original(*args, **kwargs)
-            train_loop, val_loop, fit = trainer.train_loop, trainer.val_loop, trainer.fit
-
-            def train_loop_(*a, **k):
-                run.probe.set_epoch(trainer.current_epoch)
-                return train_loop(*a, **k)
-
-            def val_loop_(model, val_loader, *a, **k):
-                result = val_loop(model, val_loader, *a, **k)
-                if not state.in_shapley and isinstance(result, tuple) and len(result) == 2:
-                    spec._record_eval(run, state, val_loader, *result)
-                return result
-
-            def fit_(*a, **k):
-                try:
-                    return fit(*a, **k)
-                finally:
-                    state.split = "test"
-
-            trainer.train_loop, trainer.val_loop, trainer.fit = train_loop_, val_loop_, fit_
-            return trainer
-
-        return create_trainer
-
-    def _record_eval(self, run, state, loader, loss, metrics) -> None:
-        model = state.model
-        if model is None:
-            return
-        m1, m2 = self.modalities_of(model)
-        values = {"acc": metrics["acc"]["output"], "f1": metrics["f1"]["output"]}
-        for tag, m in (("m1", m1), ("m2", m2)):
-            if m in metrics["acc"]:
-                values[f"acc_head_{tag}"] = metrics["acc"][m]
-                values[f"f1_head_{tag}"] = metrics["f1"][m]
-        if state.split == "test" and state.shapley is not None:
-            values["shapley_m1"] = state.shapley.get(m1)
-            values["shapley_m2"] = state.shapley.get(m2)
-        values["loss"] = loss
-        run.probe.record_eval(state.split, _scored(loader), **{k: _scalar(v) for k, v in values.items() if v is not None})
-
-    @staticmethod
-    def _shapley(original, state):
-        def calculate_shapley(*args, **kwargs):
-            state.in_shapley = True
-            try:
-                result = original(*args, **kwargs)
-            finally:
-                state.in_shapley = False
-            state.shapley = dict(result) if result is not None else None
-            return result
-
-        return calculate_shapley
 
     # -- where things are ------------------------------------------------------------------------
 
@@ -308,37 +203,6 @@ def _config_paths_unset(checkout: Path) -> bool:
         cremad = yaml.safe_load(text)["dataset"]["CREMAD"]
         return str(cremad.get("train_txt")) == "None"
     return False
-
-
-def _scored(loader) -> int | None:
-    """Samples a pass over ``loader`` scores (drop_last drops the partial batch)."""
-    with contextlib.suppress(Exception):
-        n, batch = len(loader.dataset), loader.batch_size
-        return (n // batch) * batch if getattr(loader, "drop_last", False) else n
-    return None
-
-
-def _closure_first(create_optimizer):
-    """``create_optimizer`` whose optimizers evaluate a step's closure before ``step`` (and its hooks)."""
-    import torch
-
-    def create(*args, **kwargs):
-        optimizer = create_optimizer(*args, **kwargs)
-        step = optimizer.step
-
-        def step_after_closure(self, closure=None):
-            loss = None
-            if closure is not None:
-                with torch.enable_grad():
-                    loss = closure()
-            step()
-            return loss
-
-        # a bound method: the LR scheduler re-wraps optimizer.step through its __func__
-        optimizer.step = types.MethodType(step_after_closure, optimizer)
-        return optimizer
-
-    return create
 
 
 def run(argv: Sequence[str], config: RunConfig | None = None, workdir: Path | str = ".",
