@@ -39,7 +39,7 @@ from .models import ENERGIES, Alone, Attention, Head, Model, encoder_for
 
 
 @dataclass(frozen=True)
-class Method:
+class MethodSpec:
     """A row of Table 1: the fusion's attention and the modulation (RunConfig's ``none``,
     ``ogm-ge`` or ``df``)."""
 
@@ -50,13 +50,13 @@ class Method:
 
 #: Table 1's five rows with the paper's ζ conventions (SPEC §7): learnable ζ only in the DF row.
 METHODS = {
-    "baseline": Method("baseline", Attention()),
-    "simam2": Method("simam2", Attention(True, "fixed")),
-    "ogm-ge": Method("ogm-ge", Attention(), "ogm-ge"),
-    "ogm-ge+simam2": Method("ogm-ge+simam2", Attention(True, "fixed"), "ogm-ge"),
-    "df+simam2": Method("df+simam2", Attention(True, "learnable"), "df"),
+    "baseline": MethodSpec("baseline", Attention()),
+    "simam2": MethodSpec("simam2", Attention(True, "fixed")),
+    "ogm-ge": MethodSpec("ogm-ge", Attention(), "ogm-ge"),
+    "ogm-ge+simam2": MethodSpec("ogm-ge+simam2", Attention(True, "fixed"), "ogm-ge"),
+    "df+simam2": MethodSpec("df+simam2", Attention(True, "learnable"), "df"),
     # SPEC §9's temperature control: the Baseline with its fused output scaled by the eq4 row's gain
-    "temperature": Method("temperature", Attention(temperature=True)),
+    "temperature": MethodSpec("temperature", Attention(temperature=True)),
 }
 #: SPEC §9's rows: Table 1's with both readings wherever ζ is fixed (the DF row learns ζ: one reading)
 ROWS = ("baseline", "simam2", "simam2:u=vanilla", "ogm-ge", "ogm-ge+simam2", "ogm-ge+simam2:u=vanilla",
@@ -80,7 +80,7 @@ DIAGNOSIS = (
 )
 
 
-def parse_method(spec: str) -> Method:
+def parse_method(spec: str) -> MethodSpec:
     """``NAME`` of :data:`METHODS`, optionally ``NAME:key=value,...`` with keys zeta, lam, s, energy, u.
 
     Every value is checked here, before any path is made from the spec."""
@@ -112,7 +112,7 @@ def parse_method(spec: str) -> Method:
     att = replace(m.att, **changes)
     if Modulation.named(m.modulation).decoupling_free and att.zeta == "fixed":
         raise ValueError(f"method {spec!r}: decoupling-free modulation needs a learnable ζ")
-    return Method(spec, att, m.modulation)
+    return MethodSpec(spec, att, m.modulation)
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ RECIPES = {"mfeat": Recipe(epochs=20), "avdigits": Recipe(epochs=5, lr=0.05)}
 QUICK_EPOCHS = {"mfeat": 8, "avdigits": 2}
 
 
-def run_config(method: Method, recipe: Recipe, seed: int, record: Path | None) -> RunConfig:
+def run_config(method: MethodSpec, recipe: Recipe, seed: int, record: Path | None) -> RunConfig:
     att = method.att
     return RunConfig(simam2=att.simam2, zeta=att.zeta, modulation=method.modulation, ge=recipe.ge,
                      alpha=recipe.alpha, modulation_start=recipe.modulation_start,
@@ -252,7 +252,7 @@ def _start(writer: RecordWriter, pair: Pair, config: RunConfig, options: dict) -
                  config=config.plain(), upstream_options=options)
 
 
-def train_cell(pair: Pair, fusion: str, method: Method | str, seed: int, recipe: Recipe,
+def train_cell(pair: Pair, fusion: str, method: MethodSpec | str, seed: int, recipe: Recipe,
                record: Path | None = None) -> list[dict]:
     """Train one model of the grid and write its records (returned as well)."""
     method = parse_method(method) if isinstance(method, str) else method
