@@ -27,7 +27,6 @@ state, no display) and written atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys

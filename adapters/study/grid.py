@@ -23,15 +23,15 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from simam2.adapters.machinery.records import atomic_write_text, is_complete, read_records
+from simam2.adapters.machinery.records import atomic_write_text, is_complete, plain, read_records
 from simam2.adapters.machinery.tables import Column, Local, Row, Serial, Table, folder_lock
 from simam2.adapters.machinery.tables.aggregate import last_run
-from simam2.adapters.machinery.tables.declare import plain
+from simam2.adapters.machinery.tables.declare import cell_seeds, signature
 from simam2.adapters.machinery.tables.run import run_cells
 
 from . import data
 from .protocol import Protocol, select
-from .train import Recipe, parse_method, train_alone, train_cell
+from .train import parse_method, train_alone, train_cell
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,6 @@ class Job:
     def path(self, out: Path) -> Path:
         """The run's records file."""
         return self.folder(out) / "records.jsonl"
-
-    def legacy_path(self, out: Path) -> Path:
-        """Where the earlier layout kept the records file."""
-        return self.folder(out).with_suffix(".jsonl")
 
     def cell_options(self) -> dict:
         """What a run depends on beyond the study's options: a final run's chosen lr (and α where
@@ -188,15 +184,12 @@ def study_table(title: str, jobs: list[Job], spec: dict, protocol: Protocol) -> 
     return table, seeds
 
 
-def signature_of(job: Job, options: dict) -> dict:
-    """The ``cell.json`` the engine writes for ``job`` (:func:`~machinery.tables.declare.signature`)."""
-    return {"row": job.method, "column": job.column(), "seed": job.seed, "options": {**options, **job.cell_options()}}
-
-
-def migrate_layout(out: Path, options: dict) -> int:
+def migrate_layout(out: Path, spec: dict, protocol: Protocol) -> int:
     """Move the runs of the earlier layout (``runs/.../seed<k>.jsonl``) into their folders
-    (``runs/.../seed<k>/records.jsonl`` with its ``cell.json``); an incomplete one is removed (it would
-    be run again anyway). Returns how many were moved. The folder's study must have ``options``."""
+    (``runs/.../seed<k>/records.jsonl`` with the ``cell.json`` the engine would have written: its
+    :func:`~machinery.tables.declare.signature` in a one-run table); an incomplete one is removed (it
+    would be run again anyway). Returns how many were moved. The folder's study must be ``spec``'s
+    under ``protocol``."""
     moved = 0
     for path in sorted((Path(out) / "runs").rglob("seed*.jsonl")):
         m = re.fullmatch(r"seed(-?\d+)\.jsonl", path.name)
@@ -215,7 +208,9 @@ def migrate_layout(out: Path, options: dict) -> int:
             path.unlink()  # the new layout's run of the same job wins
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / "cell.json", json.dumps(signature_of(job, options), indent=1))
+        table, _ = study_table("migrated run", [job], spec, protocol)
+        cs = cell_seeds(table, Path(out), [job.seed])[0]
+        atomic_write_text(folder / "cell.json", json.dumps(signature(table, cs), indent=1))
         os.replace(path, folder / "records.jsonl")
         moved += 1
     return moved
@@ -335,7 +330,7 @@ def run_grid(dataset: str, out: Path, regimes, fusions, methods, protocol: Proto
         executor = Serial() if jobs <= 1 else Local(jobs=jobs, reuse=True)
     with folder_lock(out, "study"):
         write_manifest(out, spec, protocol, regimes, fusions, methods)
-        moved = migrate_layout(out, study_options(spec, protocol))
+        moved = migrate_layout(out, spec, protocol)
         if moved:
             log(f"{moved} runs of the earlier layout moved into their folders (runs/.../seed<k>/records.jsonl)")
         # load once here: downloads and feature caches happen before the workers start

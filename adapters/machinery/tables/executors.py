@@ -35,6 +35,8 @@ Finished = Callable[[CellSeed, "str | None", float], None]
 Started = Callable[[CellSeed], None]
 
 EXECUTORS = ("serial", "local", "slurm")
+#: what a reused worker's cell-seed says when its process died (a pool cannot tell which one did)
+WORKER_DIED = "a worker process died (killed, or out of memory)"
 
 
 def _clear(path: Path | None) -> None:
@@ -103,13 +105,11 @@ class Local:
     per GPU at a time, its ``CUDA_VISIBLE_DEVICES`` set to that GPU (``jobs`` is then their number).
 
     ``reuse``: ``jobs`` worker processes that each run many cell-seeds, one after another (the
-    study's runs last seconds, and a fresh interpreter with torch costs about two); ``initializer``
-    runs once in each (e.g. one torch thread per worker). Not with ``gpus``."""
+    study's runs last seconds, and a fresh interpreter with torch costs about two). Not with ``gpus``."""
 
     jobs: int = 1
     gpus: Sequence[int] | None = None
     reuse: bool = False
-    initializer: Callable[[], Any] | None = None
     name = "local"
 
     def __post_init__(self) -> None:
@@ -170,14 +170,12 @@ class Local:
                 receive.close()
             raise
 
-
     def _run_pool(self, jobs: Sequence[Job], run_cell, started: Started, finished: Finished) -> None:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         from concurrent.futures.process import BrokenProcessPool
 
         def new_pool():
-            return ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=self.initializer)
+            return ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"))
 
         pool = new_pool()
         pending, running = deque(jobs), {}
@@ -193,14 +191,13 @@ class Local:
                     cs, t0 = running.pop(future)
                     e = future.exception()
                     if isinstance(e, BrokenProcessPool):
-                        broken = True
-                        error = "a worker process died (killed, or out of memory)"
+                        broken, error = True, WORKER_DIED
                     else:
                         error = describe_error(e) if e is not None else None
                     finished(cs, error, time.perf_counter() - t0)
                 if broken:  # every cell-seed of the dead pool is said; the rest go on in a new one
                     for future, (cs, t0) in list(running.items()):
-                        finished(cs, "a worker process died (killed, or out of memory)", time.perf_counter() - t0)
+                        finished(cs, WORKER_DIED, time.perf_counter() - t0)
                     running.clear()
                     pool.shutdown(wait=True, cancel_futures=True)
                     pool = new_pool()
