@@ -261,14 +261,19 @@ def test_on_cuda_a_given_zeta_outside_the_unit_interval_stops_the_run():
 
 # -- faults, round two: inf inputs, low-precision modules, loaded state, given weights, dtypes ------
 
-@pytest.mark.parametrize("bad", [float("inf"), float("-inf")])
-def test_an_inf_input_is_skipped_like_a_nan_one(bad):
-    """An inf saturates the learnable ζ (sigmoid(inf) = 1): finite statistics, yet false ones."""
+def _learnable_after_one_batch():
+    """A learnable SimAM2 that has seen one clean batch: (module, x1, x2, its var_max then)."""
     torch.manual_seed(0)
     m = SimAM2(4, zeta_mode="learnable")
     x1, x2 = torch.randn(2, 8, 4, 6)
     m(x1, x2)
-    grown = m.var_max.clone()
+    return m, x1, x2, m.var_max.clone()
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf")])
+def test_an_inf_input_is_skipped_like_a_nan_one(bad):
+    """An inf saturates the learnable ζ (sigmoid(inf) = 1): finite statistics, yet false ones."""
+    m, x1, x2, grown = _learnable_after_one_batch()
     poisoned = x1.clone()
     poisoned[3, 1, 2] = bad
     with pytest.warns(RuntimeWarning, match=r"NaN or inf in the inputs.* in 1 training batch\(es\)"):
@@ -278,6 +283,18 @@ def test_an_inf_input_is_skipped_like_a_nan_one(bad):
     fixed = SimAM2(4)  # weights that do not come from the inputs: nothing to skip, one sample spoiled
     out = fixed(poisoned, x2)
     assert fixed.skipped_updates.item() == 0 and torch.isfinite(out[[0, 1, 2, 4, 5, 6, 7]]).all()
+
+
+def test_an_input_whose_channel_mean_overflows_is_skipped_like_an_inf_one():
+    """Finite float32 inputs whose channel mean overflows give the gate an inf, and so a saturated ζ:
+    false statistics, skipped as an inf input's are (var_max kept, the batch counted)."""
+    m, x1, x2, grown = _learnable_after_one_batch()
+    huge = x1.clone()
+    huge[3, 1] = 3e38  # finite, but its mean over 6 neurons is not
+    with pytest.warns(RuntimeWarning, match=r"not finite"):
+        m(huge, x2)
+    assert m.skipped_updates.item() == 1
+    torch.testing.assert_close(m.var_max, grown, rtol=0, atol=0)
 
 
 def test_var_max_stays_float32_under_half_and_to_dtype():
