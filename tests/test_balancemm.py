@@ -310,11 +310,14 @@ RECORDS = [
 ]
 
 
-def test_table_reads_the_test_evaluation_by_modality_name():
-    assert bmm_table.test_metrics(RECORDS) == {
-        "acc": 0.5, "f1": 0.4, "acc_visual": 0.25, "f1_visual": 0.2, "shapley_visual": -0.125,
-        "acc_audio": 0.75, "f1_audio": 0.7, "shapley_audio": 0.5}
-    assert bmm_table.test_metrics(RECORDS[:2]) is None
+def test_table_reads_the_final_test_evaluation(tmp_path):
+    from simam2.adapters.machinery.grid import pick_evaluation
+
+    t = bmm_table.table(tmp_path)
+    picked = pick_evaluation(RECORDS, t.split, t.pick, "acc", True)
+    assert {k: picked[k] for k in ("acc", "f1", "acc_head_m1", "f1_head_m1", "acc_head_m2", "f1_head_m2")} == {
+        "acc": 0.5, "f1": 0.4, "acc_head_m1": 0.25, "f1_head_m1": 0.2, "acc_head_m2": 0.75, "f1_head_m2": 0.7}
+    assert pick_evaluation(RECORDS[:2], t.split, t.pick, "acc", True) is None  # no test evaluation: no number
 
 
 class BalanceCells:

@@ -90,22 +90,6 @@ NOT_RUNNING = {
 
 
 
-def test_metrics(records: list[dict]) -> dict | None:
-    """The final test evaluation's accuracy and macro-F1, fused and per modality (by name), with
-    the Shapley values; None when the run has none."""
-    start = next((r for r in records if r.get("event") == "start"), None)
-    test = [r for r in records if r.get("event") == "eval" and r.get("split") == "test"]
-    if start is None or not test:
-        return None
-    last, names = test[-1], start["modalities"]
-    out = {"acc": last.get("acc"), "f1": last.get("f1")}
-    for tag, name in zip(("m1", "m2"), names):
-        out[f"acc_{name}"] = last.get(f"acc_head_{tag}")
-        out[f"f1_{name}"] = last.get(f"f1_head_{tag}")
-        out[f"shapley_{name}"] = last.get(f"shapley_{tag}")
-    return out
-
-
 def run_cell(cs: CellSeed, data: Path, epochs: int, batch_size: int, alpha: float, checkout=None,
              u: str = "eq4") -> None:
     """One cell-seed: ``python -m balancemm`` with the row's trainer, through the spec. Module-level
@@ -150,8 +134,8 @@ def run_table(out_dir, data_dir=None, epochs: int = 2, seeds=2, progress: Callab
     """Run every row for ``seeds`` (resuming what is complete) and return the table as text (also
     ``table.txt``, ``.md``, ``.csv``, ``.json`` in ``out_dir``).
 
-    ``data_dir``: an existing CREMA-D in BalanceMM's layout; None writes a synthetic one to
-    ``out_dir/data`` (once). ``rows``: labels of :data:`ROWS` to run (default: all; the Baseline
+    ``data_dir``: an existing CREMA-D in BalanceMM's layout; None writes a synthetic one of
+    ``n_train`` / ``n_test`` clips to ``out_dir/data`` (each time, the same bytes for the same sizes). ``rows``: labels of :data:`ROWS` to run (default: all; the Baseline
     always). The modulation window is every epoch, α = 0.5 (their README's example). ``executor``:
     where the cell-seeds run (``serial``, ``local``, ``slurm``; default serial). ``u``: SPEC §2's
     reading of U in the +SimAM² row (ζ fixed).
