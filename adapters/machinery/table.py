@@ -7,6 +7,9 @@ is a :class:`Method`, which says how its cells are configured.
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ from pathlib import Path
 from simam2.core.fusion import U_READINGS
 
 from .config import RunConfig
+from .lifeline import die_with_parent
 from .grid import CellSeed, Row
 from .tables.executors import EXECUTORS, Local, Serial, Slurm
 
@@ -47,7 +51,9 @@ def run_under_torchrun(name: str, argv: list[str], config: RunConfig, nproc_per_
     cmd = [sys.executable, "-m", "simam2.adapters.cli", "run", name, "--nproc-per-node", str(nproc_per_node),
            *(["--checkout", str(checkout)] if checkout is not None else []), *config.argv(), "--", *argv]
     with open(log, "w", encoding="utf-8") as out:
-        rc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        # a worker killed outright (Slurm, the OOM killer) takes simam2 run, and so torchrun, with it
+        rc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid())).returncode
     if rc != 0:
         lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         raise RuntimeError(f"simam2 run {name} --nproc-per-node {nproc_per_node} exited with {rc}: "
