@@ -1,18 +1,19 @@
 """One cell × one seed of the study: train, modulate, record, measure (docs/results.md).
 
 The model trains with the core's modules and the :class:`~simam2.core.GradientModulator` that
-``machinery.steps.modulator_for`` makes for every adapter, from the same run options: attached to the optimizer as a step pre-hook, OGM-GE's
-decoupled ratio is fed through ``observe_logits`` between ``backward()`` and ``step()`` (the
-``+OGM-GE`` rows modulate with it, the decoupling-free rows only record it beside Eq. 11's), and
-every parameter of each modality's encoder is modulated. Records follow docs/records.md, written
+``machinery.steps.modulator_for`` makes for every adapter, from the same run options: attached to
+the optimizer as a step pre-hook, OGM-GE's decoupled ratio is fed through ``observe_logits`` between
+``backward()`` and ``step()`` (the ``+OGM-GE`` rows modulate with it, the decoupling-free rows only
+record it beside Eq. 11's), and each modality's encoder parameters are modulated (all of them, or the
+weight tensors only: :func:`encoder_groups`). Records follow docs/records.md, written
 through the probe's step buffer and ζ histogram (``machinery.steps``).
 
 After training (SPEC §8): the fused test accuracy first; then per-modality accuracy by mean
 ablation (``machinery.ablation.MeanAblation``), the other modality's embedding (the fusion input)
 replaced by its mean over the training set, taken in one pass in evaluation mode after the last
 epoch (the probe's mean is the last training epoch's instead: an upstream's loop gives no such
-pass); then a linear probe of each frozen
-encoder (multinomial logistic regression on its embeddings, fitted on the training split).
+pass); then a linear probe of each frozen encoder (multinomial logistic regression on its
+embeddings, fitted on the training split).
 """
 
 from __future__ import annotations
