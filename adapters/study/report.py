@@ -121,11 +121,7 @@ def collect(out: Path) -> dict:
                      "seeds": seeds, "values": values, "summary": summary,
                      "selection": selection.get(f"{regime}/{fusion}/{method}"),
                      "vs_baseline": None, "vs_baseline_all": None})
-    regimes = manifest["regimes"]
-    rows.sort(key=lambda r: (regimes.index(r["regime"]) if r["regime"] in regimes else 99,
-                             _order([r["fusion"]], FUSION_ORDER) and FUSION_ORDER.index(r["fusion"])
-                             if r["fusion"] in FUSION_ORDER else 9,
-                             METHOD_ORDER.index(r["method"]) if r["method"] in METHOD_ORDER else 9, r["method"]))
+    _sort_cells(rows, manifest["regimes"])
     alone_rows = []
     for (regime, k), by_seed in sorted(alone.items()):
         values = {"acc": {s: v.get("acc") for s, v in by_seed.items()},
@@ -140,6 +136,13 @@ def collect(out: Path) -> dict:
     res["comparisons"] = compare(res)
     res["claims"] = claims(res, res["comparisons"])
     return res
+
+
+def _sort_cells(cells: list[dict], regimes) -> None:
+    """Cells in table order: by ``regimes`` (others last), fusion, then method."""
+    cells.sort(key=lambda r: (regimes.index(r["regime"]) if r["regime"] in regimes else 99,
+                              FUSION_ORDER.index(r["fusion"]) if r["fusion"] in FUSION_ORDER else 9,
+                              METHOD_ORDER.index(r["method"]) if r["method"] in METHOD_ORDER else 9, r["method"]))
 
 
 def _read_json(path: Path):
@@ -577,15 +580,10 @@ def merge_earlier(res: dict, earlier: dict, source: str) -> dict:
     taken = [c for c in earlier.get("cells", []) if (c["regime"], c["fusion"], c["method"]) not in have]
     have_alone = {(a["regime"], a["modality"]) for a in res["alone"]}
     taken_alone = [a for a in earlier.get("alone", []) if (a["regime"], a["modality"]) not in have_alone]
-    for c in taken:
-        res["cells"].append({**c, "seeds": [int(s) for s in c["seeds"]], "values": _seed_keyed(c["values"]),
-                             "vs_baseline": None, "vs_baseline_all": None})
+    res["cells"] += [{**c, "seeds": [int(s) for s in c["seeds"]], "values": _seed_keyed(c["values"])}
+                     for c in taken]
     res["alone"] += [{**a, "values": _seed_keyed(a["values"])} for a in taken_alone]
-    regimes = list(dict.fromkeys([c["regime"] for c in res["cells"]]))
-    res["cells"].sort(key=lambda r: (regimes.index(r["regime"]), FUSION_ORDER.index(r["fusion"])
-                                     if r["fusion"] in FUSION_ORDER else 9,
-                                     METHOD_ORDER.index(r["method"]) if r["method"] in METHOD_ORDER else 9,
-                                     r["method"]))
+    _sort_cells(res["cells"], list(dict.fromkeys(c["regime"] for c in res["cells"])))
     res.setdefault("merged", []).append({"from": source, "cells": [f"{c['regime']}/{c['fusion']}/{c['method']}"
                                                                     for c in taken]})
     for c in res["cells"]:
