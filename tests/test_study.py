@@ -310,6 +310,17 @@ def test_an_earlier_report_merges_into_one_holm_adjustment_over_all_cells(tmp_pa
     assert merged["merged"] == [{"from": str(tmp_path / "concat.json"),
                                  "cells": [f"natural/concat/{m}" for m in ("baseline", "simam2", "df+simam2")]}]
     assert "Cells from an earlier report" in (part / "tables.md").read_text()
+    # the figures of a folder whose sum cells are merged from a report: the ratio figure is drawn
+    # from the DF run the folder holds (concat), not looked for among the merged cells' absent runs
+    pytest.importorskip("matplotlib")
+    from simam2.adapters.study.report import write_report
+
+    (tmp_path / "sum.json").write_text(json.dumps({**both, "cells": [c for c in both["cells"] if c["fusion"] == "sum"]}))
+    only_concat = tmp_path / "only-concat"
+    shutil.copytree(whole, only_concat)
+    shutil.rmtree(only_concat / "runs/natural/sum")
+    drawn = write_report(only_concat, figures=True, earlier=(str(tmp_path / "sum.json"),))["figures"]
+    assert str(only_concat / "ratios.png") in drawn and (only_concat / "ratios.png").stat().st_size > 0
     other = {**concat_only, "protocol": {**both["protocol"], "patience": 99}}
     (tmp_path / "other.json").write_text(json.dumps(other))
     capsys.readouterr()

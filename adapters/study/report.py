@@ -518,18 +518,23 @@ def plot_probes(res: dict, path: Path, regime: str | None = None) -> Path | None
 def plot_ratios(out: Path, res: dict, path: Path, regime: str | None = None, fusion: str = "sum") -> Path | None:
     """Eq. 11's ratio against OGM-GE's decoupled ratio at each step of one DF run: the records'
     ratio figure (``simam2 plot``'s, :func:`~simam2.adapters.machinery.plots.plot_ratios`)."""
-    cell = next((c for c in res["cells"] if c["method"] == "df+simam2" and c["fusion"] == fusion
-                 and (regime is None or c["regime"] == regime)), None)
-    if cell is None:
+    from .grid import Job
+
+    # ``fusion``'s cell first; a cell merged from an earlier report (--with-results) has no records
+    # here, so the first cell whose run this folder holds is drawn, or none
+    cells = sorted((c for c in res["cells"] if c["method"] == "df+simam2"
+                    and (regime is None or c["regime"] == regime)), key=lambda c: c["fusion"] != fusion)
+    run = next(((c, Job(c["regime"], c["fusion"], "df+simam2", c["seeds"][0]).path(Path(out))) for c in cells
+                if Job(c["regime"], c["fusion"], "df+simam2", c["seeds"][0]).path(Path(out)).exists()), None)
+    if run is None:
         return None
+    cell, records = run
     plt = _plt()
     from simam2.adapters.machinery import plots
 
-    from .grid import Job
-
     seed = cell["seeds"][0]
-    runs_ = plots.load([Job(cell["regime"], fusion, "df+simam2", seed).path(Path(out))],
-                       labels=[f"{cell['regime']}, {fusion}, +DF +SimAM², seed {seed}"], warn=lambda s: None)
+    runs_ = plots.load([records], labels=[f"{cell['regime']}, {cell['fusion']}, +DF +SimAM², seed {seed}"],
+                       warn=lambda s: None)
     figure = plots.plot_ratios(runs_)
     if figure.fig is None:
         return None
