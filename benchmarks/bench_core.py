@@ -15,12 +15,13 @@ the vanilla fusion's, and the fraction of the machine's memory bandwidth the nod
 - bytes: what each side reads and writes, forward+backward, with ``n`` the bytes of one input and
   ``w`` those of ζ (B, C). Vanilla ζ x1 + (1 − ζ) x2 at the least: forward reads x1, x2, ζ and
   writes U; backward reads the gradient, x1, x2 (for ∂ζ), ζ and writes ∂x1, ∂x2, ∂ζ: 8n + 3w.
-  The SimAM² node as core/pair_kernel.py runs it: forward reads x1, x2, ζ, 1 − ζ and writes the
-  output and sigmoid(E*); backward reads the gradient, x1, x2, ζ, 1 − ζ, sigmoid(E*) and writes
-  ∂x1, ∂x2, ∂ζ, ∂(1 − ζ); and 15 float64 statistics per channel: 10n + 6w + 240 bytes per channel.
-  On feature maps (w ≪ n) that is 1.25× vanilla's; on (B, C) inputs, where ζ is as large as an
-  input, 16n against 11n.
-- bandwidth: those bytes over the node's own forward+backward time (``fused_pair_attention`` alone,
+  The SimAM² node SimAM2 calls (core/pair_kernel.py's ZetaPairNode): forward reads x1, x2, ζ,
+  writes 1 − ζ (scratch) and reads both, and writes the output and sigmoid(E*); backward reads the
+  gradient, x1, x2, ζ, sigmoid(E*), writes and reads 1 − ζ again, writes ∂ζ's two parts (scratch),
+  reads them and writes ∂x1, ∂x2, ∂ζ; and 15 float64 statistics per channel: 10n + 13w + 240 bytes
+  per channel. On feature maps (w ≪ n) that is 1.25× vanilla's; on (B, C) inputs, where ζ is as
+  large as an input, 23n against 11n (the scratch of L = B·C values stays in the cache there).
+- bandwidth: those bytes over the node's own forward+backward time (``fused_zeta_attention`` alone,
   with a random upstream gradient, median of the same rounds), against the bandwidth of a large
   copy (read + write) timed once in the same run: the fraction is the node's effective bandwidth.
 """
@@ -172,25 +173,28 @@ def node_bytes(shape, itemsize: int) -> tuple[int, int]:
     n = math.prod(shape) * itemsize  # one input
     w = shape[0] * shape[1] * itemsize  # one weight: ζ is (B, C), as large as an input when it is 2-D
     channels = math.prod(shape[:2]) if len(shape) > 2 else shape[0]  # the kernel's rows
-    # ζ and 1 − ζ each read forward and backward and their gradients written; 15 float64 statistics
-    # per row written forward and read backward
-    return 10 * n + 6 * w + channels * 15 * 8 * 2, 8 * n + 3 * w
+    # ζ, its 1 − ζ scratch and ∂ζ's two scratch parts (the docstring's count); 15 float64
+    # statistics per row written forward and read backward
+    return 10 * n + 13 * w + channels * 15 * 8 * 2, 8 * n + 3 * w
 
 
 def time_node(shape, repeats, device, warmup=5) -> float:
-    """Median forward+backward seconds of the two-modality node alone (fused_pair_attention)."""
-    from simam2.core.fused import fused_pair_attention, pair_weights
+    """Median forward+backward seconds of the two-modality node alone (fused_zeta_attention, as
+    SimAM2 calls it)."""
+    from simam2.core.energy import resolve_neuron_dims
+    from simam2.core.fused import fused_zeta_attention
 
     g = torch.Generator().manual_seed(1)
     x1, x2 = (torch.randn(shape, generator=g).to(device).requires_grad_() for _ in range(2))
-    w = pair_weights(torch.rand(shape[:2], generator=g)).to(device).requires_grad_()
+    zeta = torch.rand(shape[:2], generator=g).to(device).requires_grad_()
     upstream = torch.randn(shape, generator=g).to(device)
-    r = torch.tensor(0.5, device=device)
+    r = torch.tensor(0.5, dtype=torch.float64, device=device)
+    dims = resolve_neuron_dims(x1, None)
 
     def once():
         _sync(device)
         t0 = clock()
-        torch.autograd.grad(fused_pair_attention(x1, x2, w, r, 1e-6), (x1, x2, w), upstream)
+        torch.autograd.grad(fused_zeta_attention(x1, x2, zeta, r, 1e-6, dims), (x1, x2, zeta), upstream)
         _sync(device)
         return clock() - t0
 

@@ -53,6 +53,10 @@ per-channel ``q``, ``1/s`` and floor mask; nothing is recomputed.
 
 A second derivative (``create_graph=True``) runs the backward through the op-by-op reference
 (:func:`reference_pair_attention`) instead, so that higher derivatives are exact.
+
+:func:`fused_zeta_attention` is the same node for weights (ζ, 1 − ζ) given as ζ (B, C), what
+:class:`~simam2.core.SimAM2` calls: on the CPU, eager, with the kernel, one C++ autograd node;
+elsewhere :func:`fused_pair_attention` of :func:`pair_weights`.
 """
 
 from __future__ import annotations
@@ -396,3 +400,61 @@ def fused_pair_attention(
         # on an accelerator inductor fuses the moments' passes, which the Function would hide from it
         return moment_pair_attention(x1, x2, weights, r, lam, dims)
     return PairEnergyAttention.apply(x1, x2, weights, r, float(lam), dims)
+
+
+def _zeta_reference_vjp(x1, x2, zeta, k, lam, d0, grad_out):
+    """∂(x1, x2, ζ) of the reference with a graph, for the C++ node's differentiable backward."""
+    dims = tuple(range(d0, x1.dim()))
+    with torch.enable_grad():
+        out = reference_pair_attention(x1, x2, pair_weights(zeta), 2 - k, lam, dims)
+        wanted = [t for t in (x1, x2, zeta) if t.requires_grad]
+        got = iter(torch.autograd.grad(out, wanted, grad_out, create_graph=True, allow_unused=True))
+    grads = [next(got) if t.requires_grad else None for t in (x1, x2, zeta)]
+    return tuple(torch.zeros_like(t) if g is None else g for t, g in zip((x1, x2, zeta), grads))
+
+
+_zeta_kernel_state: dict = {}
+
+
+def _zeta_kernel():
+    """The built kernel module with its differentiable-backward reference set, or None."""
+    mod = pair_kernel.kernel()
+    if mod is not None and "ready" not in _zeta_kernel_state:
+        mod.set_reference_vjp(_zeta_reference_vjp)
+        _zeta_kernel_state["ready"] = True
+    return mod
+
+
+def fused_zeta_attention(
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    zeta: torch.Tensor,
+    r: float | torch.Tensor,
+    lam: float,
+    dims: tuple[int, ...],
+) -> torch.Tensor:
+    """Eq. 4, 7, 8 for two inputs with weights (ζ, 1 − ζ): :func:`fused_pair_attention` of
+    ``pair_weights(zeta)``, the same numbers, what :class:`~simam2.core.SimAM2` calls.
+
+    ``zeta`` (B, C) in the inputs' dtype; ``dims`` already resolved (sorted, non-negative); ``r`` a
+    number or 0-dim tensor without gradient. On the CPU, eager, where the kernel applies (the neuron
+    dims the trailing ones from dim 2 on, or dim 1 of a 2-D input), one autograd node in C++: no
+    Python runs in its forward or backward, nor around it to build (ζ, 1 − ζ) and take their
+    gradients, which on small inputs cost several times the kernel. Elsewhere (an accelerator,
+    ``torch.compile``, other neuron dims, no kernel) :func:`fused_pair_attention`. A second
+    derivative runs through the reference, as there.
+    """
+    if x1.shape != x2.shape or x1.dim() < 2 or tuple(zeta.shape) != tuple(x1.shape[:2]):
+        raise ValueError(f"inputs (B, C, ...) of one shape and zeta (B, C) expected, got {tuple(x1.shape)}, "
+                         f"{tuple(x2.shape)} and zeta {tuple(zeta.shape)}")
+    if not (x1.dtype == x2.dtype == zeta.dtype) or x1.device != x2.device or x1.device != zeta.device:
+        raise ValueError(f"inputs and zeta must share one dtype and device, got {x1.dtype}, {x2.dtype}, "
+                         f"{zeta.dtype} on {x1.device}, {x2.device}, {zeta.device}; cast them first")
+    neuron_count(x1, dims)
+    d0 = dims[0]
+    if (x1.device.type == "cpu" and dims[-1] == x1.dim() - 1 and len(dims) == x1.dim() - d0
+            and (d0 >= 2 or x1.dim() == 2) and x1.numel() > 0 and not torch.compiler.is_compiling()):
+        mod = _zeta_kernel() if pair_kernel.available() else None
+        if mod is not None:
+            return mod.zeta_attention(x1, x2, zeta, d0, 2.0 - float(r), float(lam))
+    return fused_pair_attention(x1, x2, pair_weights(zeta), r, lam, dims)

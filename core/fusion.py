@@ -20,11 +20,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from . import pair_kernel
 from .checks import (SkipReport, check_convex, check_floating, check_nonnegative, check_unit_interval,
                      check_var_max, warn_deprecated)
 from .distributed import is_distributed
 from .energy import EPS, compute_dtype, importance, resolve_neuron_dims
-from .fused import fused_pair_attention, pair_weights
+from .fused import fused_pair_attention, fused_zeta_attention, pair_weights
 
 #: how a fusion's ζ is made: the constructor's ``zeta_mode`` (``zeta`` names ζ's tensors)
 ZETA_MODES = ("fixed", "learnable", "given")
@@ -112,6 +113,22 @@ def _nan_unless_finite(w: torch.Tensor, gate_input: torch.Tensor) -> torch.Tenso
         return w if ok else torch.full_like(w, float("nan"))
     finite = torch.isfinite(g).all()
     return torch.where(finite, w, torch.full_like(w, float("nan")))
+
+
+def _autocast_off(device: str):
+    """A context with autocast off on ``device`` where it is on (else a no-op): the statistics' row
+    sums (matrix-vector products) and any matmul must not run in bf16/fp16 again."""
+    return torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext()
+
+
+def _statistics_kernel(zeta: torch.Tensor, gate_input: torch.Tensor | None):
+    """The CPU kernel's module where it computes ζ's statistics (ζ (B, C) and the gate's input in
+    float32 or float64, on the CPU, eager, the kernel on and built), else None."""
+    ok = (torch.float32, torch.float64)
+    if (zeta.device.type != "cpu" or zeta.dtype not in ok or torch.compiler.is_compiling()
+            or (gate_input is not None and gate_input.dtype not in ok) or not pair_kernel.available()):
+        return None
+    return pair_kernel.kernel()
 
 
 def _host_readable(t: torch.Tensor) -> bool:
@@ -246,8 +263,11 @@ class MultiSimAM2(nn.Module):
         mean = wk.mean(1, keepdim=True)
         return (wk - mean).square_().mean((0, 1)), mean.sum((1, 2)).mul_(w.shape[0])
 
-    def _update(self, weights: torch.Tensor) -> torch.Tensor:
+    def _update(self, weights: torch.Tensor, gate_input: torch.Tensor | None = None) -> torch.Tensor:
         """r for this forward (Eq. 6); in training mode also grows ``var_max`` and ``weight_sums``.
+
+        ``gate_input``: the gate's input where, in training, the gate made the weights from the
+        inputs (:func:`_nan_unless_finite`: a non-finite one makes the statistics NaN).
 
         Both updates are in place, so that they survive torch.nn.DataParallel: its replica on the
         first device shares storage with the wrapped module. Non-finite statistics never enter
@@ -259,11 +279,13 @@ class MultiSimAM2(nn.Module):
         all-reduce.
         """
         with torch.no_grad():
-            syncs = self.training and self.sync_dist and is_distributed()
+            syncs = self._syncs()
             if self.training and weights.shape[0] == 0 and not syncs:
                 raise ValueError(
                     "SimAM² got an empty batch (B = 0) in training mode: ζ's batch variance (Eq. 6) is "
                     "undefined; skip empty batches before the model (e.g. DataLoader(drop_last=True))")
+            if gate_input is not None:
+                weights = _nan_unless_finite(weights, gate_input)
             var_b, sums = self._batch_statistics(weights)
             # in float64: r is a ratio of sums of small variances
             if _host_readable(var_b):  # Σ_c var_b read once decides the update and gives r
@@ -275,6 +297,10 @@ class MultiSimAM2(nn.Module):
             if self.training:
                 self._grow(var_b, sums)
             return degradation_factor(var_b.double(), self.var_max.double(), self.s, self.lam)
+
+    def _syncs(self) -> bool:
+        """Whether this forward's statistics are all-reduced over the ranks (DDP, training)."""
+        return self.training and self.sync_dist and is_distributed()
 
     def _grow(self, var_b: torch.Tensor, sums: torch.Tensor, finite: bool | None = None) -> None:
         """var_max ← max(var_max, var_b) and weight_sums ← sums, unless the statistics are not finite.
@@ -345,21 +371,27 @@ class MultiSimAM2(nn.Module):
     def fuse(self, xs: Sequence[torch.Tensor], weights: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 4–8 for K inputs; ``weights`` (B, C, K) given, or computed per ``zeta``."""
         self._check(xs, weights)
-        dims = resolve_neuron_dims(xs[0], self.neuron_dims)
-        gated = weights is None and self.gate is not None  # ζ from the inputs: an inf saturates it
-        if gated:
+        gate_input = None
+        if weights is None and self.gate is not None:  # ζ from the inputs: an inf saturates it
             gate_input = self.gate_input(xs)
             weights = self.gated_weights(gate_input)
         elif weights is None:
             weights = self.compute_weights(xs)
         else:
             self._check_given(weights)
+        return self._fuse_checked(xs, weights, gate_input)
+
+    def _fuse_checked(self, xs: Sequence[torch.Tensor], weights: torch.Tensor,
+                      gate_input: torch.Tensor | None) -> torch.Tensor:
+        """Eq. 4–8 on checked inputs. ``weights``: the (B, C, K) weights, or, in :class:`SimAM2`,
+        ζ (B, C) itself; ``gate_input``: the gate's input where the gate made them, else None."""
+        dims = resolve_neuron_dims(xs[0], self.neuron_dims)
         out_dtype = xs[0].dtype
         ct = compute_dtype(torch.promote_types(out_dtype, weights.dtype))
         xs = [x if x.dtype == ct else x.to(ct) for x in xs]
         w = weights if weights.dtype == ct else weights.to(ct)
-        r = self._update(_nan_unless_finite(w, gate_input) if self.training and gated else w)
-        out = self._attend(xs, w, r.to(ct), dims)
+        r = self._update(w, gate_input if self.training else None)
+        out = self._attend(xs, w, r, dims)
         gain = self.vanilla_gain
         if gain != 1.0:
             out = out * gain  # sigmoid(E*) ⊙ V with V = gain · U: E* unchanged (SPEC §2)
@@ -375,15 +407,15 @@ class MultiSimAM2(nn.Module):
         return 1.0
 
     def _attend(self, xs, w, r, dims) -> torch.Tensor:
-        """Eq. 4, 7, 8 on inputs already in the statistics' dtype (SPEC §1: at least float32).
+        """Eq. 4, 7, 8 on inputs already in the statistics' dtype (SPEC §1: at least float32);
+        ``r`` is Eq. 6's r as :meth:`_update` returns it (0-dim float64).
 
         Autocast is switched off here: it would run the row sums (matrix-vector products) and any
         matmul in bf16/fp16 again. K = 2 takes the fused node (under torch.compile, the reference
         it stands for, which inductor fuses); K > 2 the reference.
         """
-        device = xs[0].device.type
-        off = torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext()
-        with off:
+        r = r.to(xs[0].dtype)
+        with _autocast_off(xs[0].device.type):
             if len(xs) == 2:  # the paper's case: Eq. 4, 7, 8 in one autograd node
                 return fused_pair_attention(xs[0], xs[1], w, r, self.lam, dims)
             u = superpose(xs, w)  # Eq. 4
@@ -406,7 +438,11 @@ class SimAM2(MultiSimAM2):
     ζ, the weight of ``x1``, has shape (B, C) (SPEC §2): 0.5 when ``zeta_mode="fixed"`` (summation);
     ``sigmoid(Linear(concat(pool(x1), pool(x2))))`` with C outputs when ``"learnable"``; passed to
     ``forward`` when given (which overrides the module's own ζ). After each forward ``.zeta`` is that
-    forward's ζ (detached) and ``.r`` its degradation factor.
+    forward's ζ (detached) and ``.r`` its degradation factor; ``.weights`` is (ζ, 1 − ζ) built from it.
+
+    ζ itself, not the (B, C, 2) weights, travels from the gate to the node
+    (:func:`~simam2.core.fused.fused_zeta_attention`) and to ζ's statistics (Eq. 6); on the CPU with
+    the kernel both are one C++ call each (docs/equations.md, issue 19).
     """
 
     def __init__(self, channels: int, zeta_mode: str = "fixed", lam: float = 1e-6, s: float = 2.5,
@@ -429,15 +465,80 @@ class SimAM2(MultiSimAM2):
         zeta = self.compute_zeta(*xs)
         return pair_weights(zeta)
 
+    def gated_zeta(self, gate_input: torch.Tensor) -> torch.Tensor:
+        """ζ (B, C) from the gate's input (:meth:`gate_input`): what :meth:`fuse` calls for a
+        learnable ζ, so a subclass changes the gate here (or in :meth:`gated_weights`)."""
+        return torch.sigmoid(self.gate(gate_input))
+
     def gated_weights(self, gate_input: torch.Tensor) -> torch.Tensor:
-        return pair_weights(torch.sigmoid(self.gate(gate_input)))
+        return pair_weights(self.gated_zeta(gate_input))
 
     def _check_given(self, weights: torch.Tensor) -> None:
         check_unit_interval(weights[..., 0], "given zeta (ζ)")  # 1 − ζ is in [0, 1] when ζ is
 
+    # ζ (B, C) travels where MultiSimAM2 carries the (B, C, 2) weights (ζ, 1 − ζ): the two-modality
+    # node takes ζ itself, so that nothing builds the pair, or differentiates through it, per forward
+    # (on small inputs those ops cost more than the attention). Given weights or a given ζ, a ζ
+    # narrower than the statistics' dtype, and a subclass that overrides gated_weights or
+    # compute_weights take MultiSimAM2's path unchanged.
+
+    @property
+    def weights(self) -> torch.Tensor | None:
+        """The last forward's (B, C, 2) weights (ζ, 1 − ζ), detached; None before the first.
+        Built from ζ when first read, then kept (one tensor per forward, as MultiSimAM2's)."""
+        if self._weights is None and self._zeta is not None:
+            self.__dict__["_weights"] = pair_weights(self._zeta)
+        return self._weights
+
+    @weights.setter
+    def weights(self, value: torch.Tensor | None) -> None:
+        # plain attributes (what restored_attributes saves and puts back), set without
+        # nn.Module.__setattr__'s checks: this runs at every forward
+        pair = value is not None and value.dim() == 3
+        self.__dict__.update(_zeta=value[..., 0] if pair else value, _weights=value if pair else None)
+
     @property
     def zeta(self) -> torch.Tensor | None:
-        return None if self.weights is None else self.weights[..., 0]
+        return self._zeta
+
+    def _batch_statistics(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super()._batch_statistics(pair_weights(weights) if weights.dim() == 2 else weights)
+
+    def _update(self, weights: torch.Tensor, gate_input: torch.Tensor | None = None) -> torch.Tensor:
+        mod = _statistics_kernel(weights, gate_input) if weights.dim() == 2 and not self._syncs() else None
+        if mod is None or (self.training and weights.shape[0] == 0):
+            return super()._update(weights, gate_input)
+        # the CPU kernel's one pass over ζ, in float64: what MultiSimAM2._update computes op by op
+        total, var_max = mod.zeta_statistics(weights.detach(), self.var_max, self.weight_sums, self.training,
+                                             None if gate_input is None else gate_input.detach())
+        if self.training and not math.isfinite(total):
+            self.skipped_updates.add_(1)
+            self._skip_report(self.skipped_updates)
+        return torch.tensor(degradation_factor(total, var_max, self.s, self.lam), dtype=torch.float64)
+
+    def _attend(self, xs, w, r, dims) -> torch.Tensor:
+        if w.dim() == 3:
+            return super()._attend(xs, w, r, dims)
+        with _autocast_off(xs[0].device.type):
+            return fused_zeta_attention(xs[0], xs[1], w, r.to(xs[0].dtype), self.lam, dims)
+
+    def fuse(self, xs: Sequence[torch.Tensor], weights: torch.Tensor | None = None) -> torch.Tensor:
+        cls = type(self)
+        if (weights is not None or cls.gated_weights is not SimAM2.gated_weights
+                or cls.compute_weights is not SimAM2.compute_weights):
+            return super().fuse(xs, weights)  # given weights, or a subclass's own (B, C, 2) hook
+        self._check(xs, None)
+        gate_input = None
+        if self.gate is None:
+            zeta = self.compute_zeta(*xs)
+        else:
+            gate_input = self.gate_input(xs)
+            zeta = self.gated_zeta(gate_input)
+        if zeta.dtype != compute_dtype(torch.promote_types(xs[0].dtype, zeta.dtype)):
+            # a ζ narrower than the statistics (bf16 under autocast) makes its pair in its own dtype,
+            # as MultiSimAM2 does: 1 − ζ rounded there, then cast
+            return self._fuse_checked(xs, pair_weights(zeta), gate_input)
+        return self._fuse_checked(xs, zeta, gate_input)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, zeta: torch.Tensor | None = None) -> torch.Tensor:
         weights = None
@@ -447,5 +548,11 @@ class SimAM2(MultiSimAM2):
                 raise ValueError(
                     f"zeta must have shape (B, C) = ({x1.shape[0]}, {self.channels}), got {tuple(zeta.shape)}"
                 )
-            weights = pair_weights(zeta)
+            weights = pair_weights(zeta)  # given: MultiSimAM2's path, through fuse (subclasses override it)
         return self.fuse((x1, x2), weights)
+
+    def __setstate__(self, state: dict) -> None:
+        if "_zeta" not in state:  # a module pickled whole when it kept the (B, C, 2) weights
+            w = state.pop("weights", None)
+            state.update(_zeta=None if w is None else w[..., 0], _weights=w)
+        super().__setstate__(state)

@@ -8,6 +8,12 @@ nothing else of full size. Element-wise work runs in the input's dtype and vecto
 branch-free ``exp``, below); every sum is accumulated in float64. One thread: the kernel does not
 split channels across threads (``torch.set_num_threads`` does not apply to it).
 
+Beside ``pair_forward`` / ``pair_backward`` (weights (L, 2) in any layout), the module holds what
+:class:`~simam2.core.SimAM2` calls in eager mode: ``zeta_attention``, the node with weights (ζ, 1 − ζ)
+from ζ (B, C) as one autograd node in C++ (``ZetaPairNode``; its backward runs no Python except for
+a second derivative, which calls the op-by-op reference), and ``zeta_statistics``, ζ's batch
+statistics for Eq. 6 and the growth of ``var_max`` and ``weight_sums`` in one float64 pass over ζ.
+
 Built on first use with :func:`torch.utils.cpp_extension.load_inline` (a C++ compiler and ninja
 are needed; the build is cached on disk). Where it cannot be built, :func:`kernel` returns None and
 :mod:`~simam2.core.fused` takes its PyTorch path, which computes the same numbers op by op.
@@ -339,6 +345,206 @@ std::vector<torch::Tensor> pair_backward(torch::Tensor g, torch::Tensor x1, torc
   });
   return {gx1, gx2, gw.t()};
 }
+
+// -- the node SimAM2 calls with ζ (B, C): weights (ζ, 1 − ζ), one autograd node in C++ ----------------
+// Its forward and backward run without Python: on small inputs a Python autograd.Function, its
+// checks and views, and the ops that build (ζ, 1 − ζ) and take their gradient cost several times
+// the kernel itself.
+
+// called, with the GIL, where a backward must itself be differentiable (create_graph): the
+// op-by-op reference's vector-Jacobian product (core/fused.py: _zeta_reference_vjp). Kept for the
+// process's life, as the module that set it is.
+static PyObject* reference_vjp = nullptr;
+
+void set_reference_vjp(py::object f) {
+  Py_XINCREF(f.ptr());
+  Py_XDECREF(reference_vjp);
+  reference_vjp = f.ptr();
+}
+
+// 1 − ζ, as the kernel reads the second weight (ζ, contiguous, is the first)
+template <typename T>
+static std::vector<T> one_minus(const T* zeta, int64_t L) {
+  std::vector<T> b(L);
+  for (int64_t i = 0; i < L; ++i) b[i] = (T)1 - zeta[i];
+  return b;
+}
+
+// The node's forward: (out, σ, statistics) of x1, x2 (B, C, *S) contiguous, the neuron dims d0, …,
+// last, and ζ (B, C) contiguous; d0 >= 2 (one weight per channel, R rows each), or d0 == 1 for
+// 2-D inputs (one weight per neuron); σ is written only where save_sigma (for a backward). Raw
+// pointers and no views: on small inputs each ATen call around the kernel costs a fair part of it.
+static std::vector<torch::Tensor> zeta_forward(const torch::Tensor& x1, const torch::Tensor& x2,
+                                               const torch::Tensor& zeta, int64_t d0, double k, double lam,
+                                               bool save_sigma) {
+  int64_t N = 1;
+  for (int64_t d = 0; d < d0; ++d) N *= x1.size(d);
+  const int64_t M = x1.numel() / N, L = zeta.numel();
+  const bool per_neuron = d0 < 2;
+  const int64_t R = per_neuron ? 1 : N / L;
+  auto out = torch::empty(x1.sizes(), x1.options());
+  auto sigma = save_sigma ? torch::empty(x1.sizes(), x1.options()) : torch::empty({0}, x1.options());
+  auto stats = torch::empty({N, NSTAT}, x1.options().dtype(torch::kFloat64));
+  AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "zeta_forward", [&] {
+    const scalar_t* a = zeta.data_ptr<scalar_t>();
+    const auto b = one_minus(a, L);
+    auto f = per_neuron ? (save_sigma ? forward_kernel<scalar_t, true, true> : forward_kernel<scalar_t, true, false>)
+                        : (save_sigma ? forward_kernel<scalar_t, false, true> : forward_kernel<scalar_t, false, false>);
+    f(x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a, 1, b.data(), 1, R, out.data_ptr<scalar_t>(),
+      sigma.data_ptr<scalar_t>(), stats.data_ptr<double>(), N, M, k, lam);
+  });
+  return {out, sigma, stats};
+}
+
+struct ZetaPairNode : public torch::autograd::Function<ZetaPairNode> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x1, torch::Tensor x2,
+                               torch::Tensor zeta, int64_t d0, double k, double lam) {
+    auto res = zeta_forward(x1, x2, zeta, d0, k, lam, true);  // checked in zeta_attention
+    ctx->save_for_backward({x1, x2, zeta, res[1], res[2]});
+    ctx->saved_data["d0"] = d0;
+    ctx->saved_data["k"] = k;
+    ctx->saved_data["lam"] = lam;
+    return res[0];
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::Tensor none;
+    if (!grads[0].defined()) return {none, none, none, none, none, none};
+    auto s = ctx->get_saved_variables();
+    const auto &x1 = s[0], &x2 = s[1], &zeta = s[2];
+    const int64_t d0 = ctx->saved_data["d0"].toInt();
+    const double k = ctx->saved_data["k"].toDouble();
+    if (torch::GradMode::is_enabled()) {  // create_graph: a second derivative may follow
+      TORCH_CHECK(reference_vjp != nullptr, "SimAM²: no reference for a differentiable backward");
+      py::gil_scoped_acquire gil;
+      auto f = py::reinterpret_borrow<py::object>(reference_vjp);
+      auto got = f(x1, x2, zeta, k, ctx->saved_data["lam"].toDouble(), d0, grads[0]).cast<py::tuple>();
+      return {got[0].cast<torch::Tensor>(), got[1].cast<torch::Tensor>(), got[2].cast<torch::Tensor>(),
+              none, none, none};
+    }
+    int64_t N = 1;
+    for (int64_t d = 0; d < d0; ++d) N *= x1.size(d);
+    const int64_t M = x1.numel() / N, L = zeta.numel();
+    const bool per_neuron = d0 < 2;
+    const int64_t R = per_neuron ? 1 : N / L;
+    // the gradient of a sum is one expanded value (every stride 0): read as one value per row
+    auto g = grads[0];
+    bool zero = true;
+    for (auto st : g.strides()) zero = zero && st == 0;
+    if (!zero) g = g.contiguous();
+    auto gx1 = torch::empty(x1.sizes(), x1.options()), gx2 = torch::empty(x1.sizes(), x1.options());
+    auto gzeta = torch::empty(zeta.sizes(), zeta.options());
+    AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "zeta_backward", [&] {
+      const scalar_t* a = zeta.data_ptr<scalar_t>();
+      const auto b = one_minus(a, L);
+      std::vector<scalar_t> gw(2 * L, (scalar_t)0);  // ∂a, ∂b (accumulated over R rows)
+      auto f = per_neuron ? (zero ? backward_kernel<scalar_t, true, true> : backward_kernel<scalar_t, true, false>)
+                          : (zero ? backward_kernel<scalar_t, false, true> : backward_kernel<scalar_t, false, false>);
+      f(g.data_ptr<scalar_t>(), zero ? 0 : M, x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a, 1, b.data(), 1,
+        R, s[3].data_ptr<scalar_t>(), s[4].data_ptr<double>(), gx1.data_ptr<scalar_t>(),
+        gx2.data_ptr<scalar_t>(), gw.data(), gw.data() + L, N, M, k);
+      scalar_t* gz = gzeta.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < L; ++i) gz[i] = gw[i] - gw[L + i];  // ∂ζ = ∂a − ∂b
+    });
+    return {gx1, gx2, gzeta, none, none, none};
+  }
+};
+
+// sigmoid(E*) ⊙ U (Eq. 4, 7, 8) with weights (ζ, 1 − ζ), k = 2 − r: one autograd node
+torch::Tensor zeta_attention(torch::Tensor x1, torch::Tensor x2, torch::Tensor zeta, int64_t d0, double k,
+                             double lam) {
+  // the kernel reads raw pointers: shapes, dtypes and devices are checked here, not trusted
+  TORCH_CHECK(x1.device().is_cpu() && x2.device().is_cpu() && zeta.device().is_cpu(), "zeta_attention: CPU tensors");
+  TORCH_CHECK(x1.sizes() == x2.sizes() && x1.dim() >= 2 && zeta.dim() == 2 && zeta.size(0) == x1.size(0) &&
+              zeta.size(1) == x1.size(1), "zeta_attention: x1, x2 (B, C, ...) of one shape and zeta (B, C)");
+  TORCH_CHECK(x1.scalar_type() == x2.scalar_type() && x1.scalar_type() == zeta.scalar_type(),
+              "zeta_attention: one dtype");
+  TORCH_CHECK((d0 >= 2 && d0 < x1.dim()) || (d0 == 1 && x1.dim() == 2), "zeta_attention: neuron dims d0.. last");
+  if (!torch::GradMode::is_enabled() || !(x1.requires_grad() || x2.requires_grad() || zeta.requires_grad()))
+    return zeta_forward(x1.contiguous(), x2.contiguous(), zeta.contiguous(), d0, k, lam, false)[0];  // no σ kept
+  return ZetaPairNode::apply(x1.contiguous(), x2.contiguous(), zeta.contiguous(), d0, k, lam);
+}
+
+// whether every value of t (float32 or float64) is finite: x · 0 is NaN exactly where x is NaN or
+// ±inf, and a sum of zeros cannot overflow; eight lanes, so that the loop vectorises
+static bool all_finite(const torch::Tensor& t) {
+  auto c = t.contiguous();
+  const int64_t n = c.numel();
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "all_finite", [&] {
+    const scalar_t* p = c.data_ptr<scalar_t>();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; ++j) acc[j] += (double)(p[i + j] * (scalar_t)0);
+    for (; i < n; ++i) acc[0] += (double)(p[i] * (scalar_t)0);
+  });
+  double s = 0;
+  for (int j = 0; j < 8; ++j) s += acc[j];
+  return s == 0;
+}
+
+// ζ's batch statistics for Eq. 6, in one pass over ζ (B, C), in float64 (SPEC §3): returns
+// (Σ_c var_b[c], Σ_c var_max[c]) with var_b the population variance over the batch. In training,
+// where they are finite, var_max ← max(var_max, var_b) and weight_sums ← (Σ ζ, Σ (1 − ζ)); where
+// they are not (a NaN or inf in ζ, or, when gate_input is given, in the gate's input), both are
+// left as they were and Σ var_b is NaN. ζ: float32 or float64; var_max, weight_sums: float32 or
+// float64, contiguous; gate_input: None, or the gate's input in float32 or float64.
+std::vector<double> zeta_statistics(torch::Tensor zeta, torch::Tensor var_max, torch::Tensor weight_sums,
+                                    bool training, c10::optional<torch::Tensor> gate_input) {
+  TORCH_CHECK(zeta.dim() == 2 && zeta.device().is_cpu(), "zeta_statistics: ζ (B, C) on the CPU");
+  const int64_t B = zeta.size(0), C = zeta.size(1);
+  // written through raw pointers: contiguous buffers of C and 2 elements, checked, not trusted
+  TORCH_CHECK(var_max.is_contiguous() && var_max.numel() == C && var_max.device().is_cpu() &&
+              weight_sums.is_contiguous() && weight_sums.numel() == 2 && weight_sums.device().is_cpu(),
+              "zeta_statistics: var_max (C,) and weight_sums (2,), contiguous, on the CPU");
+  auto z = zeta.contiguous();
+  std::vector<double> mean(C, 0.0), var(C, 0.0);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "zeta_statistics", [&] {
+    const scalar_t* p = z.data_ptr<scalar_t>();
+    double* __restrict__ mu = mean.data();
+    double* __restrict__ v = var.data();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < C; ++c) mu[c] += p[b * C + c];
+    for (int64_t c = 0; c < C; ++c) mu[c] /= (double)B;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < C; ++c) {
+        const double d = p[b * C + c] - mu[c];
+        v[c] += d * d;
+      }
+  });
+  double total = 0.0, sum = 0.0;
+  for (int64_t c = 0; c < C; ++c) {
+    var[c] /= (double)B;
+    total += var[c];
+    sum += mean[c] * (double)B;
+  }
+  if (gate_input.has_value() && !all_finite(*gate_input)) total = std::numeric_limits<double>::quiet_NaN();
+  const bool grow = training && std::isfinite(total);
+  double vmax = 0.0;
+  AT_DISPATCH_FLOATING_TYPES(var_max.scalar_type(), "zeta_statistics_max", [&] {
+    scalar_t* m = var_max.data_ptr<scalar_t>();
+    for (int64_t c = 0; c < C; ++c) {
+      if (grow) {
+        const scalar_t v = (scalar_t)var[c];
+        m[c] = v > m[c] ? v : m[c];
+      }
+      vmax += m[c];
+    }
+  });
+  if (grow) {
+    AT_DISPATCH_FLOATING_TYPES(weight_sums.scalar_type(), "zeta_statistics_sums", [&] {
+      scalar_t* w = weight_sums.data_ptr<scalar_t>();
+      w[0] = (scalar_t)sum;
+      w[1] = (scalar_t)((double)B * (double)C - sum);
+    });
+    // written in place, as torch.maximum(..., out=) and copy_ would: autograd sees the new version
+    torch::autograd::impl::bump_version(var_max);
+    torch::autograd::impl::bump_version(weight_sums);
+  }
+  return {total, vmax};
+}
+
 """
 
 #: per-channel float64 numbers the forward keeps for the backward (the C++ source's NSTAT)
@@ -377,7 +583,8 @@ def kernel():
             # each keep their own build instead of rebuilding over each other
             tag = hashlib.sha1(SOURCE.encode()).hexdigest()[:10]
             _state["module"] = load_inline(f"simam2_pair_kernel_{isa}_{tag}", cpp_sources=SOURCE,
-                                           functions=["pair_forward", "pair_backward"], extra_cflags=flags,
+                                           functions=["pair_forward", "pair_backward", "zeta_attention", "zeta_statistics",
+                                                      "set_reference_vjp"], extra_cflags=flags,
                                            verbose=False)
         except Exception as e:  # no compiler, no ninja, no headers: the PyTorch path computes the same
             warnings.warn(f"SimAM²: the CPU kernel could not be built ({type(e).__name__}: "

@@ -191,7 +191,7 @@ def uses_fused_node(out) -> bool:
     for _ in range(4):
         if fn is None:
             return False
-        if type(fn).__name__ == "PairEnergyAttentionBackward":
+        if type(fn).__name__ == "PairEnergyAttentionBackward" or fn.name().endswith("<ZetaPairNode>"):
             return True
         fn = fn.next_functions[0][0]
     return False
@@ -221,6 +221,8 @@ def test_modules_take_the_fast_path_and_match_the_reference(monkeypatch, cls, kw
     params = [x1, x2] + list(fast.parameters())
     g_fast = grads(out, params)
     monkeypatch.setattr(fusion, "fused_pair_attention", reference_pair)
+    monkeypatch.setattr(fusion, "fused_zeta_attention",
+                        lambda x1, x2, zeta, r, lam, dims: reference_pair(x1, x2, pair_weights(zeta), r, lam, dims))
     out_ref = ref(x1, x2)
     assert not uses_fused_node(out_ref)
     torch.testing.assert_close(out, out_ref, rtol=1e-10, atol=1e-12)
@@ -498,3 +500,126 @@ def test_without_a_compiler_the_kernel_falls_back_with_one_line(monkeypatch):
     x1, x2, w = inputs((3, 4, 5))
     r = torch.tensor(0.3, dtype=torch.float64)
     assert_matches((fused_pair_attention(x1, x2, w, r, 1e-3), reference_pair(x1, x2, w, r, 1e-3)), (x1, x2, w))
+
+
+# -- issue 19: SimAM2 carries ζ to a C++ autograd node, and ζ's statistics to one kernel pass ----
+
+
+def zeta_inputs(shape, seed=0, dtype=torch.float64):
+    x1, x2, w = inputs(shape, seed, dtype=dtype)
+    return x1, x2, w.detach()[..., 0].contiguous().requires_grad_()
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape, neuron_dims, node", [
+    ((6, 8), None, True),  # 2-D: one ζ per neuron
+    ((3, 4, 5, 6), None, True),  # a feature map per channel
+    ((2, 3, 4, 5), (3,), True),  # a channel per (b, c, h): ζ's gradient summed over h in the kernel
+    ((3, 4, 5), (1, 2), False),  # ζ broadcast along some neuron dims: fused_pair_attention instead
+])
+def test_the_zeta_node_equals_the_reference_to_the_second_derivative(shape, neuron_dims, node):
+    x1, x2, zeta = zeta_inputs(shape)
+    dims = resolve_neuron_dims(x1, neuron_dims)
+    out = fused.fused_zeta_attention(x1, x2, zeta, torch.tensor(0.37, dtype=torch.float64), 1e-3, dims)
+    assert out.grad_fn.name().endswith("<ZetaPairNode>") == node
+    ref = reference_pair(x1, x2, pair_weights(zeta), 0.37, 1e-3, neuron_dims)
+    assert_matches((out, ref), (x1, x2, zeta))
+    fn = lambda a, b, z: fused.fused_zeta_attention(a, b, z, 0.37, 1e-3, dims)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x1, x2, zeta))
+    assert torch.autograd.gradgradcheck(fn, (x1, x2, zeta))  # through the reference, by create_graph
+
+
+@needs_kernel
+def test_the_zeta_node_takes_an_expanded_gradient_and_float32():
+    """The gradient of ``out.sum()`` is one value expanded (every stride 0), read as one per row."""
+    x1, x2, zeta = zeta_inputs((4, 6, 3, 3), dtype=torch.float32)
+    dims = (2, 3)
+    out = fused.fused_zeta_attention(x1, x2, zeta, 0.2, 1e-6, dims)
+    ref = reference_pair(x1, x2, pair_weights(zeta), 0.2, 1e-6, dims)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    for gf, gr in zip(torch.autograd.grad(out.sum(), (x1, x2, zeta)), torch.autograd.grad(ref.sum(), (x1, x2, zeta))):
+        torch.testing.assert_close(gf, gr, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # no σ kept for a backward: the same numbers
+        assert torch.equal(fused.fused_zeta_attention(x1, x2, zeta, 0.2, 1e-6, dims), out.detach())
+
+
+@needs_kernel
+def test_the_statistics_kernel_equals_the_pytorch_statistics(monkeypatch):
+    """var_max, weight_sums, r and skipped_updates from the kernel's one pass over ζ equal
+    MultiSimAM2's op-by-op statistics: over training batches, one whose input holds an inf (the
+    gate's input is not finite: skipped), and in eval mode (nothing grows)."""
+    torch.manual_seed(3)
+    fast, ref = twin_modules(SimAM2, channels=5, zeta_mode="learnable")
+    calls = []
+    real = fusion._statistics_kernel
+    monkeypatch.setattr(fusion, "_statistics_kernel", lambda *a: calls.append(1) or real(*a))
+    batches = [torch.randn(2, 7, 5, 4, dtype=torch.float64) * (1 + i) for i in range(4)]
+    batches[2][0, 1, 2, 3] = float("inf")
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        for i, (x1, x2) in enumerate(batches):
+            if i == 3:
+                fast.eval(), ref.eval()
+            fast(x1, x2)
+            with monkeypatch.context() as m:
+                m.setattr(fusion, "_statistics_kernel", lambda *a: None)
+                ref(x1, x2)
+            torch.testing.assert_close(fast.var_max, ref.var_max, rtol=1e-12, atol=0)
+            torch.testing.assert_close(fast.weight_sums, ref.weight_sums, rtol=1e-12, atol=0)
+            assert fast.r.item() == pytest.approx(ref.r.item(), rel=1e-12, nan_ok=True)
+            assert fast.skipped_updates.item() == ref.skipped_updates.item() == (1 if i >= 2 else 0)
+    assert len(calls) == 4  # the kernel computed every one of them
+    assert math.isnan(fast.r.item()) is False
+
+
+def test_simam2_keeps_its_hooks_and_the_pair_path_where_zeta_is_not_the_fast_paths():
+    """Where SimAM2 does not carry ζ alone it computes what MultiSimAM2's (B, C, 2) path computes:
+    a subclass's gated_weights, a given ζ through fuse (which subclasses override), a ζ narrower
+    than the statistics (bf16 under autocast, 1 − ζ rounded in bf16); and a module pickled whole
+    when it kept the (B, C, 2) weights reads back its .zeta."""
+    torch.manual_seed(0)
+    x1, x2 = torch.randn(2, 5, 6, 3)
+
+    class Flipped(SimAM2):
+        def gated_weights(self, gate_input):
+            return super().gated_weights(gate_input).flip(-1)
+
+    flipped = Flipped(6, zeta_mode="learnable").eval()
+    plain = SimAM2(6, zeta_mode="learnable").eval()
+    plain.load_state_dict(flipped.state_dict())
+    zeta = torch.sigmoid(plain.gate(plain.gate_input((x1, x2))))
+    torch.testing.assert_close(flipped(x1, x2), plain(x1, x2, 1 - zeta))  # 1 − (1 − ζ) rounds: close
+    assert not torch.allclose(flipped(x1, x2), plain(x1, x2))
+
+    class Seen(SimAM2):
+        calls = 0
+
+        def fuse(self, xs, weights=None):
+            Seen.calls += 1
+            return super().fuse(xs, weights)
+
+    Seen(6, zeta_mode="given")(x1, x2, zeta.detach())
+    assert Seen.calls == 1
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = plain(x1, x2)
+        assert plain.zeta.dtype == torch.bfloat16
+        ref = MultiSimAM2.fuse(plain, (x1, x2), plain.gated_weights(plain.gate_input((x1, x2))))
+    assert torch.equal(out, ref)
+
+    state = dict(plain.__getstate__())
+    old_weights = state.pop("_weights") if state["_weights"] is not None else plain.weights
+    state.pop("_zeta")
+    state["weights"] = old_weights
+    restored = SimAM2.__new__(SimAM2)
+    restored.__setstate__(state)
+    assert restored.weights is old_weights and torch.equal(restored.zeta, old_weights[..., 0])
+
+
+def test_fused_zeta_attention_refuses_mismatched_inputs_in_one_line():
+    x = torch.randn(6, 8)
+    with pytest.raises(ValueError, match="of one shape and zeta"):
+        fused.fused_zeta_attention(x, torch.randn(2, 8), torch.rand(6, 8), 0.3, 1e-3, (1,))
+    with pytest.raises(ValueError, match="of one shape and zeta"):
+        fused.fused_zeta_attention(x, x, torch.rand(2, 8), 0.3, 1e-3, (1,))
+    with pytest.raises(ValueError, match="one dtype and device"):
+        fused.fused_zeta_attention(x, x, torch.rand(6, 8, dtype=torch.float64), 0.3, 1e-3, (1,))
