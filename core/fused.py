@@ -61,6 +61,7 @@ elsewhere :func:`fused_pair_attention` of :func:`pair_weights`.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -292,6 +293,13 @@ class PairEnergyAttention(torch.autograd.Function):
         return g1 if need_x1 else None, g2 if need_x2 else None, g_weights, None, None, None
 
 
+def _kernel_reads(x1: torch.Tensor, dims: tuple[int, ...]) -> bool:
+    """Whether the CPU kernel can take ``x1`` as rows of neurons: on the CPU, the neuron dims the
+    trailing ones, not empty, the kernel built (both nodes' condition)."""
+    return (x1.device.type == "cpu" and dims[-1] == x1.dim() - 1 and len(dims) == x1.dim() - dims[0]
+            and x1.numel() > 0 and pair_kernel.available())
+
+
 def _kernel_views(x1, x2, weights, dims):
     """``(x1, x2, w, rows, per_neuron)`` as the CPU kernel takes them: x1, x2 (N, M) with one channel
     per row, and w (L, 2) the weights, one per ``rows`` rows (the neuron dims start at 2 or later:
@@ -301,13 +309,10 @@ def _kernel_views(x1, x2, weights, dims):
     w is a view of ``weights`` (B, C, 2) where it can be, so that the kernel's ∂w is ∂weights; only
     where ζ is broadcast along some neuron dims is it expanded, and ∂w summed back.
     """
-    d0 = dims[0]
-    if x1.device.type != "cpu" or dims[-1] != x1.dim() - 1 or len(dims) != x1.dim() - d0 or not pair_kernel.available():
+    if not _kernel_reads(x1, dims):
         return None
-    shape = x1.shape
+    d0, shape = dims[0], x1.shape
     n = math.prod(shape[:d0])
-    if n == 0:
-        return None
     m = x1.numel() // n
     if d0 >= 2:  # row n = (b, c, i): its weight is weights[b, c], one per `rows` rows
         w, rows, per_neuron = weights.reshape(-1, 2), n // (shape[0] * shape[1]), False
@@ -413,15 +418,12 @@ def _zeta_reference_vjp(x1, x2, zeta, k, lam, d0, grad_out):
     return tuple(torch.zeros_like(t) if g is None else g for t, g in zip((x1, x2, zeta), grads))
 
 
-_zeta_kernel_state: dict = {}
-
-
+@functools.cache
 def _zeta_kernel():
-    """The built kernel module with its differentiable-backward reference set, or None."""
+    """The built kernel module, its differentiable-backward reference set once (call it where
+    :func:`_kernel_reads` holds: the kernel is built)."""
     mod = pair_kernel.kernel()
-    if mod is not None and "ready" not in _zeta_kernel_state:
-        mod.set_reference_vjp(_zeta_reference_vjp)
-        _zeta_kernel_state["ready"] = True
+    mod.set_reference_vjp(_zeta_reference_vjp)
     return mod
 
 
@@ -452,9 +454,8 @@ def fused_zeta_attention(
                          f"{zeta.dtype} on {x1.device}, {x2.device}, {zeta.device}; cast them first")
     neuron_count(x1, dims)
     d0 = dims[0]
-    if (x1.device.type == "cpu" and dims[-1] == x1.dim() - 1 and len(dims) == x1.dim() - d0
-            and (d0 >= 2 or x1.dim() == 2) and x1.numel() > 0 and not torch.compiler.is_compiling()):
-        mod = _zeta_kernel() if pair_kernel.available() else None
-        if mod is not None:
-            return mod.zeta_attention(x1, x2, zeta, d0, 2.0 - float(r), float(lam))
+    # ζ constant over each row (d0 ≥ 2) or one per neuron of a 2-D input; ζ broadcast along some
+    # neuron dims takes fused_pair_attention, which expands it
+    if (d0 >= 2 or x1.dim() == 2) and not torch.compiler.is_compiling() and _kernel_reads(x1, dims):
+        return _zeta_kernel().zeta_attention(x1, x2, zeta, d0, 2.0 - float(r), float(lam))
     return fused_pair_attention(x1, x2, pair_weights(zeta), r, lam, dims)

@@ -287,6 +287,19 @@ void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T*
 
 }  // namespace
 
+// The kernels' instantiations, chosen at run time: per neuron or per R rows; σ saved or not
+// (forward); the gradient as rows or as one value per row (backward)
+template <typename T>
+static auto forward_for(bool per_neuron, bool save_sigma) {
+  return per_neuron ? (save_sigma ? forward_kernel<T, true, true> : forward_kernel<T, true, false>)
+                    : (save_sigma ? forward_kernel<T, false, true> : forward_kernel<T, false, false>);
+}
+template <typename T>
+static auto backward_for(bool per_neuron, bool row) {
+  return per_neuron ? (row ? backward_kernel<T, true, true> : backward_kernel<T, true, false>)
+                    : (row ? backward_kernel<T, false, true> : backward_kernel<T, false, false>);
+}
+
 // The weights' two columns as the kernel reads them, from w (L, 2): L = N / R (one weight per R
 // rows) or N·M (one per neuron, read as contiguous rows)
 static void columns(const torch::Tensor& w, bool per_neuron, torch::Tensor& a, torch::Tensor& b) {
@@ -311,9 +324,7 @@ std::vector<torch::Tensor> pair_forward(torch::Tensor x1, torch::Tensor x2, torc
   auto sigma = save_sigma ? torch::empty_like(x1) : torch::empty({0}, x1.options());
   auto stats = torch::empty({N, NSTAT}, x1.options().dtype(torch::kFloat64));
   AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "pair_forward", [&] {
-    auto f = per_neuron ? (save_sigma ? forward_kernel<scalar_t, true, true> : forward_kernel<scalar_t, true, false>)
-                        : (save_sigma ? forward_kernel<scalar_t, false, true> : forward_kernel<scalar_t, false, false>);
-    f(x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), a.stride(0),
+    forward_for<scalar_t>(per_neuron, save_sigma)(x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), a.stride(0),
       b.data_ptr<scalar_t>(), b.stride(0), R, out.data_ptr<scalar_t>(), sigma.data_ptr<scalar_t>(),
       stats.data_ptr<double>(), N, M, k, lam);
   });
@@ -335,10 +346,8 @@ std::vector<torch::Tensor> pair_backward(torch::Tensor g, torch::Tensor x1, torc
   const int64_t L = a.size(0);
   auto gw = per_neuron ? torch::empty({2, L}, w.options()) : torch::zeros({2, L}, w.options());
   AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "pair_backward", [&] {
-    auto f = per_neuron ? (row ? backward_kernel<scalar_t, true, true> : backward_kernel<scalar_t, true, false>)
-                        : (row ? backward_kernel<scalar_t, false, true> : backward_kernel<scalar_t, false, false>);
     scalar_t* pw = gw.data_ptr<scalar_t>();
-    f(g.data_ptr<scalar_t>(), g.stride(0), x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(),
+    backward_for<scalar_t>(per_neuron, row)(g.data_ptr<scalar_t>(), g.stride(0), x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(),
       a.data_ptr<scalar_t>(), a.stride(0), b.data_ptr<scalar_t>(), b.stride(0), R,
       sigma.data_ptr<scalar_t>(), stats.data_ptr<double>(), gx1.data_ptr<scalar_t>(),
       gx2.data_ptr<scalar_t>(), pw, pw + L, N, M, k);
@@ -374,24 +383,32 @@ static std::vector<T> one_minus(const T* zeta, int64_t L) {
 // last, and ζ (B, C) contiguous; d0 >= 2 (one weight per channel, R rows each), or d0 == 1 for
 // 2-D inputs (one weight per neuron); σ is written only where save_sigma (for a backward). Raw
 // pointers and no views: on small inputs each ATen call around the kernel costs a fair part of it.
+// x1 (B, C, *S) as the kernel reads it with ζ (B, C): N rows of M neurons (the neuron dims d0, …,
+// last), L weights, one per neuron (d0 == 1, 2-D inputs) or one per R rows
+struct ZetaLayout {
+  int64_t N = 1, M, L, R;
+  bool per_neuron;
+  ZetaLayout(const torch::Tensor& x1, const torch::Tensor& zeta, int64_t d0) {
+    for (int64_t d = 0; d < d0; ++d) N *= x1.size(d);
+    M = x1.numel() / N;
+    L = zeta.numel();
+    per_neuron = d0 < 2;
+    R = per_neuron ? 1 : N / L;
+  }
+};
+
 static std::vector<torch::Tensor> zeta_forward(const torch::Tensor& x1, const torch::Tensor& x2,
                                                const torch::Tensor& zeta, int64_t d0, double k, double lam,
                                                bool save_sigma) {
-  int64_t N = 1;
-  for (int64_t d = 0; d < d0; ++d) N *= x1.size(d);
-  const int64_t M = x1.numel() / N, L = zeta.numel();
-  const bool per_neuron = d0 < 2;
-  const int64_t R = per_neuron ? 1 : N / L;
+  const ZetaLayout z(x1, zeta, d0);
   auto out = torch::empty(x1.sizes(), x1.options());
   auto sigma = save_sigma ? torch::empty(x1.sizes(), x1.options()) : torch::empty({0}, x1.options());
-  auto stats = torch::empty({N, NSTAT}, x1.options().dtype(torch::kFloat64));
+  auto stats = torch::empty({z.N, NSTAT}, x1.options().dtype(torch::kFloat64));
   AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "zeta_forward", [&] {
     const scalar_t* a = zeta.data_ptr<scalar_t>();
-    const auto b = one_minus(a, L);
-    auto f = per_neuron ? (save_sigma ? forward_kernel<scalar_t, true, true> : forward_kernel<scalar_t, true, false>)
-                        : (save_sigma ? forward_kernel<scalar_t, false, true> : forward_kernel<scalar_t, false, false>);
-    f(x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a, 1, b.data(), 1, R, out.data_ptr<scalar_t>(),
-      sigma.data_ptr<scalar_t>(), stats.data_ptr<double>(), N, M, k, lam);
+    const auto b = one_minus(a, z.L);
+    forward_for<scalar_t>(z.per_neuron, save_sigma)(x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a, 1, b.data(), 1, z.R, out.data_ptr<scalar_t>(),
+      sigma.data_ptr<scalar_t>(), stats.data_ptr<double>(), z.N, z.M, k, lam);
   });
   return {out, sigma, stats};
 }
@@ -423,11 +440,7 @@ struct ZetaPairNode : public torch::autograd::Function<ZetaPairNode> {
       return {got[0].cast<torch::Tensor>(), got[1].cast<torch::Tensor>(), got[2].cast<torch::Tensor>(),
               none, none, none};
     }
-    int64_t N = 1;
-    for (int64_t d = 0; d < d0; ++d) N *= x1.size(d);
-    const int64_t M = x1.numel() / N, L = zeta.numel();
-    const bool per_neuron = d0 < 2;
-    const int64_t R = per_neuron ? 1 : N / L;
+    const ZetaLayout z(x1, zeta, d0);
     // the gradient of a sum is one expanded value (every stride 0): read as one value per row
     auto g = grads[0];
     bool zero = true;
@@ -437,15 +450,13 @@ struct ZetaPairNode : public torch::autograd::Function<ZetaPairNode> {
     auto gzeta = torch::empty(zeta.sizes(), zeta.options());
     AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "zeta_backward", [&] {
       const scalar_t* a = zeta.data_ptr<scalar_t>();
-      const auto b = one_minus(a, L);
-      std::vector<scalar_t> gw(2 * L, (scalar_t)0);  // ∂a, ∂b (accumulated over R rows)
-      auto f = per_neuron ? (zero ? backward_kernel<scalar_t, true, true> : backward_kernel<scalar_t, true, false>)
-                          : (zero ? backward_kernel<scalar_t, false, true> : backward_kernel<scalar_t, false, false>);
-      f(g.data_ptr<scalar_t>(), zero ? 0 : M, x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a, 1, b.data(), 1,
-        R, s[3].data_ptr<scalar_t>(), s[4].data_ptr<double>(), gx1.data_ptr<scalar_t>(),
-        gx2.data_ptr<scalar_t>(), gw.data(), gw.data() + L, N, M, k);
+      const auto b = one_minus(a, z.L);
+      std::vector<scalar_t> gw(2 * z.L, (scalar_t)0);  // ∂a, ∂b (accumulated over R rows)
+      backward_for<scalar_t>(z.per_neuron, zero)(g.data_ptr<scalar_t>(), zero ? 0 : z.M, x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a, 1, b.data(), 1,
+        z.R, s[3].data_ptr<scalar_t>(), s[4].data_ptr<double>(), gx1.data_ptr<scalar_t>(),
+        gx2.data_ptr<scalar_t>(), gw.data(), gw.data() + z.L, z.N, z.M, k);
       scalar_t* gz = gzeta.data_ptr<scalar_t>();
-      for (int64_t i = 0; i < L; ++i) gz[i] = gw[i] - gw[L + i];  // ∂ζ = ∂a − ∂b
+      for (int64_t i = 0; i < z.L; ++i) gz[i] = gw[i] - gw[z.L + i];  // ∂ζ = ∂a − ∂b
     });
     return {gx1, gx2, gzeta, none, none, none};
   }
