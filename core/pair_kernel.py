@@ -161,6 +161,31 @@ inline void statistics(const T* __restrict__ x1, const T* __restrict__ x2, const
   }
 }
 
+// One channel's constants as the element-wise loops read them (from its statistics), and one
+// neuron's terms: U (Eq. 4) and z_j = (y_j − p_j) A_j + B_j for x1, x2 and U, the same in the
+// forward and in both loops of the backward
+template <typename T, bool PerNeuron>
+struct Channel {
+  T a1, b1, a2, b2, au, bu, q1, q2, qu;
+  T pi1, pi2, piu;  // the pilots
+  explicit Channel(const double* st)
+      : a1(st[0]), b1(st[1]), a2(st[2]), b2(st[3]), au(st[4]), bu(st[5]), q1(st[6]), q2(st[7]), qu(st[8]),
+        pi1(st[12]), pi2(st[13]), piu(st[14]) {}
+  struct Terms {
+    T u, d1, d2, z1, z2, zu;
+  };
+  inline Terms at(T y1, T y2, T wa, T wb) const {
+    Terms t;
+    t.u = wa * y1 + wb * y2;  // Eq. 4
+    t.d1 = y1 - pi1;
+    t.d2 = y2 - pi2;
+    t.z1 = t.d1 * a1 + b1;
+    t.z2 = t.d2 * a2 + b2;
+    t.zu = (PerNeuron ? t.u - piu : wa * t.d1 + wb * t.d2) * au + bu;
+    return t;
+  }
+};
+
 // a, b: one weight per R rows of x (row n takes weight n / R, at strides sa, sb), or, PerNeuron, one
 // per neuron (contiguous, R = 1)
 template <typename T, bool PerNeuron, bool SaveSigma>
@@ -178,9 +203,8 @@ void forward_kernel(const T* x1, const T* x2, const T* a, int64_t sa, const T* b
     T* __restrict__ sg = sigma + (SaveSigma ? n * M : 0);
     double* st = stats + n * NSTAT;
     statistics<T, PerNeuron>(X1, X2, A, B, M, lam, st);
-    const T a1 = st[0], b1 = st[1], a2 = st[2], b2 = st[3], au = st[4], bu = st[5];
-    const T q1 = st[6], q2 = st[7], qu = st[8], kk = (T)k;
-    const T pi1 = st[12], pi2 = st[13], piu = st[14];  // the pilots
+    const Channel<T, PerNeuron> ch(st);
+    const T q1 = ch.q1, q2 = ch.q2, qu = ch.qu, kk = (T)k;
     // Eq. 7 where the weights are constant over the channel: E = K0 + cu zu² − c1 z1² − c2 z2²
     const double wa0 = A[0], wb0 = B[0];
     const T wa1 = A[0], wb1 = B[0];  // hoisted: a load in the loop would keep it from vectorising
@@ -190,10 +214,7 @@ void forward_kernel(const T* x1, const T* x2, const T* a, int64_t sa, const T* b
     for (int64_t m = 0; m < M; ++m) {
       const T y1 = X1[m], y2 = X2[m];
       const T wa = PerNeuron ? A[m] : wa1, wb = PerNeuron ? B[m] : wb1;
-      const T u = wa * y1 + wb * y2;  // Eq. 4
-      const T d1 = y1 - pi1, d2 = y2 - pi2;
-      const T z1 = d1 * a1 + b1, z2 = d2 * a2 + b2;
-      const T zu = (PerNeuron ? u - piu : wa * d1 + wb * d2) * au + bu;
+      const auto [u, d1, d2, z1, z2, zu] = ch.at(y1, y2, wa, wb);
       // Eq. 7: E = (2 − r) imp_U − a² imp_1 − b² imp_2
       const T e = PerNeuron
           ? kk * (zu * zu * qu + T(0.5)) - wa * wa * (z1 * z1 * q1 + T(0.5)) - wb * wb * (z2 * z2 * q2 + T(0.5))
@@ -236,9 +257,9 @@ void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T*
     T* __restrict__ o1 = gx1 + n * M;
     T* __restrict__ o2 = gx2 + n * M;
     const double* st = stats + n * NSTAT;
-    const T a1 = st[0], b1 = st[1], a2 = st[2], b2 = st[3], au = st[4], bu = st[5];
-    const T q1 = st[6], q2 = st[7], qu = st[8], kk = (T)k;
-    const T pi1 = st[12], pi2 = st[13], piu = st[14];  // the pilots
+    const Channel<T, PerNeuron> ch(st);
+    const T q1 = ch.q1, q2 = ch.q2, kk = (T)k;
+    const T pi1 = ch.pi1, pi2 = ch.pi2;
     const double wa0 = A[0], wb0 = B[0];
     const T wa1 = A[0], wb1 = B[0];  // hoisted: a load in the loop would keep it from vectorising
     // Σ H_j z_j and Σ H_j z_j², with the per-channel factor f_j taken out where it is one
@@ -247,10 +268,7 @@ void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T*
     for (int64_t m = 0; m < M; ++m) {
       const T y1 = X1[m], y2 = X2[m];
       const T wa = PerNeuron ? A[m] : wa1, wb = PerNeuron ? B[m] : wb1;
-      const T u = wa * y1 + wb * y2;
-      const T d1 = y1 - pi1, d2 = y2 - pi2;
-      const T z1 = d1 * a1 + b1, z2 = d2 * a2 + b2;
-      const T zu = (PerNeuron ? u - piu : wa * d1 + wb * d2) * au + bu;
+      const auto [u, d1, d2, z1, z2, zu] = ch.at(y1, y2, wa, wb);
       const T sm = S[m];
       const T h = (GRow ? G[0] : G[m]) * u * sm * (T(1) - sm);
       const T h1 = PerNeuron ? -wa * wa * h : h, h2 = PerNeuron ? -wb * wb * h : h;
@@ -271,10 +289,7 @@ void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T*
     for (int64_t m = 0; m < M; ++m) {
       const T y1 = X1[m], y2 = X2[m];
       const T wa = PerNeuron ? A[m] : wa1, wb = PerNeuron ? B[m] : wb1;
-      const T u = wa * y1 + wb * y2;
-      const T d1 = y1 - pi1, d2 = y2 - pi2;
-      const T z1 = d1 * a1 + b1, z2 = d2 * a2 + b2;
-      const T zu = (PerNeuron ? u - piu : wa * d1 + wb * d2) * au + bu;
+      const auto [u, d1, d2, z1, z2, zu] = ch.at(y1, y2, wa, wb);
       const T sm = S[m], gm = GRow ? G[0] : G[m];
       const T h = gm * u * sm * (T(1) - sm);
       const T du = gm * sm + pu * kk * h * zu + ru + vu * zu;
