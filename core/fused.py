@@ -13,8 +13,9 @@ five per-channel moments of the inputs, Σd1, Σd2, Σd1², Σd2², Σd1·d2 wit
 (``p_j`` the channel's first neuron, a pilot, so that a variance is never a difference of large
 numbers), accumulated in float64 in one pass; U's mean and variance follow without a pass over U,
 ``mean(U) = a μ1 + b μ2`` and ``var(U) = a² v1 + b² v2 + 2ab c12`` (where ζ varies along the neurons,
-as for (B, C) inputs, U's own two moments are gathered in the same pass instead). The output pass
-reads x1 and x2 and writes the output; the backward is one per-channel reduction and one
+as for (B, C) inputs, U's own two moments are gathered in the same pass instead). The output passes
+(E, then sigmoid(E) U, over a block of the channel while it is in the cache) read x1 and x2 and
+write the output; the backward is one per-channel reduction and one
 element-wise pass. Full-size tensors: forward writes 2 (the output and σ = sigmoid(E*), kept so
 that the backward needs no exponential); backward writes 2 (∂x1, ∂x2) and, where ζ varies along the
 neurons, ∂ζ and ∂(1 − ζ); per channel, 15 float64 numbers are kept. The weights go in as they lie

@@ -1,10 +1,10 @@
 """The CPU kernel of the two-modality node (Eq. 4, 7, 8): one pass over memory forward, one backward.
 
 Each channel's ``M`` neurons are read from memory and stay in the cache while the kernel makes
-its passes over them (per channel: the five moments, then the output), so that a forward reads x1
-and x2 and writes the output and sigmoid(E*), and a backward reads the output's gradient, x1, x2
-and sigmoid(E*) and writes the inputs' gradients (and ζ's where ζ varies along the neurons):
-nothing else of full size. Element-wise work runs in the input's dtype and vectorises (a
+its passes over them (per channel: the five moments; then, up to 512 neurons at a time, E and the
+output), so that a forward reads x1 and x2 and writes the output and sigmoid(E*), and a backward
+reads the output's gradient, x1, x2 and sigmoid(E*) and writes the inputs' gradients (and ζ's where
+ζ varies along the neurons): nothing else of full size. Element-wise work runs in the input's dtype and vectorises (a
 branch-free ``exp``, below); every sum is accumulated in float64. One thread: the kernel does not
 split channels across threads (``torch.set_num_threads`` does not apply to it).
 
@@ -39,6 +39,8 @@ constexpr double EPS = 1e-12;  // core/energy.py: EPS
 // per-channel numbers saved for the backward: z_j = (y_j − p_j) A_j + B_j for j = x1, x2, U (6),
 // q_j (3), whether the EPS floor lets the gradient through (3), and the pilots p_j (3)
 constexpr int NSTAT = 15;
+// neurons per block of the forward's element-wise passes (a stack buffer of E, below)
+constexpr int64_t EBLOCK = 512;
 
 // exp without a branch or a library call, so that the loops around it vectorise (Cephes expf:
 // |relative error| < 2 ulp on float32's range; a NaN propagates through the polynomial)
@@ -191,8 +193,7 @@ struct Channel {
 template <typename T, bool PerNeuron, bool SaveSigma>
 void forward_kernel(const T* x1, const T* x2, const T* a, int64_t sa, const T* b, int64_t sb, int64_t R,
                     T* out, T* sigma, double* stats, int64_t N, int64_t M, double k, double lam) {
-  std::vector<T> energy(M);  // one channel's E, in the cache between the two loops below
-  T* __restrict__ ev = energy.data();
+  alignas(64) T ev[EBLOCK];  // E of up to EBLOCK neurons, in L1 between the two loops below
   for (int64_t n = 0; n < N; ++n) {
     const T* __restrict__ X1 = x1 + n * M;
     const T* __restrict__ X2 = x2 + n * M;
@@ -210,26 +211,28 @@ void forward_kernel(const T* x1, const T* x2, const T* a, int64_t sa, const T* b
     const T wa1 = A[0], wb1 = B[0];  // hoisted: a load in the loop would keep it from vectorising
     const T c1 = PerNeuron ? q1 : (T)(wa0 * wa0 * st[6]), c2 = PerNeuron ? q2 : (T)(wb0 * wb0 * st[7]);
     const T cu = (T)(k * st[8]), k0 = (T)(0.5 * (k - wa0 * wa0 - wb0 * wb0));
+    // E (Eq. 7), then sigmoid(E) U (Eq. 8), in blocks of EBLOCK neurons, each in two loops: fused
+    // into one, the loop took twice as long on an AVX2 machine (the exponential's constants beside
+    // the channel's dozen spill out of the sixteen vector registers); the numbers are the same
+    for (int64_t m0 = 0; m0 < M; m0 += EBLOCK) {
+      const int64_t m1 = M - m0 < EBLOCK ? M : m0 + EBLOCK;
 #pragma omp simd
-    for (int64_t m = 0; m < M; ++m) {
-      const T y1 = X1[m], y2 = X2[m];
-      const T wa = PerNeuron ? A[m] : wa1, wb = PerNeuron ? B[m] : wb1;
-      const auto [u, d1, d2, z1, z2, zu] = ch.at(y1, y2, wa, wb);
-      // Eq. 7: E = (2 − r) imp_U − a² imp_1 − b² imp_2
-      const T e = PerNeuron
-          ? kk * (zu * zu * qu + T(0.5)) - wa * wa * (z1 * z1 * q1 + T(0.5)) - wb * wb * (z2 * z2 * q2 + T(0.5))
-          : k0 + cu * zu * zu - c1 * z1 * z1 - c2 * z2 * z2;
-      o[m] = u;
-      ev[m] = e;
-    }
-    // Eq. 8: sigmoid(E) U, in a loop of its own: fused with the one above, the loop took twice as
-    // long on an AVX2 machine (the exponential's constants beside the channel's dozen spill out of
-    // the sixteen vector registers); the numbers are the same either way
+      for (int64_t m = m0; m < m1; ++m) {
+        const T y1 = X1[m], y2 = X2[m];
+        const T wa = PerNeuron ? A[m] : wa1, wb = PerNeuron ? B[m] : wb1;
+        const auto [u, d1, d2, z1, z2, zu] = ch.at(y1, y2, wa, wb);
+        // Eq. 7: E = (2 − r) imp_U − a² imp_1 − b² imp_2
+        ev[m - m0] = PerNeuron
+            ? kk * (zu * zu * qu + T(0.5)) - wa * wa * (z1 * z1 * q1 + T(0.5)) - wb * wb * (z2 * z2 * q2 + T(0.5))
+            : k0 + cu * zu * zu - c1 * z1 * z1 - c2 * z2 * z2;
+        o[m] = u;
+      }
 #pragma omp simd
-    for (int64_t m = 0; m < M; ++m) {
-      const T sm = T(1) / (T(1) + exp_v(-ev[m]));
-      o[m] = sm * o[m];
-      if (SaveSigma) sg[m] = sm;
+      for (int64_t m = m0; m < m1; ++m) {
+        const T sm = T(1) / (T(1) + exp_v(-ev[m - m0]));
+        o[m] = sm * o[m];
+        if (SaveSigma) sg[m] = sm;
+      }
     }
   }
 }
@@ -683,8 +686,10 @@ def _setup(ctx, inputs, output):
     _, sigma, stats = output
     ctx.rows, ctx.per_neuron = rows, per_neuron
     ctx.save_for_backward(x1, x2, w, r, sigma, stats)
-    # σ and the statistics are saved for the backward, not used: their gradients are never read,
-    # so autograd need not fill two zero tensors (one of full size) for them per backward
+    # σ and the statistics are outputs only so that the backward can read them: not differentiable
+    # (a gradient through them is an error, not a silent zero), and no zero gradients are filled
+    # for them (one of full size) per backward
+    ctx.mark_non_differentiable(sigma, stats)
     ctx.set_materialize_grads(False)
 
 

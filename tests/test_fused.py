@@ -271,11 +271,14 @@ class Spy:
 
 @needs_kernel
 @pytest.mark.parametrize("shape, neuron_dims", [((6, 8), None), ((3, 4, 5, 6), None), ((4, 3, 5), (-1,)),
-                                                ((2, 3, 4, 5), (3,)), ((3, 4, 5), (1, 2))])
+                                                ((2, 3, 4, 5), (3,)), ((3, 4, 5), (1, 2)),
+                                                ((2, 3, 40, 30), None), ((3, 1100), None)])
 def test_the_kernel_runs_where_the_neuron_dims_trail_and_equals_the_reference(monkeypatch, shape, neuron_dims):
     """(6, 8): ζ varies along the neurons (U's own moments); (3, 4, 5, 6) and (4, 3, 5): ζ constant
     over each channel (U's moments from x1's and x2's); (2, 3, 4, 5) over dim 3: a channel per
-    (b, c, h), ζ's gradient summed over h; (3, 4, 5) over C and S: ζ varies along the neurons."""
+    (b, c, h), ζ's gradient summed over h; (3, 4, 5) over C and S: ζ varies along the neurons;
+    (2, 3, 40, 30) and (3, 1100): channels longer than the forward's block of 512 neurons (two
+    full blocks and a partial one), per channel and per neuron."""
     spy = Spy(pair_kernel.kernel())
     monkeypatch.setattr(pair_kernel, "kernel", lambda: spy)
     x1, x2, w = inputs(shape, weights="free")
@@ -478,6 +481,23 @@ def test_the_kernel_reads_the_weights_in_place_and_gives_their_gradient_in_their
     assert gw.stride() == w.stride()
     (gr,) = torch.autograd.grad(reference_pair(x1, x2, w, torch.tensor(0.3), 1e-6), w, torch.ones_like(out))
     torch.testing.assert_close(gw, gr, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernel
+def test_the_operators_statistics_outputs_are_not_differentiable():
+    """The custom operator returns σ and the statistics only for its backward to read: they carry
+    no gradient (asking for one is an error, not a silent zero), and the output's gradient is the
+    reference's."""
+    x1, x2, w = inputs((5, 1, 7), seed=3, weights="free")  # one channel of 7 neurons per sample
+    r = torch.tensor(0.4, dtype=torch.float64)
+    out, sigma, stats = pair_kernel.pair_attention(x1.view(5, 7), x2.view(5, 7), w.view(5, 2), 1, False, r, 1e-3)
+    assert out.requires_grad and not sigma.requires_grad and not stats.requires_grad
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        torch.autograd.grad(sigma.sum(), x1)
+    got = torch.autograd.grad(out.sum(), (x1, x2, w))
+    want = torch.autograd.grad(reference_pair(x1, x2, w, r, 1e-3).sum(), (x1, x2, w))
+    for g, h in zip(got, want):
+        torch.testing.assert_close(g, h, rtol=1e-9, atol=1e-12)
 
 
 def test_without_a_compiler_the_kernel_falls_back_with_one_line(monkeypatch):
