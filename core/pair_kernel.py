@@ -5,8 +5,9 @@ its passes over them (per channel: the five moments; then, up to 512 neurons at 
 output), so that a forward reads x1 and x2 and writes the output and sigmoid(E*), and a backward
 reads the output's gradient, x1, x2 and sigmoid(E*) and writes the inputs' gradients (and ζ's where
 ζ varies along the neurons): nothing else of full size. Element-wise work runs in the input's dtype and vectorises (a
-branch-free ``exp``, below); every sum is accumulated in float64. One thread: the kernel does not
-split channels across threads (``torch.set_num_threads`` does not apply to it).
+branch-free ``exp``, below); every sum is accumulated in float64. Channels are split across
+torch's intra-op threads (``at::parallel_for``, so ``torch.set_num_threads`` applies), a weight's
+rows always on one thread: the numbers do not depend on the thread count.
 
 Beside ``pair_forward`` / ``pair_backward`` (weights (L, 2) in any layout), the module holds what
 :class:`~simam2.core.SimAM2` calls in eager mode: ``zeta_attention``, the node with weights (ζ, 1 − ζ)
@@ -27,6 +28,8 @@ import torch
 
 SOURCE = r"""
 #include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -192,9 +195,9 @@ struct Channel {
 // per neuron (contiguous, R = 1)
 template <typename T, bool PerNeuron, bool SaveSigma>
 void forward_kernel(const T* x1, const T* x2, const T* a, int64_t sa, const T* b, int64_t sb, int64_t R,
-                    T* out, T* sigma, double* stats, int64_t N, int64_t M, double k, double lam) {
+                    T* out, T* sigma, double* stats, int64_t n0, int64_t n1, int64_t M, double k, double lam) {
   alignas(64) T ev[EBLOCK];  // E of up to EBLOCK neurons, in L1 between the two loops below
-  for (int64_t n = 0; n < N; ++n) {
+  for (int64_t n = n0; n < n1; ++n) {
     const T* __restrict__ X1 = x1 + n * M;
     const T* __restrict__ X2 = x2 + n * M;
     const int64_t wn = R == 1 ? n : n / R;  // an integer division costs as much as a short channel
@@ -247,9 +250,9 @@ void forward_kernel(const T* x1, const T* x2, const T* a, int64_t sa, const T* b
 template <typename T, bool PerNeuron, bool GRow>
 void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T* a, int64_t sa, const T* b,
                      int64_t sb, int64_t R, const T* sigma, const double* stats, T* gx1, T* gx2, T* ga, T* gb,
-                     int64_t N, int64_t M, double k) {
+                     int64_t n0, int64_t n1, int64_t M, double k) {
   const double rm = 1.0 / M, c8 = 8.0 / (M - 1);  // divisions once, not per channel
-  for (int64_t n = 0; n < N; ++n) {
+  for (int64_t n = n0; n < n1; ++n) {
     const T* __restrict__ X1 = x1 + n * M;
     const T* __restrict__ X2 = x2 + n * M;
     const int64_t wn = R == 1 ? n : n / R;  // an integer division costs as much as a short channel
@@ -315,17 +318,43 @@ void backward_kernel(const T* g, int64_t gsn, const T* x1, const T* x2, const T*
 
 }  // namespace
 
-// The kernels' instantiations, chosen at run time: per neuron or per R rows; σ saved or not
-// (forward); the gradient as rows or as one value per row (backward)
+// The rows split across torch's intra-op threads (at::parallel_for: torch.set_num_threads
+// applies), in chunks of whole weight groups (R rows share a weight, whose gradient the backward
+// adds up row by row: one thread per group keeps that sum's order, so the numbers do not depend on
+// the thread count), of about at::internal::GRAIN_SIZE neurons at the least
+static int64_t grain(int64_t neurons_per_item) {
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, neurons_per_item));
+}
+
+template <typename T, bool PerNeuron, bool SaveSigma>
+void forward_rows(const T* x1, const T* x2, const T* a, int64_t sa, const T* b, int64_t sb, int64_t R,
+                  T* out, T* sigma, double* stats, int64_t N, int64_t M, double k, double lam) {
+  at::parallel_for(0, N, grain(M), [&](int64_t n0, int64_t n1) {
+    forward_kernel<T, PerNeuron, SaveSigma>(x1, x2, a, sa, b, sb, R, out, sigma, stats, n0, n1, M, k, lam);
+  });
+}
+
+template <typename T, bool PerNeuron, bool GRow>
+void backward_rows(const T* g, int64_t gsn, const T* x1, const T* x2, const T* a, int64_t sa, const T* b,
+                   int64_t sb, int64_t R, const T* sigma, const double* stats, T* gx1, T* gx2, T* ga, T* gb,
+                   int64_t N, int64_t M, double k) {
+  at::parallel_for(0, N / R, grain(M * R), [&](int64_t g0, int64_t g1) {
+    backward_kernel<T, PerNeuron, GRow>(g, gsn, x1, x2, a, sa, b, sb, R, sigma, stats, gx1, gx2, ga, gb,
+                                        g0 * R, g1 * R, M, k);
+  });
+}
+
+// The instantiations, chosen at run time: per neuron or per R rows; σ saved or not (forward); the
+// gradient as rows or as one value per row (backward)
 template <typename T>
 static auto forward_for(bool per_neuron, bool save_sigma) {
-  return per_neuron ? (save_sigma ? forward_kernel<T, true, true> : forward_kernel<T, true, false>)
-                    : (save_sigma ? forward_kernel<T, false, true> : forward_kernel<T, false, false>);
+  return per_neuron ? (save_sigma ? forward_rows<T, true, true> : forward_rows<T, true, false>)
+                    : (save_sigma ? forward_rows<T, false, true> : forward_rows<T, false, false>);
 }
 template <typename T>
 static auto backward_for(bool per_neuron, bool row) {
-  return per_neuron ? (row ? backward_kernel<T, true, true> : backward_kernel<T, true, false>)
-                    : (row ? backward_kernel<T, false, true> : backward_kernel<T, false, false>);
+  return per_neuron ? (row ? backward_rows<T, true, true> : backward_rows<T, true, false>)
+                    : (row ? backward_rows<T, false, true> : backward_rows<T, false, false>);
 }
 
 // The weights' two columns as the kernel reads them, from w (L, 2): L = N / R (one weight per R
@@ -589,23 +618,28 @@ std::vector<double> zeta_statistics(torch::Tensor zeta, torch::Tensor var_max, t
 #: per-channel float64 numbers the forward keeps for the backward (the C++ source's NSTAT)
 NSTAT = 15
 #: The kernel is opt-in, SIMAM2_CPU_KERNEL=1: it is built with a C++ compiler and ninja on first use
-#: (a minute or two), and it runs on one thread whatever torch.set_num_threads says, so a many-core
-#: CPU can be slower with it. Without it the PyTorch path runs, which computes the same numbers.
+#: (a minute or two), a wait the first forward of every fresh environment would otherwise pay.
+#: Without it the PyTorch path runs, which computes the same numbers.
 _DISABLED = os.environ.get("SIMAM2_CPU_KERNEL", "") in ("", "0")
 _state: dict = {}
 
 
-def _flags() -> tuple[str, list[str]]:
-    """The build's name and compiler flags: the vector ISA torch itself dispatches to on this CPU."""
+def _flags() -> tuple[str, list[str], list[str]]:
+    """The build's name, compiler flags and linker flags: the vector ISA torch itself dispatches to
+    on this CPU, and OpenMP where torch runs its intra-op threads on it (at::parallel_for is inlined
+    into the kernel: without -fopenmp it would run on one thread)."""
     # no -ffast-math: NaN and inf must behave as in PyTorch; these two only let the loops vectorise
     flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+    name, ldflags = "", []
+    if torch.backends.openmp.is_available():  # torch's own libgomp is the one loaded: same soname
+        name, flags, ldflags = "omp_", flags + ["-fopenmp"], ["-fopenmp"]
     cap = torch.backends.cpu.get_cpu_capability()
     if cap == "AVX512":
-        return "avx512", flags + ["-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw",
-                                  "-mprefer-vector-width=512"]
+        return name + "avx512", flags + ["-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512vl",
+                                         "-mavx512bw", "-mprefer-vector-width=512"], ldflags
     if cap == "AVX2":
-        return "avx2", flags + ["-mavx2", "-mfma"]
-    return "base", flags
+        return name + "avx2", flags + ["-mavx2", "-mfma"], ldflags
+    return name + "base", flags, ldflags
 
 
 def kernel():
@@ -617,14 +651,14 @@ def kernel():
         try:
             from torch.utils.cpp_extension import load_inline
 
-            isa, flags = _flags()
+            isa, flags, ldflags = _flags()
             # the source's hash in the name: two versions (another checkout, bench_core's --baseline)
             # each keep their own build instead of rebuilding over each other
             tag = hashlib.sha1(SOURCE.encode()).hexdigest()[:10]
             _state["module"] = load_inline(f"simam2_pair_kernel_{isa}_{tag}", cpp_sources=SOURCE,
                                            functions=["pair_forward", "pair_backward", "zeta_attention", "zeta_statistics",
                                                       "set_reference_vjp"], extra_cflags=flags,
-                                           verbose=False)
+                                           extra_ldflags=ldflags, verbose=False)
         except Exception as e:  # no compiler, no ninja, no headers: the PyTorch path computes the same
             warnings.warn(f"SimAM²: the CPU kernel could not be built ({type(e).__name__}: "
                           f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); using the PyTorch path",

@@ -484,6 +484,30 @@ def test_the_kernel_reads_the_weights_in_place_and_gives_their_gradient_in_their
 
 
 @needs_kernel
+@pytest.mark.parametrize("shape, neuron_dims", [((3, 45, 24, 64), (3,)), ((64, 700), None), ((16, 64, 14, 14), None)])
+def test_the_kernel_gives_the_same_numbers_on_one_thread_and_on_two(shape, neuron_dims):
+    """The kernel splits its rows across torch's intra-op threads in chunks of whole weight groups
+    (here 24 rows per weight over dim 3, 135 weights: two even halves of the rows would split the
+    68th weight's; one weight per neuron; one per channel), each large enough to be split: output
+    and every gradient bit for bit the same whatever the thread count."""
+    g = torch.Generator().manual_seed(5)
+    x1, x2 = (torch.randn(shape, generator=g).requires_grad_() for _ in range(2))
+    w = torch.rand(shape[:2] + (2,), generator=g).requires_grad_()
+    upstream = torch.randn(shape, generator=g)
+    threads = torch.get_num_threads()
+    got = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            out = fused_pair_attention(x1, x2, w, torch.tensor(0.3), 1e-6, neuron_dims)
+            got.append([out, *torch.autograd.grad(out, (x1, x2, w), upstream)])
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*got):
+        assert torch.equal(one, two)
+
+
+@needs_kernel
 def test_the_operators_statistics_outputs_are_not_differentiable():
     """The custom operator returns σ and the statistics only for its backward to read: they carry
     no gradient (asking for one is an error, not a silent zero), and the output's gradient is the
