@@ -624,14 +624,14 @@ _DISABLED = os.environ.get("SIMAM2_CPU_KERNEL", "") in ("", "0")
 _state: dict = {}
 
 
-def _flags() -> tuple[str, list[str], list[str]]:
+def _flags(openmp: bool) -> tuple[str, list[str], list[str]]:
     """The build's name, compiler flags and linker flags: the vector ISA torch itself dispatches to
-    on this CPU, and OpenMP where torch runs its intra-op threads on it (at::parallel_for is inlined
-    into the kernel: without -fopenmp it would run on one thread)."""
+    on this CPU, and, with ``openmp``, OpenMP (at::parallel_for is inlined into the kernel: without
+    -fopenmp the kernel runs on one thread)."""
     # no -ffast-math: NaN and inf must behave as in PyTorch; these two only let the loops vectorise
     flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
     name, ldflags = "", []
-    if torch.backends.openmp.is_available():  # torch's own libgomp is the one loaded: same soname
+    if openmp:  # torch's own libgomp is the one the process has loaded: the same soname
         name, flags, ldflags = "omp_", flags + ["-fopenmp"], ["-fopenmp"]
     cap = torch.backends.cpu.get_cpu_capability()
     if cap == "AVX512":
@@ -642,27 +642,41 @@ def _flags() -> tuple[str, list[str], list[str]]:
     return name + "base", flags, ldflags
 
 
+def _last_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+
+
 def kernel():
-    """The compiled module (``pair_forward``, ``pair_backward``), built once; None where it cannot be."""
+    """The compiled module (``pair_forward``, ``pair_backward``), built once; None where it cannot be.
+
+    Built with OpenMP where torch runs its intra-op threads on OpenMP; where that build fails (a
+    compiler without OpenMP, as Apple's clang), without it, on one thread, with one warning line."""
     if _DISABLED:
         return None
     if "module" not in _state:
         _state["module"] = None
-        try:
-            from torch.utils.cpp_extension import load_inline
+        from torch.utils.cpp_extension import load_inline
 
-            isa, flags, ldflags = _flags()
-            # the source's hash in the name: two versions (another checkout, bench_core's --baseline)
-            # each keep their own build instead of rebuilding over each other
-            tag = hashlib.sha1(SOURCE.encode()).hexdigest()[:10]
-            _state["module"] = load_inline(f"simam2_pair_kernel_{isa}_{tag}", cpp_sources=SOURCE,
-                                           functions=["pair_forward", "pair_backward", "zeta_attention", "zeta_statistics",
-                                                      "set_reference_vjp"], extra_cflags=flags,
-                                           extra_ldflags=ldflags, verbose=False)
-        except Exception as e:  # no compiler, no ninja, no headers: the PyTorch path computes the same
-            warnings.warn(f"SimAM²: the CPU kernel could not be built ({type(e).__name__}: "
-                          f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); using the PyTorch path",
-                          RuntimeWarning, stacklevel=2)
+        # the source's hash in the name: two versions (another checkout, bench_core's --baseline)
+        # each keep their own build instead of rebuilding over each other
+        tag = hashlib.sha1(SOURCE.encode()).hexdigest()[:10]
+        failed = None
+        for openmp in ((True, False) if torch.backends.openmp.is_available() else (False,)):
+            isa, flags, ldflags = _flags(openmp)
+            try:
+                _state["module"] = load_inline(f"simam2_pair_kernel_{isa}_{tag}", cpp_sources=SOURCE,
+                                               functions=["pair_forward", "pair_backward", "zeta_attention",
+                                                          "zeta_statistics", "set_reference_vjp"],
+                                               extra_cflags=flags, extra_ldflags=ldflags, verbose=False)
+                break
+            except Exception as e:  # no compiler, no ninja, no headers, no OpenMP
+                failed = failed or e
+        if _state["module"] is None:  # the PyTorch path computes the same numbers
+            warnings.warn(f"SimAM²: the CPU kernel could not be built ({_last_line(failed)}); using the "
+                          f"PyTorch path", RuntimeWarning, stacklevel=2)
+        elif failed is not None:
+            warnings.warn(f"SimAM²: the CPU kernel was built without OpenMP ({_last_line(failed)}); it runs "
+                          f"on one thread", RuntimeWarning, stacklevel=2)
     return _state["module"]
 
 

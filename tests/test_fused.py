@@ -546,6 +546,31 @@ def test_without_a_compiler_the_kernel_falls_back_with_one_line(monkeypatch):
     assert_matches((fused_pair_attention(x1, x2, w, r, 1e-3), reference_pair(x1, x2, w, r, 1e-3)), (x1, x2, w))
 
 
+def test_a_compiler_without_openmp_builds_the_one_thread_kernel_with_one_line(monkeypatch):
+    """Where torch runs OpenMP but the compiler has none (Apple's clang): the build without
+    -fopenmp is the kernel, and one warning line says it runs on one thread."""
+    import torch.utils.cpp_extension as cpp_extension
+
+    built = []
+
+    def no_openmp(name, **kwargs):
+        if "-fopenmp" in kwargs["extra_cflags"]:
+            raise RuntimeError("clang: error: unsupported option '-fopenmp'")
+        built.append(name)
+        return "module"
+
+    monkeypatch.setattr(pair_kernel, "_DISABLED", False)
+    monkeypatch.setattr(pair_kernel, "_state", {})
+    monkeypatch.setattr(torch.backends.openmp, "is_available", lambda: True)
+    monkeypatch.setattr(cpp_extension, "load_inline", no_openmp)
+    with pytest.warns(RuntimeWarning) as seen:
+        assert pair_kernel.kernel() == "module"
+    (line,) = [str(w.message) for w in seen]
+    assert line == ("SimAM²: the CPU kernel was built without OpenMP (RuntimeError: clang: error: unsupported "
+                    "option '-fopenmp'); it runs on one thread")
+    assert len(built) == 1 and "_omp_" not in built[0]
+
+
 # -- issue 19: SimAM2 carries ζ to a C++ autograd node, and ζ's statistics to one kernel pass ----
 
 
