@@ -7,7 +7,8 @@ reads the output's gradient, x1, x2 and sigmoid(E*) and writes the inputs' gradi
 ζ varies along the neurons): nothing else of full size. Element-wise work runs in the input's dtype and vectorises (a
 branch-free ``exp``, below); every sum is accumulated in float64. Channels are split across
 torch's intra-op threads (``at::parallel_for``, so ``torch.set_num_threads`` applies), a weight's
-rows always on one thread: the numbers do not depend on the thread count.
+rows always on one thread: the numbers do not depend on the thread count. That needs OpenMP, linked
+to the runtime torch has loaded (:func:`kernel`); without it (macOS, Windows) one thread.
 
 Beside ``pair_forward`` / ``pair_backward`` (weights (L, 2) in any layout), the module holds what
 :class:`~simam2.core.SimAM2` calls in eager mode: ``zeta_attention``, the node with weights (ζ, 1 − ζ)
@@ -23,6 +24,7 @@ are needed; the build is cached on disk). Where it cannot be built, :func:`kerne
 import hashlib
 import os
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -370,11 +372,26 @@ static void columns(const torch::Tensor& w, bool per_neuron, torch::Tensor& a, t
 // per R rows (L = N / R) or, per_neuron, one per neuron (L = N·M, R = 1); one dtype (float32 or
 // float64). Returns the output, σ = sigmoid(E) (empty unless save_sigma: the backward's one saved
 // tensor of full size, which spares it the exponential) and the per-channel statistics.
+// The kernels read raw pointers: what pair_forward and pair_backward are given is checked, not
+// trusted (they are public operators)
+static void check_rows(const torch::Tensor& x1, const torch::Tensor& x2, const torch::Tensor& w, int64_t R,
+                       bool per_neuron, const char* where) {
+  TORCH_CHECK(x1.dim() == 2 && x1.sizes() == x2.sizes() && x1.size(1) >= 2 && x1.is_contiguous() &&
+              x2.is_contiguous(), where, ": x1, x2 must be (N, M) of one shape, contiguous, M >= 2");
+  TORCH_CHECK(x1.device().is_cpu() && x2.device().is_cpu() && w.device().is_cpu(), where, ": CPU tensors");
+  TORCH_CHECK(x1.scalar_type() == x2.scalar_type() && x1.scalar_type() == w.scalar_type() &&
+              (x1.scalar_type() == torch::kFloat32 || x1.scalar_type() == torch::kFloat64),
+              where, ": one dtype, float32 or float64");
+  const int64_t N = x1.size(0), M = x1.size(1);
+  TORCH_CHECK(R >= 1 && N % R == 0 && (!per_neuron || R == 1) && w.dim() == 2 && w.size(1) == 2 &&
+              w.size(0) == (per_neuron ? N * M : N / R), where,
+              ": w must be (N / R, 2) with R dividing N, or (N·M, 2) per neuron with R = 1");
+}
+
 std::vector<torch::Tensor> pair_forward(torch::Tensor x1, torch::Tensor x2, torch::Tensor w, int64_t R,
                                         bool per_neuron, double k, double lam, bool save_sigma) {
+  check_rows(x1, x2, w, R, per_neuron, "pair_forward");
   const int64_t N = x1.size(0), M = x1.size(1);
-  TORCH_CHECK(w.dim() == 2 && w.size(1) == 2 && R >= 1 && N % R == 0 &&
-              w.size(0) == (per_neuron ? N * M : N / R), "pair_forward: w must be (N / R, 2), or (N·M, 2) per neuron");
   torch::Tensor a, b;
   columns(w, per_neuron, a, b);
   auto out = torch::empty_like(x1);
@@ -394,9 +411,16 @@ std::vector<torch::Tensor> pair_forward(torch::Tensor x1, torch::Tensor x2, torc
 std::vector<torch::Tensor> pair_backward(torch::Tensor g, torch::Tensor x1, torch::Tensor x2,
                                          torch::Tensor w, int64_t R, bool per_neuron, torch::Tensor sigma,
                                          torch::Tensor stats, double k) {
+  check_rows(x1, x2, w, R, per_neuron, "pair_backward");
   const int64_t N = x1.size(0), M = x1.size(1);
+  TORCH_CHECK(g.sizes() == x1.sizes() && g.scalar_type() == x1.scalar_type() && g.device().is_cpu(),
+              "pair_backward: g must be x1's shape and dtype");
   const bool row = g.stride(1) == 0;
   TORCH_CHECK(row || g.stride(1) == 1, "pair_backward: g must have rows that are contiguous or constant");
+  TORCH_CHECK(sigma.sizes() == x1.sizes() && sigma.is_contiguous() && sigma.scalar_type() == x1.scalar_type() &&
+              stats.dim() == 2 && stats.size(0) == N && stats.size(1) == NSTAT && stats.is_contiguous() &&
+              stats.scalar_type() == torch::kFloat64 && sigma.device().is_cpu() && stats.device().is_cpu(),
+              "pair_backward: sigma and stats must be pair_forward's (save_sigma) for these inputs");
   torch::Tensor a, b;
   columns(w, per_neuron, a, b);
   auto gx1 = torch::empty_like(x1), gx2 = torch::empty_like(x1);
@@ -624,15 +648,36 @@ _DISABLED = os.environ.get("SIMAM2_CPU_KERNEL", "") in ("", "0")
 _state: dict = {}
 
 
-def _flags(openmp: bool) -> tuple[str, list[str], list[str]]:
+def _openmp_runtime() -> Path | None:
+    """The OpenMP runtime torch has loaded into this process (its libgomp, or libiomp5 / libomp),
+    read from /proc/self/maps; None where there is none to find (not Linux, or torch without
+    OpenMP). The kernel links exactly that file: -fopenmp at link time would name the system's
+    libgomp, a second runtime beside a renamed copy (older wheels ship libgomp-<hash>.so.1), which
+    ignores torch.set_num_threads."""
+    if not torch.backends.openmp.is_available():
+        return None
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return None
+    for line in maps:
+        fields = line.split(maxsplit=5)  # address, perms, offset, dev, inode, path
+        path = Path(fields[5]) if len(fields) == 6 and fields[5].startswith("/") else None
+        if path is not None and path.name.startswith(("libgomp", "libiomp5", "libomp")) and path.exists():
+            return path
+    return None
+
+
+def _flags(runtime: Path | None) -> tuple[str, list[str], list[str]]:
     """The build's name, compiler flags and linker flags: the vector ISA torch itself dispatches to
-    on this CPU, and, with ``openmp``, OpenMP (at::parallel_for is inlined into the kernel: without
-    -fopenmp the kernel runs on one thread)."""
+    on this CPU, and, given torch's OpenMP ``runtime``, OpenMP linked to it (at::parallel_for is
+    inlined into the kernel: without -fopenmp the kernel runs on one thread)."""
     # no -ffast-math: NaN and inf must behave as in PyTorch; these two only let the loops vectorise
     flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
     name, ldflags = "", []
-    if openmp:  # torch's own libgomp is the one the process has loaded: the same soname
-        name, flags, ldflags = "omp_", flags + ["-fopenmp"], ["-fopenmp"]
+    if runtime is not None:
+        name, flags = "omp_", flags + ["-fopenmp"]
+        ldflags = [f"-L{runtime.parent}", f"-l:{runtime.name}", f"-Wl,-rpath,{runtime.parent}"]
     cap = torch.backends.cpu.get_cpu_capability()
     if cap == "AVX512":
         return name + "avx512", flags + ["-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512vl",
@@ -649,33 +694,38 @@ def _last_line(e: Exception) -> str:
 def kernel():
     """The compiled module (``pair_forward``, ``pair_backward``), built once; None where it cannot be.
 
-    Built with OpenMP where torch runs its intra-op threads on OpenMP; where that build fails (a
-    compiler without OpenMP, as Apple's clang), without it, on one thread, with one warning line."""
+    Built with OpenMP where torch has an OpenMP runtime loaded (Linux; :func:`_openmp_runtime`), so
+    that its rows are split across torch's intra-op threads; elsewhere, or where that build fails
+    (a compiler without OpenMP), without it, on one thread, with one warning line where it failed."""
     if _DISABLED:
         return None
     if "module" not in _state:
         _state["module"] = None
-        from torch.utils.cpp_extension import load_inline
+        failed: list[Exception] = []
+        try:
+            from torch.utils.cpp_extension import load_inline  # imports setuptools, which may be absent
 
-        # the source's hash in the name: two versions (another checkout, bench_core's --baseline)
-        # each keep their own build instead of rebuilding over each other
-        tag = hashlib.sha1(SOURCE.encode()).hexdigest()[:10]
-        failed = None
-        for openmp in ((True, False) if torch.backends.openmp.is_available() else (False,)):
-            isa, flags, ldflags = _flags(openmp)
-            try:
-                _state["module"] = load_inline(f"simam2_pair_kernel_{isa}_{tag}", cpp_sources=SOURCE,
-                                               functions=["pair_forward", "pair_backward", "zeta_attention",
-                                                          "zeta_statistics", "set_reference_vjp"],
-                                               extra_cflags=flags, extra_ldflags=ldflags, verbose=False)
-                break
-            except Exception as e:  # no compiler, no ninja, no headers, no OpenMP
-                failed = failed or e
+            runtime = _openmp_runtime()
+            for rt in ((runtime, None) if runtime is not None else (None,)):
+                isa, flags, ldflags = _flags(rt)
+                # the source's and the flags' hash in the name: two versions (another checkout,
+                # bench_core's --baseline) or two toolchains each keep their own build
+                tag = hashlib.sha1("\n".join([SOURCE, *flags, *ldflags]).encode()).hexdigest()[:10]
+                try:
+                    _state["module"] = load_inline(f"simam2_pair_kernel_{isa}_{tag}", cpp_sources=SOURCE,
+                                                   functions=["pair_forward", "pair_backward", "zeta_attention",
+                                                              "zeta_statistics", "set_reference_vjp"],
+                                                   extra_cflags=flags, extra_ldflags=ldflags, verbose=False)
+                    break
+                except Exception as e:  # no compiler, no ninja, no headers, no OpenMP
+                    failed.append(e)
+        except Exception as e:
+            failed.append(e)
         if _state["module"] is None:  # the PyTorch path computes the same numbers
-            warnings.warn(f"SimAM²: the CPU kernel could not be built ({_last_line(failed)}); using the "
+            warnings.warn(f"SimAM²: the CPU kernel could not be built ({_last_line(failed[-1])}); using the "
                           f"PyTorch path", RuntimeWarning, stacklevel=2)
-        elif failed is not None:
-            warnings.warn(f"SimAM²: the CPU kernel was built without OpenMP ({_last_line(failed)}); it runs "
+        elif failed:
+            warnings.warn(f"SimAM²: the CPU kernel was built without OpenMP ({_last_line(failed[0])}); it runs "
                           f"on one thread", RuntimeWarning, stacklevel=2)
     return _state["module"]
 

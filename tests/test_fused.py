@@ -2,6 +2,8 @@
 
 import math
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -484,6 +486,8 @@ def test_the_kernel_reads_the_weights_in_place_and_gives_their_gradient_in_their
 
 
 @needs_kernel
+@pytest.mark.skipif("_omp_" not in getattr(pair_kernel.kernel(), "__name__", ""),
+                    reason="the kernel runs on one thread where it is built without OpenMP")
 @pytest.mark.parametrize("shape, neuron_dims", [((3, 45, 24, 64), (3,)), ((64, 700), None), ((16, 64, 14, 14), None)])
 def test_the_kernel_gives_the_same_numbers_on_one_thread_and_on_two(shape, neuron_dims):
     """The kernel splits its rows across torch's intra-op threads in chunks of whole weight groups
@@ -561,7 +565,7 @@ def test_a_compiler_without_openmp_builds_the_one_thread_kernel_with_one_line(mo
 
     monkeypatch.setattr(pair_kernel, "_DISABLED", False)
     monkeypatch.setattr(pair_kernel, "_state", {})
-    monkeypatch.setattr(torch.backends.openmp, "is_available", lambda: True)
+    monkeypatch.setattr(pair_kernel, "_openmp_runtime", lambda: Path("/opt/torch/lib/libgomp-a34b3233.so.1"))
     monkeypatch.setattr(cpp_extension, "load_inline", no_openmp)
     with pytest.warns(RuntimeWarning) as seen:
         assert pair_kernel.kernel() == "module"
@@ -569,6 +573,16 @@ def test_a_compiler_without_openmp_builds_the_one_thread_kernel_with_one_line(mo
     assert line == ("SimAM²: the CPU kernel was built without OpenMP (RuntimeError: clang: error: unsupported "
                     "option '-fopenmp'); it runs on one thread")
     assert len(built) == 1 and "_omp_" not in built[0]
+
+
+def test_the_openmp_build_links_the_runtime_torch_loaded_not_the_compilers():
+    """-fopenmp compiles; the link names torch's own runtime file (a renamed copy in older wheels),
+    never -fopenmp's default libgomp, which would be a second runtime in the process."""
+    name, flags, ldflags = pair_kernel._flags(Path("/opt/torch/lib/libgomp-a34b3233.so.1"))
+    assert name.startswith("omp_") and "-fopenmp" in flags and "-fopenmp" not in ldflags
+    assert ldflags == ["-L/opt/torch/lib", "-l:libgomp-a34b3233.so.1", "-Wl,-rpath,/opt/torch/lib"]
+    name, flags, ldflags = pair_kernel._flags(None)
+    assert not name.startswith("omp_") and "-fopenmp" not in flags and ldflags == []
 
 
 # -- issue 19: SimAM2 carries ζ to a C++ autograd node, and ζ's statistics to one kernel pass ----
