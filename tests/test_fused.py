@@ -512,6 +512,29 @@ def test_the_kernel_gives_the_same_numbers_on_one_thread_and_on_two(shape, neuro
 
 
 @needs_kernel
+def test_the_kernels_entry_points_refuse_what_their_pointers_cannot_read():
+    """pair_forward / pair_backward are public operators that read raw pointers: rows a weight
+    group cannot divide, per-neuron weights with R > 1, a non-contiguous input, and statistics that
+    are not the forward's are one-line errors, not memory read out of bounds."""
+    mod = pair_kernel.kernel()
+    x = torch.randn(4, 6)
+    w = torch.rand(2, 2)
+    out, sigma, stats = mod.pair_forward(x, x, w, 2, False, 1.5, 1e-6, True)
+    with pytest.raises(RuntimeError, match="R dividing N"):
+        mod.pair_forward(x, x, torch.rand(1, 2), 3, False, 1.5, 1e-6, True)
+    with pytest.raises(RuntimeError, match="R = 1"):
+        mod.pair_forward(x, x, torch.rand(24, 2), 2, True, 1.5, 1e-6, True)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        mod.pair_forward(x.t().contiguous().t(), x, w, 2, False, 1.5, 1e-6, True)
+    with pytest.raises(RuntimeError, match="R dividing N"):
+        mod.pair_backward(torch.ones(4, 6), x, x, torch.rand(1, 2), 3, False, sigma, stats, 1.5)
+    with pytest.raises(RuntimeError, match="sigma and stats"):
+        mod.pair_backward(torch.ones(4, 6), x, x, w, 2, False, sigma, stats[:3], 1.5)
+    gx1, gx2, gw = mod.pair_backward(torch.ones(4, 6), x, x, w, 2, False, sigma, stats, 1.5)
+    assert gx1.shape == (4, 6) and gw.shape == (2, 2)
+
+
+@needs_kernel
 def test_the_operators_statistics_outputs_are_not_differentiable():
     """The custom operator returns σ and the statistics only for its backward to read: they carry
     no gradient (asking for one is an error, not a silent zero), and the output's gradient is the
