@@ -4,8 +4,8 @@ Each channel's ``M`` neurons are read from memory and stay in the cache while th
 its passes over them (per channel: the five moments; then, up to 512 neurons at a time, E and the
 output), so that a forward reads x1 and x2 and writes the output and sigmoid(E*), and a backward
 reads the output's gradient, x1, x2 and sigmoid(E*) and writes the inputs' gradients (and ζ's where
-ζ varies along the neurons): nothing else of full size. Element-wise work runs in the input's dtype and vectorises (a
-branch-free ``exp``, below); every sum is accumulated in float64. Channels are split across
+ζ varies along the neurons): nothing else of full size. Element-wise work runs in the input's dtype
+and vectorises (a branch-free ``exp``, below); every sum is accumulated in float64. Channels are split across
 torch's intra-op threads (``at::parallel_for``, so ``torch.set_num_threads`` applies), a weight's
 rows always on one thread: the numbers do not depend on the thread count. That needs OpenMP, linked
 to the runtime torch has loaded (:func:`kernel`); without it (macOS, Windows) one thread.
@@ -398,7 +398,8 @@ std::vector<torch::Tensor> pair_forward(torch::Tensor x1, torch::Tensor x2, torc
   auto sigma = save_sigma ? torch::empty_like(x1) : torch::empty({0}, x1.options());
   auto stats = torch::empty({N, NSTAT}, x1.options().dtype(torch::kFloat64));
   AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "pair_forward", [&] {
-    forward_for<scalar_t>(per_neuron, save_sigma)(x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), a.stride(0),
+    forward_for<scalar_t>(per_neuron, save_sigma)(
+      x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), a.stride(0),
       b.data_ptr<scalar_t>(), b.stride(0), R, out.data_ptr<scalar_t>(), sigma.data_ptr<scalar_t>(),
       stats.data_ptr<double>(), N, M, k, lam);
   });
@@ -428,7 +429,8 @@ std::vector<torch::Tensor> pair_backward(torch::Tensor g, torch::Tensor x1, torc
   auto gw = per_neuron ? torch::empty({2, L}, w.options()) : torch::zeros({2, L}, w.options());
   AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "pair_backward", [&] {
     scalar_t* pw = gw.data_ptr<scalar_t>();
-    backward_for<scalar_t>(per_neuron, row)(g.data_ptr<scalar_t>(), g.stride(0), x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(),
+    backward_for<scalar_t>(per_neuron, row)(
+      g.data_ptr<scalar_t>(), g.stride(0), x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(),
       a.data_ptr<scalar_t>(), a.stride(0), b.data_ptr<scalar_t>(), b.stride(0), R,
       sigma.data_ptr<scalar_t>(), stats.data_ptr<double>(), gx1.data_ptr<scalar_t>(),
       gx2.data_ptr<scalar_t>(), pw, pw + L, N, M, k);
@@ -460,10 +462,6 @@ static std::vector<T> one_minus(const T* zeta, int64_t L) {
   return b;
 }
 
-// The node's forward: (out, σ, statistics) of x1, x2 (B, C, *S) contiguous, the neuron dims d0, …,
-// last, and ζ (B, C) contiguous; d0 >= 2 (one weight per channel, R rows each), or d0 == 1 for
-// 2-D inputs (one weight per neuron); σ is written only where save_sigma (for a backward). Raw
-// pointers and no views: on small inputs each ATen call around the kernel costs a fair part of it.
 // x1 (B, C, *S) as the kernel reads it with ζ (B, C): N rows of M neurons (the neuron dims d0, …,
 // last), L weights, one per neuron (d0 == 1, 2-D inputs) or one per R rows
 struct ZetaLayout {
@@ -478,6 +476,10 @@ struct ZetaLayout {
   }
 };
 
+// The node's forward: (out, σ, statistics) of x1, x2 (B, C, *S) contiguous, the neuron dims d0, …,
+// last, and ζ (B, C) contiguous; d0 >= 2 (one weight per channel, R rows each), or d0 == 1 for
+// 2-D inputs (one weight per neuron); σ is written only where save_sigma (for a backward). Raw
+// pointers and no views: on small inputs each ATen call around the kernel costs a fair part of it.
 static std::vector<torch::Tensor> zeta_forward(const torch::Tensor& x1, const torch::Tensor& x2,
                                                const torch::Tensor& zeta, int64_t d0, double k, double lam,
                                                bool save_sigma) {
@@ -488,7 +490,8 @@ static std::vector<torch::Tensor> zeta_forward(const torch::Tensor& x1, const to
   AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "zeta_forward", [&] {
     const scalar_t* a = zeta.data_ptr<scalar_t>();
     const auto b = one_minus(a, z.L);
-    forward_for<scalar_t>(z.per_neuron, save_sigma)(x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a, 1, b.data(), 1, z.R, out.data_ptr<scalar_t>(),
+    forward_for<scalar_t>(z.per_neuron, save_sigma)(
+      x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a, 1, b.data(), 1, z.R, out.data_ptr<scalar_t>(),
       sigma.data_ptr<scalar_t>(), stats.data_ptr<double>(), z.N, z.M, k, lam);
   });
   return {out, sigma, stats};
@@ -533,7 +536,8 @@ struct ZetaPairNode : public torch::autograd::Function<ZetaPairNode> {
       const scalar_t* a = zeta.data_ptr<scalar_t>();
       const auto b = one_minus(a, z.L);
       std::vector<scalar_t> gw(2 * z.L, (scalar_t)0);  // ∂a, ∂b (accumulated over R rows)
-      backward_for<scalar_t>(z.per_neuron, zero)(g.data_ptr<scalar_t>(), zero ? 0 : z.M, x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a, 1, b.data(), 1,
+      backward_for<scalar_t>(z.per_neuron, zero)(
+        g.data_ptr<scalar_t>(), zero ? 0 : z.M, x1.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), a, 1, b.data(), 1,
         z.R, s[3].data_ptr<scalar_t>(), s[4].data_ptr<double>(), gx1.data_ptr<scalar_t>(),
         gx2.data_ptr<scalar_t>(), gw.data(), gw.data() + z.L, z.N, z.M, k);
       scalar_t* gz = gzeta.data_ptr<scalar_t>();
