@@ -67,6 +67,14 @@ def wheel(tmp_path_factory) -> Path:
     return found
 
 
+def _install(wheel: Path, target: Path) -> None:
+    """The wheel installed into a folder of its own (``PYTHONPATH`` then imports it from there)."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                           "--disable-pip-version-check", "--target", str(target), str(wheel)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_the_wheel_holds_every_patch_and_the_docs(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     shipped = sorted(n for n in names if n.endswith(".patch"))
@@ -92,10 +100,7 @@ def test_an_installed_wheel_runs_the_study_and_the_tables_from_another_folder(wh
     each one's help, from a folder that is not the checkout."""
     target, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                           "--disable-pip-version-check", "--target", str(target), str(wheel)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _install(wheel, target)
     env = {**os.environ, "PYTHONPATH": str(target)}
     for command in (["study", "--help"], ["demo", "--help"], ["table", "--help"]):
         proc = subprocess.run([sys.executable, "-c", "import sys; from simam2.adapters.cli import main; "
@@ -109,10 +114,7 @@ def test_an_installed_wheel_fetches_every_upstream_with_all_its_patches(wheel, t
     source = _local_source()
     target, home, elsewhere = tmp_path / "site", tmp_path / "home", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                           "--disable-pip-version-check", "--target", str(target), str(wheel)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _install(wheel, target)
     script = ("import json, sys, vendor_fetch\n"
               "from simam2.docs import page\n"
               "assert vendor_fetch.__file__.startswith(sys.argv[1]), vendor_fetch.__file__\n"
