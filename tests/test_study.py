@@ -327,3 +327,24 @@ def test_an_earlier_report_merges_into_one_holm_adjustment_over_all_cells(tmp_pa
     assert _tiny(tmp_path / "fresh", with_results=tmp_path / "other.json") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "another protocol" in err and not (tmp_path / "fresh").exists()
+
+
+def test_a_study_of_several_regimes_draws_one_probe_figure_per_regime(tmp_path):
+    """A figure holds one regime's encoders: a study of one regime writes ``probes.png``, one of
+    several writes ``probes-REGIME.png`` for each, with each regime's own probe means."""
+    pytest.importorskip("matplotlib")
+    from simam2.adapters.study.report import _probe_figures
+
+    def cell(regime, method, probe):
+        return {"regime": regime, "fusion": "sum", "method": method,
+                "summary": {f"probe_m{k}": {"mean": probe, "std": 0.01, "n": 3} for k in (1, 2)}}
+
+    one = {"modalities": ["audio", "image"], "cells": [cell("m2", "baseline", 0.5), cell("m2", "simam2", 0.6)],
+           "alone": [{"regime": "m2", "modality": k, "summary": {"probe": {"mean": 0.7}}} for k in (1, 2)]}
+    assert _probe_figures(one, tmp_path) == [tmp_path / "probes.png"]
+    two = {**one, "cells": one["cells"] + [cell("natural", "baseline", 0.9), cell("natural", "ogm-ge", 0.95)]}
+    figs = tmp_path / "two"
+    figs.mkdir()
+    assert _probe_figures(two, figs) == [figs / "probes-m2.png", figs / "probes-natural.png"]
+    assert sorted(p.name for p in figs.iterdir()) == ["probes-m2.png", "probes-natural.png"]
+    assert (figs / "probes-m2.png").read_bytes() != (figs / "probes-natural.png").read_bytes()

@@ -598,6 +598,15 @@ def merge_earlier(res: dict, earlier: dict, source: str) -> dict:
     return res
 
 
+def _probe_figures(res: dict, out: Path) -> list:
+    """``probes.png`` for a study of one regime; ``probes-REGIME.png`` for each of several (one
+    figure holds one regime's encoders)."""
+    regimes = list(dict.fromkeys(c["regime"] for c in res["cells"]))
+    if len(regimes) <= 1:
+        return [plot_probes(res, out / "probes.png")]
+    return [plot_probes(res, out / f"probes-{r}.png", regime=r) for r in regimes]
+
+
 def write_report(out: Path, figures: bool = True, earlier: tuple = ()) -> dict:
     """results.json, tables.md, tables.csv and the figures into ``out``; returns the results.
     ``earlier``: results.json files whose cells this folder lacks, reported with its own
@@ -615,6 +624,6 @@ def write_report(out: Path, figures: bool = True, earlier: tuple = ()) -> dict:
                  plot_intervals(res, out / "intervals.png", methods=rows),
                  plot_intervals(res, out / "controls.png", methods=("simam2",) + CONTROL_METHODS,
                                 kinds=("vs_baseline", "control"), title="controls"),
-                 plot_probes(res, out / "probes.png"), plot_ratios(out, res, out / "ratios.png")]
+                 *_probe_figures(res, out), plot_ratios(out, res, out / "ratios.png")]
         res["figures"] = [str(p) for p in paths if p is not None]
     return res
